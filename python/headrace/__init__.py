@@ -1,0 +1,51 @@
+"""headrace: low-latency computation graphs with a Rust core.
+
+Accumulators turn incoming events into boundary values, a reactor decides
+when to fire, and a DAG of Python node functions runs over the current inputs.
+"""
+
+from headrace._core import FireResult, Route
+from headrace.accumulators import (
+    Accumulator,
+    State,
+    batch_accumulator,
+    passthrough_accumulator,
+    polling_accumulator,
+    state_accumulator,
+    stream_accumulator,
+)
+from headrace.errors import (
+    AccumulatorError,
+    BackpressureError,
+    GraphDefinitionError,
+    HeadraceError,
+    NodeError,
+    PayloadError,
+)
+from headrace.graph import ComputationGraph, Criteria, when_all, when_any
+from headrace.runtime import Runtime
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Accumulator",
+    "AccumulatorError",
+    "BackpressureError",
+    "ComputationGraph",
+    "Criteria",
+    "FireResult",
+    "GraphDefinitionError",
+    "HeadraceError",
+    "NodeError",
+    "PayloadError",
+    "Route",
+    "Runtime",
+    "State",
+    "batch_accumulator",
+    "passthrough_accumulator",
+    "polling_accumulator",
+    "state_accumulator",
+    "stream_accumulator",
+    "when_all",
+    "when_any",
+]

@@ -1,0 +1,251 @@
+"""Accumulator declarations: the boundary between the outside world and a graph.
+
+Each decorator turns a function into an :class:`Accumulator`, a plain
+description that a :class:`~headrace.ComputationGraph` lists. The function's
+name is the accumulator's name unless ``name=`` is given.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar, overload
+
+from headrace._durations import seconds
+from headrace.errors import GraphDefinitionError
+
+__all__ = [
+    "Accumulator",
+    "AccumulatorKind",
+    "State",
+    "batch_accumulator",
+    "passthrough_accumulator",
+    "polling_accumulator",
+    "state_accumulator",
+    "stream_accumulator",
+]
+
+AccumulatorKind = Literal["passthrough", "stream", "polling", "batch", "state"]
+Codec = Literal["json", "msgpack"]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class State:
+    """Mutable state handed to a stream accumulator as its second argument.
+
+    Assign to ``.value``; the runtime keeps it (and checkpoints it with the
+    stream's offsets).
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any = None) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"State({self.value!r})"
+
+
+@dataclass(frozen=True)
+class Accumulator:
+    """A declared accumulator. Calling it calls the wrapped function."""
+
+    name: str
+    kind: AccumulatorKind
+    function: Callable[..., Any]
+    codec: Codec = "json"
+    #: Kind-specific settings: interval, max_buffer_size, flush_interval,
+    #: capacity, and for streams type, topic, group, broker, config.
+    config: Mapping[str, Any] = field(default_factory=dict)
+    #: Initial value of the stream accumulator's :class:`State`, if it has one.
+    initial_state: Any = None
+    has_state: bool = False
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.function(*args, **kwargs)
+
+    def new_state(self) -> State | None:
+        """A fresh :class:`State` for one runtime (runtimes never share state)."""
+        return State(copy.deepcopy(self.initial_state)) if self.has_state else None
+
+    def engine_spec(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "function": self.function,
+            "codec": self.codec,
+            "config": dict(self.config),
+            "state": self.new_state(),
+        }
+
+
+def _positional_arity(fn: Callable[..., Any], name: str) -> int:
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError) as e:
+        raise GraphDefinitionError(f"accumulator '{name}': cannot read the function's signature: {e}") from e
+    count = 0
+    for p in sig.parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            return -1  # *args/**kwargs: accepts anything
+        if p.kind == p.KEYWORD_ONLY:
+            if p.default is p.empty:
+                raise GraphDefinitionError(
+                    f"accumulator '{name}': keyword-only parameter '{p.name}' needs a default"
+                )
+            continue
+        if p.default is p.empty:
+            count += 1
+    return count
+
+
+def _check_arity(fn: Callable[..., Any], name: str, expected: int, shape: str) -> None:
+    arity = _positional_arity(fn, name)
+    if arity not in (-1, expected):
+        raise GraphDefinitionError(
+            f"accumulator '{name}' must take {shape}; its function takes {arity} required argument(s)"
+        )
+
+
+def _name_of(fn: Callable[..., Any], name: str | None) -> str:
+    result = name if name is not None else getattr(fn, "__name__", None)
+    if not isinstance(result, str) or not result.isidentifier():
+        raise GraphDefinitionError(
+            f"accumulator name must be a Python identifier (it is used as a node parameter), got {result!r}"
+        )
+    return result
+
+
+def _codec(codec: str, name: str) -> Codec:
+    if codec not in ("json", "msgpack"):
+        raise GraphDefinitionError(f"accumulator '{name}': codec must be 'json' or 'msgpack', got {codec!r}")
+    return codec  # type: ignore[return-value]
+
+
+def _positive_int(value: Any, what: str, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise GraphDefinitionError(f"accumulator '{name}': {what} must be a positive integer, got {value!r}")
+    return value
+
+
+def _duration(value: Any, what: str, name: str) -> float:
+    try:
+        return seconds(value, what=f"accumulator '{name}': {what}")
+    except ValueError as e:
+        raise GraphDefinitionError(str(e)) from None
+
+
+@overload
+def passthrough_accumulator(fn: F, /) -> Accumulator: ...
+@overload
+def passthrough_accumulator(*, name: str | None = None, codec: Codec = "json") -> Callable[[F], Accumulator]: ...
+
+
+def passthrough_accumulator(
+    fn: Callable[..., Any] | None = None, /, *, name: str | None = None, codec: Codec = "json"
+) -> Accumulator | Callable[[Callable[..., Any]], Accumulator]:
+    """Declares a passthrough accumulator: ``fn(event)`` returns the boundary
+    (or ``None`` to emit nothing)."""
+
+    def wrap(f: Callable[..., Any]) -> Accumulator:
+        n = _name_of(f, name)
+        _check_arity(f, n, 1, "one argument (the event)")
+        return Accumulator(n, "passthrough", f, _codec(codec, n))
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def stream_accumulator(
+    *,
+    type: str = "kafka",  # noqa: A002 - the seed's spelling
+    topic: str,
+    group: str | None = None,
+    broker: str = "KAFKA_BROKER",
+    state: Any = None,
+    config: Mapping[str, Any] | None = None,
+    name: str | None = None,
+    codec: Codec = "json",
+) -> Callable[[Callable[..., Any]], Accumulator]:
+    """Declares a stream accumulator fed by a broker topic (and by pushes).
+
+    ``broker`` names a variable resolved from ``HEADRACE_VAR_<broker>`` when
+    the source starts; ``group`` defaults to ``<name>_group``. With ``state=``
+    the function is ``fn(event, state)`` and receives a :class:`State`
+    initialised to a copy of that value.
+    """
+
+    def wrap(f: Callable[..., Any]) -> Accumulator:
+        n = _name_of(f, name)
+        has_state = state is not None
+        if has_state:
+            _check_arity(f, n, 2, "two arguments (event, state) because it declares state=")
+        else:
+            _check_arity(f, n, 1, "one argument (the event)")
+        if not isinstance(topic, str) or not topic:
+            raise GraphDefinitionError(f"accumulator '{n}': topic must be a non-empty string")
+        settings = {
+            "type": type,
+            "topic": topic,
+            "group": group if group is not None else f"{n}_group",
+            "broker": broker,
+            "config": dict(config or {}),
+        }
+        return Accumulator(n, "stream", f, _codec(codec, n), settings, state, has_state)
+
+    return wrap
+
+
+def polling_accumulator(
+    *, interval: str | float, name: str | None = None
+) -> Callable[[Callable[..., Any]], Accumulator]:
+    """Declares a polling accumulator: in thread mode a timer calls ``fn()``
+    (sync or ``async def``) every ``interval``; a ``None`` result, or one equal
+    to the last emitted value, emits nothing."""
+
+    def wrap(f: Callable[..., Any]) -> Accumulator:
+        n = _name_of(f, name)
+        _check_arity(f, n, 0, "no arguments")
+        return Accumulator(n, "polling", f, "json", {"interval": _duration(interval, "interval", n)})
+
+    return wrap
+
+
+def batch_accumulator(
+    *,
+    flush_interval: str | float | None = None,
+    max_buffer_size: int | None = None,
+    name: str | None = None,
+    codec: Codec = "json",
+) -> Callable[[Callable[..., Any]], Accumulator]:
+    """Declares a batch accumulator: events are buffered and ``fn(events)``
+    sees the buffered list when it flushes — after each successful fire, when
+    ``max_buffer_size`` events are buffered, ``flush_interval`` after the
+    oldest buffered event (thread mode), and at shutdown."""
+
+    def wrap(f: Callable[..., Any]) -> Accumulator:
+        n = _name_of(f, name)
+        _check_arity(f, n, 1, "one argument (the list of buffered events)")
+        settings = {
+            "flush_interval": None if flush_interval is None else _duration(flush_interval, "flush_interval", n),
+            "max_buffer_size": None if max_buffer_size is None else _positive_int(max_buffer_size, "max_buffer_size", n),
+        }
+        return Accumulator(n, "batch", f, _codec(codec, n), settings)
+
+    return wrap
+
+
+def state_accumulator(
+    *, capacity: int, name: str | None = None, codec: Codec = "json"
+) -> Callable[[Callable[..., Any]], Accumulator]:
+    """Declares a state accumulator: ``fn(event)`` returns a value (or ``None``
+    to skip the event) and the boundary is the list of the last ``capacity``
+    values, oldest first."""
+
+    def wrap(f: Callable[..., Any]) -> Accumulator:
+        n = _name_of(f, name)
+        _check_arity(f, n, 1, "one argument (the event)")
+        return Accumulator(n, "state", f, _codec(codec, n), {"capacity": _positive_int(capacity, "capacity", n)})
+
+    return wrap

@@ -1,0 +1,75 @@
+"""The one exception hierarchy of headrace. Rust raises these same classes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AccumulatorError",
+    "BackpressureError",
+    "GraphDefinitionError",
+    "HeadraceError",
+    "NodeError",
+    "PayloadError",
+]
+
+
+class HeadraceError(Exception):
+    """Base class of every error headrace raises on its own account."""
+
+
+class GraphDefinitionError(HeadraceError, ValueError):
+    """The graph is invalid. ``problems`` lists each problem, naming its culprits."""
+
+    def __init__(self, message: str, *, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems: list[str] = list(problems) if problems is not None else [message]
+
+
+class PayloadError(HeadraceError, ValueError):
+    """Bytes pushed to an accumulator could not be decoded."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        accumulator: str,
+        offset: int | None = None,
+        codec: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.accumulator = accumulator
+        self.offset = offset
+        self.codec = codec
+
+
+class AccumulatorError(HeadraceError):
+    """An accumulator's function raised; the original exception is ``__cause__``.
+
+    The event that caused it is kept in the runtime's dead-letter list.
+    """
+
+    def __init__(self, message: str, *, accumulator: str) -> None:
+        super().__init__(message)
+        self.accumulator = accumulator
+
+
+class NodeError(HeadraceError):
+    """A node raised during a fire; the original exception is ``__cause__``.
+
+    ``fire`` is the failed :class:`headrace.FireResult`.
+    """
+
+    def __init__(self, message: str, *, graph: str, node: str, fire: Any = None) -> None:
+        super().__init__(message)
+        self.graph = graph
+        self.node = node
+        self.fire = fire
+
+
+class BackpressureError(HeadraceError):
+    """The runtime's queue is full and the event was not accepted; push it again."""
+
+    def __init__(self, message: str, *, capacity: int | None = None) -> None:
+        super().__init__(message)
+        self.capacity = capacity

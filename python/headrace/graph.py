@@ -1,0 +1,241 @@
+"""Computation graphs: reactor criteria plus a DAG of Python node functions.
+
+The graph is described here once, as plain data; the Rust core validates it
+and compiles it into an execution plan (see :meth:`ComputationGraph.validate`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar, overload
+
+from headrace import _core
+from headrace.accumulators import Accumulator
+from headrace.errors import GraphDefinitionError
+
+__all__ = ["ComputationGraph", "Criteria", "InputStrategy", "Node", "when_all", "when_any"]
+
+InputStrategy = Literal["latest", "sequential"]
+F = TypeVar("F", bound=Callable[..., Any])
+AccumulatorRef = Accumulator | str
+
+
+@dataclass(frozen=True)
+class Criteria:
+    """When the reactor fires. Empty ``members`` means every accumulator."""
+
+    kind: Literal["when_any", "when_all"]
+    members: tuple[str, ...] = ()
+
+
+def _names(accs: Iterable[AccumulatorRef], what: str) -> tuple[str, ...]:
+    names = []
+    for a in accs:
+        if isinstance(a, Accumulator):
+            names.append(a.name)
+        elif isinstance(a, str):
+            names.append(a)
+        else:
+            raise GraphDefinitionError(f"{what}() takes accumulators or their names, got {a!r}")
+    return tuple(names)
+
+
+def when_any(*accumulators: AccumulatorRef) -> Criteria:
+    """Fire whenever any of ``accumulators`` (default: all) emits a boundary."""
+    return Criteria("when_any", _names(accumulators, "when_any"))
+
+
+def when_all(*accumulators: AccumulatorRef) -> Criteria:
+    """Fire when one of ``accumulators`` (default: all) emits a boundary and
+    every one of them has emitted at least once."""
+    return Criteria("when_all", _names(accumulators, "when_all"))
+
+
+@dataclass(frozen=True)
+class Node:
+    """A node of the graph: its parameters name its inputs."""
+
+    name: str
+    function: Callable[..., Any]
+    params: tuple[str, ...]
+    #: For routing nodes: label -> the consumer nodes that run on that label.
+    routes: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+
+def _params(fn: Callable[..., Any], name: str) -> tuple[str, ...]:
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError) as e:
+        raise GraphDefinitionError(f"node '{name}': cannot read the function's signature: {e}") from e
+    params = []
+    for p in sig.parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.KEYWORD_ONLY):
+            raise GraphDefinitionError(
+                f"node '{name}': parameter '{p.name}' must be a plain positional parameter "
+                "naming an accumulator or node (no *args, **kwargs or keyword-only)"
+            )
+        params.append(p.name)
+    return tuple(params)
+
+
+def _routes(routes: Sequence[str] | Mapping[str, Sequence[str] | str], name: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    if isinstance(routes, str):
+        raise GraphDefinitionError(f"node '{name}': routes must be a list of labels or a mapping, got a string")
+    if isinstance(routes, Mapping):
+        out = []
+        for label, targets in routes.items():
+            t = (targets,) if isinstance(targets, str) else tuple(targets)
+            out.append((str(label), t))
+        result = tuple(out)
+    else:
+        # A list of labels: each label is the name of the node that runs on it.
+        result = tuple((str(label), (str(label),)) for label in routes)
+    if not result:
+        raise GraphDefinitionError(f"node '{name}': routes must name at least one label")
+    return result
+
+
+class ComputationGraph:
+    """A reactor (criteria, input strategy) over accumulators, and a DAG of nodes.
+
+    Nodes are added with :meth:`node`. Problems that one node shows on its own
+    (a duplicate name, an unusable signature) are raised as it is added; the
+    rest (unknown parameter names, cycles, unreachable nodes, bad routes) when
+    the graph is validated, which :class:`~headrace.Runtime` does before it
+    accepts any event. Every problem is reported at once, by name.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        accumulators: Sequence[Accumulator],
+        criteria: Criteria | None = None,
+        input_strategy: InputStrategy = "latest",
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise GraphDefinitionError(f"graph name must be a non-empty string, got {name!r}")
+        accs = list(accumulators)
+        problems = []
+        for a in accs:
+            if not isinstance(a, Accumulator):
+                problems.append(
+                    f"{a!r} is not an accumulator (decorate it with @headrace.passthrough_accumulator or similar)"
+                )
+        names = [a.name for a in accs if isinstance(a, Accumulator)]
+        for dup in sorted({n for n in names if names.count(n) > 1}):
+            problems.append(f"accumulator name '{dup}' is used more than once")
+        criteria = criteria if criteria is not None else when_any()
+        if not isinstance(criteria, Criteria):
+            problems.append(f"criteria must be when_any(...) or when_all(...), got {criteria!r}")
+        else:
+            for m in criteria.members:
+                if m not in names:
+                    problems.append(f"criteria name '{m}', which is not an accumulator of this graph")
+        if input_strategy not in ("latest", "sequential"):
+            problems.append(f"input_strategy must be 'latest' or 'sequential', got {input_strategy!r}")
+        if problems:
+            raise GraphDefinitionError(f"invalid graph '{name}': " + "; ".join(problems), problems=problems)
+        self._name = name
+        self._accumulators: tuple[Accumulator, ...] = tuple(accs)
+        self._criteria: Criteria = criteria
+        self._input_strategy: InputStrategy = input_strategy
+        self._nodes: dict[str, Node] = {}
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def accumulators(self) -> tuple[Accumulator, ...]:
+        return self._accumulators
+
+    @property
+    def criteria(self) -> Criteria:
+        return self._criteria
+
+    @property
+    def input_strategy(self) -> InputStrategy:
+        return self._input_strategy
+
+    @property
+    def nodes(self) -> tuple[Node, ...]:
+        return tuple(self._nodes.values())
+
+    def accumulator(self, name: str) -> Accumulator:
+        for a in self._accumulators:
+            if a.name == name:
+                return a
+        raise KeyError(f"graph '{self._name}' has no accumulator '{name}'")
+
+    @overload
+    def node(self, fn: F, /) -> F: ...
+    @overload
+    def node(
+        self, *, name: str | None = None, routes: Sequence[str] | Mapping[str, Sequence[str] | str] | None = None
+    ) -> Callable[[F], F]: ...
+
+    def node(
+        self,
+        fn: Callable[..., Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        routes: Sequence[str] | Mapping[str, Sequence[str] | str] | None = None,
+    ) -> Any:
+        """Adds a node. Its parameter names name its inputs: accumulators (the
+        cached boundary, ``None`` before the first) or other nodes (their
+        result). With ``routes`` the node must return
+        :class:`headrace.Route`; ``routes=["a", "b"]`` means label "a" runs
+        node ``a``; a mapping ``{"label": ["n1", "n2"]}`` names the nodes of
+        each label. Consumers of a routing node that no route names run
+        whatever it chose. Returns the function unchanged."""
+
+        def add(f: Callable[..., Any]) -> Callable[..., Any]:
+            n = name if name is not None else getattr(f, "__name__", None)
+            if not isinstance(n, str) or not n.isidentifier():
+                raise GraphDefinitionError(f"node name must be a Python identifier, got {n!r}")
+            if n in self._nodes:
+                raise GraphDefinitionError(f"graph '{self._name}': a node named '{n}' already exists")
+            if any(a.name == n for a in self._accumulators):
+                raise GraphDefinitionError(
+                    f"graph '{self._name}': node '{n}' has the same name as an accumulator"
+                )
+            self._nodes[n] = Node(n, f, _params(f, n), _routes(routes, n) if routes is not None else ())
+            return f
+
+        return add(fn) if fn is not None else add
+
+    def engine_spec(self) -> dict[str, Any]:
+        """The plain-data description the Rust core compiles (fresh state objects)."""
+        return {
+            "name": self._name,
+            "input_strategy": self._input_strategy,
+            "criteria": {"kind": self._criteria.kind, "members": list(self._criteria.members)},
+            "accumulators": [a.engine_spec() for a in self._accumulators],
+            "nodes": [
+                {
+                    "name": n.name,
+                    "function": n.function,
+                    "params": list(n.params),
+                    "routes": [(label, list(targets)) for label, targets in n.routes],
+                }
+                for n in self._nodes.values()
+            ],
+        }
+
+    def validate(self) -> list[str]:
+        """Checks the whole graph; returns the node names in execution order.
+
+        Raises:
+            GraphDefinitionError: naming every problem (``.problems`` lists them).
+        """
+        return _core.compile_graph(self.engine_spec())
+
+    def __repr__(self) -> str:
+        return (
+            f"ComputationGraph({self._name!r}, accumulators={[a.name for a in self._accumulators]}, "
+            f"nodes={list(self._nodes)}, criteria={self._criteria.kind}{list(self._criteria.members)}, "
+            f"input_strategy={self._input_strategy!r})"
+        )

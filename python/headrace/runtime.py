@@ -1,0 +1,144 @@
+"""Running a graph in-process."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Literal
+
+from headrace import _core
+from headrace._durations import seconds
+from headrace._polling import Poller, call_poll
+from headrace.errors import AccumulatorError, HeadraceError
+from headrace.graph import ComputationGraph
+
+__all__ = ["Mode", "Runtime"]
+
+Mode = Literal["inline", "thread"]
+
+
+class Runtime(_core.Engine):
+    """Runs a :class:`~headrace.ComputationGraph` in this process.
+
+    ``mode="inline"`` runs each push's whole path on the caller's thread and
+    returns its :class:`~headrace.FireResult`; ``mode="thread"`` runs the
+    processor loop on a background thread fed by a bounded queue, reports
+    fires to ``on_fire``, and runs polling accumulators on their timers.
+
+    Args:
+        graph: The graph; it is validated before any event is accepted.
+        mode: "inline" or "thread".
+        on_fire: Called with every :class:`~headrace.FireResult` (thread mode:
+            on the processor thread; exceptions it raises are logged).
+        capacity: Queue bound in events (thread mode).
+        push_timeout: Seconds a push waits for room before raising
+            :class:`~headrace.BackpressureError`; None waits as long as it takes.
+        max_attempts: Tries of the same inputs after a node raises before a
+            sequential boundary goes to the dead-letter list.
+        retry_backoff: Seconds before a thread-mode retry when no new event
+            arrives (a new event retries at once).
+        dead_letter_limit: Dead letters kept; older ones are dropped and counted.
+        store: Where state is checkpointed. Only "memory" (the default) exists
+            in this version.
+    """
+
+    def __new__(
+        cls,
+        graph: ComputationGraph,
+        *,
+        mode: Mode = "inline",
+        on_fire: Callable[[_core.FireResult], Any] | None = None,
+        capacity: int = 65536,
+        push_timeout: float | str | None = None,
+        max_attempts: int = 3,
+        retry_backoff: float | str = 0.1,
+        dead_letter_limit: int = 10_000,
+        store: str | None = None,
+    ) -> Runtime:
+        if not isinstance(graph, ComputationGraph):
+            raise TypeError(f"Runtime needs a ComputationGraph, got {type(graph).__name__}")
+        if store not in (None, "memory"):
+            raise HeadraceError(
+                f"store {store!r} is not available in this version of headrace; use store='memory'"
+            )
+        if on_fire is not None and not callable(on_fire):
+            raise TypeError(f"on_fire must be callable, got {on_fire!r}")
+        return super().__new__(
+            cls,
+            graph.engine_spec(),
+            mode=mode,
+            on_fire=on_fire,
+            capacity=capacity,
+            push_timeout=None if push_timeout is None else seconds(push_timeout, what="push_timeout"),
+            max_attempts=max_attempts,
+            retry_backoff=seconds(retry_backoff, what="retry_backoff") if retry_backoff else 0.0,
+            dead_letter_limit=dead_letter_limit,
+        )
+
+    def __init__(self, graph: ComputationGraph, **_options: Any) -> None:
+        self._graph = graph
+        self._poller: Poller | None = None
+        polling = [a for a in graph.accumulators if a.kind == "polling"]
+        if self.mode == "thread" and polling:
+            self._poller = Poller(self, polling)
+            self._poller.start()
+        else:
+            # No timer runs in inline mode: nothing is starting, rt.poll() drives it.
+            for a in polling:
+                self.set_health(a.name, "socket_only")
+
+    @property
+    def graph(self) -> ComputationGraph:
+        return self._graph
+
+    def poll(self, name: str) -> _core.FireResult | None:
+        """Calls polling accumulator ``name``'s function once and pushes the
+        result (``None`` or an unchanged value emits nothing).
+
+        Raises:
+            AccumulatorError: the poll function raised (it is also counted).
+        """
+        acc = self._graph.accumulator(name)
+        if acc.kind != "polling":
+            raise HeadraceError(f"accumulator '{name}' is a {acc.kind} accumulator, not a polling one")
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise HeadraceError(
+                "rt.poll() cannot run inside a running event loop; call it from a thread "
+                "(e.g. await asyncio.to_thread(rt.poll, name))"
+            )
+        try:
+            value = asyncio.run(call_poll(acc.function))
+        except Exception as e:
+            text = f"{type(e).__name__}: {e}"
+            self.set_health(name, "disconnected", text)
+            raise AccumulatorError(f"poll of accumulator '{name}' raised {text}", accumulator=name) from e
+        self.set_health(name, "live")
+        return self.push(name, value)
+
+    def close(self) -> None:
+        """Stops polling, flushes batch accumulators (firing on what they
+        emit), and stops the processor. Idempotent."""
+        poller, self._poller = self._poller, None
+        if poller is not None:
+            poller.stop()
+        super().close()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "running"
+        return f"<headrace.Runtime graph={self.graph_name!r} mode={self.mode!r} {state}>"

@@ -1,0 +1,283 @@
+//! The Python host for one attached session: calls accumulators and nodes with
+//! Rust tuples (vectorcall), decodes payloads, and turns reports into
+//! `FireResult`s, callbacks, exceptions or log lines.
+
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyList, PyTuple};
+use pyo3::Borrowed;
+
+use headrace_core::host::{Calls, Codec, NodeOutput, Report};
+
+use crate::errors;
+use crate::fire::{FireResult, Route};
+use crate::graph::Callables;
+
+type Value = Py<PyAny>;
+
+/// What an inline call (push, fire) hands back to its caller.
+pub struct InlineOutcome {
+    /// Sequence number of the event (or manual fire) the caller is waiting on.
+    pub target: u64,
+    /// The first fire reflecting `target`.
+    pub result: Option<Py<FireResult>>,
+    /// The first failure during the call, raised once the call is done.
+    pub error: Option<PyErr>,
+}
+
+impl InlineOutcome {
+    pub fn new() -> Self {
+        InlineOutcome { target: 0, result: None, error: None }
+    }
+}
+
+pub struct PyCalls<'a, 'py> {
+    pub py: Python<'py>,
+    pub cx: &'a Callables,
+    pub inline: Option<&'a mut InlineOutcome>,
+}
+
+fn arg<'a, 'py>(py: Python<'py>, v: Option<&'a Value>) -> Borrowed<'a, 'py, PyAny> {
+    static NONE: PyOnceLock<Value> = PyOnceLock::new();
+    match v {
+        Some(v) => v.bind_borrowed(py),
+        None => NONE.get_or_init(py, || py.None()).bind_borrowed(py),
+    }
+}
+
+fn loads<'py>(py: Python<'py>, codec: Codec) -> PyResult<&'py Bound<'py, PyAny>> {
+    static ORJSON: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    static MSGPACK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    match codec {
+        Codec::Json => ORJSON.import(py, "orjson", "loads"),
+        Codec::Msgpack => MSGPACK.import(py, "headrace._codecs", "unpack_msgpack"),
+    }
+}
+
+/// Decodes one payload; a failure is a `PayloadError` naming the accumulator
+/// and, where the decoder says, the byte offset.
+pub fn decode(py: Python<'_>, acc_name: &str, bytes: &[u8], codec: Codec) -> PyResult<Value> {
+    let data = PyBytes::new(py, bytes);
+    match loads(py, codec)?.call1((&data,)) {
+        Ok(v) => Ok(v.unbind()),
+        Err(cause) => {
+            let value = cause.value(py);
+            let offset: Option<usize> =
+                value.getattr("pos").ok().and_then(|p| p.extract().ok());
+            let codec_name = match codec {
+                Codec::Json => "json",
+                Codec::Msgpack => "msgpack",
+            };
+            let at = offset.map(|o| format!(" at byte {o}")).unwrap_or_default();
+            let message = format!(
+                "accumulator '{acc_name}': undecodable {codec_name} payload{at} ({} bytes): {}",
+                bytes.len(),
+                value.str().map(|s| s.to_string()).unwrap_or_default()
+            );
+            let err = errors::raise(
+                errors::payload_error(py)?,
+                message,
+                &[
+                    ("accumulator", acc_name.into_pyobject(py)?.into_any()),
+                    ("offset", offset.into_pyobject(py)?.into_any()),
+                    ("codec", codec_name.into_pyobject(py)?.into_any()),
+                ],
+            );
+            Err(errors::with_cause(py, err, &cause))
+        }
+    }
+}
+
+impl PyCalls<'_, '_> {
+    fn route(&self, node: usize, out: Bound<'_, PyAny>) -> PyResult<NodeOutput<Value>> {
+        let labels = &self.cx.nodes[node].labels;
+        let name = &self.cx.plan.nodes[node].name;
+        match out.cast::<Route>() {
+            Ok(route) => {
+                let route = route.get();
+                if labels.is_empty() {
+                    return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                        "node '{name}' returned a Route but declares no routes (use @graph.node(routes=[...]))"
+                    )));
+                }
+                let label = route.label.bind(self.py).to_str()?;
+                match labels.iter().position(|l| l == label) {
+                    Some(i) => Ok(NodeOutput::Routed { label: i, value: route.value.clone_ref(self.py) }),
+                    None => Err(pyo3::exceptions::PyValueError::new_err(format!(
+                        "node '{name}' returned Route('{label}'), but its routes are {labels:?}"
+                    ))),
+                }
+            }
+            Err(_) if !labels.is_empty() => Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                "node '{name}' declares routes {labels:?} and must return headrace.Route, got {}",
+                out.get_type().name()?
+            ))),
+            Err(_) => Ok(NodeOutput::Value(out.unbind())),
+        }
+    }
+
+    fn fire_result(&self, record: headrace_core::host::FireRecord<Value, PyErr>) -> PyResult<Py<FireResult>> {
+        Py::new(self.py, FireResult::from_record(self.py, record, &self.cx.node_names, &self.cx.acc_names))
+    }
+
+    fn call_on_fire(&self, result: &Py<FireResult>) {
+        if let Some(cb) = &self.cx.on_fire {
+            if let Err(e) = cb.bind(self.py).call1((result.bind(self.py),)) {
+                errors::log(self.py, "error", &format!(
+                    "on_fire callback of graph '{}' raised {e}", self.cx.plan.graph
+                ));
+            }
+        }
+    }
+
+    fn accumulator_failure(&mut self, acc: usize, error: PyErr, decode: bool) {
+        let py = self.py;
+        let name = &self.cx.plan.accumulators[acc].name;
+        if decode {
+            // Already a PayloadError from `decode`.
+            self.keep_or_log(error);
+            return;
+        }
+        let message = format!("accumulator '{name}' raised {error}; the event is in the dead-letter list");
+        let wrapped = errors::accumulator_error(py).map(|cls| {
+            let kwargs = [("accumulator", self.cx.acc_names[acc].bind(py).clone().into_any())];
+            errors::with_cause(py, errors::raise(cls, message, &kwargs), &error)
+        });
+        self.keep_or_log(wrapped.unwrap_or_else(|e| e));
+    }
+
+    /// Inline: the first failure is raised when the call is done. Thread mode:
+    /// nobody is waiting, so the failure is logged (and counted in stats).
+    fn keep_or_log(&mut self, error: PyErr) {
+        match &mut self.inline {
+            Some(outcome) => {
+                if outcome.error.is_none() {
+                    outcome.error = Some(error);
+                }
+            }
+            None => errors::log(self.py, "warning", &error.to_string()),
+        }
+    }
+}
+
+impl Calls<Value, PyErr> for PyCalls<'_, '_> {
+    fn accumulate(&mut self, acc: usize, event: &Value) -> PyResult<Option<Value>> {
+        let a = &self.cx.accs[acc];
+        let f = a.function.bind(self.py);
+        let out = match &a.state {
+            Some(state) => f.call1((event.bind_borrowed(self.py), state.bind_borrowed(self.py)))?,
+            None => f.call1((event.bind_borrowed(self.py),))?,
+        };
+        Ok(if out.is_none() { None } else { Some(out.unbind()) })
+    }
+
+    fn accumulate_batch(&mut self, acc: usize, events: &[Value]) -> PyResult<Option<Value>> {
+        let list = PyList::new(self.py, events.iter().map(|e| e.bind(self.py)))?;
+        let out = self.cx.accs[acc].function.bind(self.py).call1((list,))?;
+        Ok(if out.is_none() { None } else { Some(out.unbind()) })
+    }
+
+    fn call_node(&mut self, node: usize, args: &[Option<&Value>]) -> PyResult<NodeOutput<Value>> {
+        let py = self.py;
+        let f = self.cx.nodes[node].function.bind(py);
+        let a = |i: usize| arg(py, args[i]);
+        let out = match args.len() {
+            0 => f.call0(),
+            1 => f.call1((a(0),)),
+            2 => f.call1((a(0), a(1))),
+            3 => f.call1((a(0), a(1), a(2))),
+            4 => f.call1((a(0), a(1), a(2), a(3))),
+            5 => f.call1((a(0), a(1), a(2), a(3), a(4))),
+            6 => f.call1((a(0), a(1), a(2), a(3), a(4), a(5))),
+            n => f.call1(PyTuple::new(py, (0..n).map(a))?),
+        }?;
+        self.route(node, out)
+    }
+
+    fn decode(&mut self, acc: usize, bytes: &[u8], codec: Codec) -> PyResult<Value> {
+        decode(self.py, &self.cx.plan.accumulators[acc].name, bytes, codec)
+    }
+
+    fn is_none(&mut self, value: &Value) -> bool {
+        value.is_none(self.py)
+    }
+
+    fn equal(&mut self, a: &Value, b: &Value) -> PyResult<bool> {
+        a.bind(self.py).eq(b.bind(self.py))
+    }
+
+    fn share(&mut self, value: &Value) -> Value {
+        value.clone_ref(self.py)
+    }
+
+    fn list(&mut self, items: &mut dyn Iterator<Item = &Value>) -> Value {
+        let py = self.py;
+        PyList::new(py, items.map(|v| v.bind(py))).map(|l| l.into_any().unbind()).unwrap_or_else(|_| py.None())
+    }
+
+    fn describe(&mut self, error: &PyErr) -> String {
+        error.to_string()
+    }
+
+    fn report(&mut self, report: Report<Value, PyErr>) {
+        let py = self.py;
+        match report {
+            Report::Fired(record) => {
+                let wanted = self.inline.as_ref().is_some_and(|o| o.result.is_none() && o.target == record.seq);
+                let failed = record.failure.is_some();
+                if !wanted && !failed && self.cx.on_fire.is_none() {
+                    return; // Nobody looks at it: build nothing.
+                }
+                let result = match self.fire_result(record) {
+                    Ok(r) => r,
+                    Err(e) => return self.keep_or_log(e),
+                };
+                self.call_on_fire(&result);
+                if failed {
+                    let error = node_error(py, &self.cx.plan.graph, &result);
+                    if self.inline.is_none() && self.cx.on_fire.is_some() {
+                        // on_fire has seen it; a log line per failure would only repeat it.
+                    } else {
+                        self.keep_or_log(error);
+                    }
+                }
+                if wanted {
+                    if let Some(o) = self.inline.as_mut() {
+                        o.result = Some(result);
+                    }
+                }
+            }
+            Report::AccumulatorFailed { acc, error, .. } => self.accumulator_failure(acc, error, false),
+            Report::DecodeFailed { acc, error, .. } => self.accumulator_failure(acc, error, true),
+        }
+    }
+}
+
+/// `NodeError` for a failed fire, with the node's exception as `__cause__`.
+pub fn node_error(py: Python<'_>, graph: &str, result: &Py<FireResult>) -> PyErr {
+    let r = result.get();
+    let node = r.node.as_ref().map(|n| n.bind(py).to_string()).unwrap_or_default();
+    let cause = r.error.as_ref().map(|e| PyErr::from_value(e.bind(py).clone()));
+    let detail = cause.as_ref().map(|c| c.to_string()).unwrap_or_default();
+    let mut message = format!("graph '{graph}': node '{node}' raised {detail} (fire {}", r.id);
+    if r.attempt > 1 {
+        message.push_str(&format!(", attempt {}", r.attempt));
+    }
+    message.push_str(if r.dead_lettered { "; inputs dead-lettered)" } else { ")" });
+    let err = match errors::node_error(py) {
+        Ok(cls) => errors::raise(
+            cls,
+            message,
+            &[
+                ("graph", pyo3::types::PyString::new(py, graph).into_any()),
+                ("node", pyo3::types::PyString::new(py, &node).into_any()),
+                ("fire", result.bind(py).clone().into_any()),
+            ],
+        ),
+        Err(e) => e,
+    };
+    match cause {
+        Some(c) => errors::with_cause(py, err, &c),
+        None => err,
+    }
+}

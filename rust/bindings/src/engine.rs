@@ -1,0 +1,577 @@
+//! `Engine`: the running graph. `headrace.Runtime` subclasses it in Python, so
+//! `rt.push(...)` lands here directly, with no Python frame in between.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Mutex as StdMutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, MutexGuard};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+use headrace_core::channel::{merge_channel, Item, MergeSender, Progress, PushError};
+use headrace_core::dead_letter::DeadLetters;
+use headrace_core::driver::{self, Attach};
+use headrace_core::host::{Calls, Codec};
+use headrace_core::metrics::{Health, Metrics};
+use headrace_core::processor::{Config, Input, Processor};
+
+use crate::calls::{decode, InlineOutcome, PyCalls};
+use crate::errors;
+use crate::fire::FireResult;
+use crate::graph::{self, Callables};
+use crate::stats;
+
+type Value = Py<PyAny>;
+type Proc = Processor<Value, PyErr>;
+
+/// A small per-thread number, to recognise calls made from inside a fire.
+fn thread_token() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local!(static TOKEN: Cell<u64> = const { Cell::new(0) });
+    TOKEN.with(|t| {
+        if t.get() == 0 {
+            t.set(NEXT.fetch_add(1, SeqCst));
+        }
+        t.get()
+    })
+}
+
+struct InlineState {
+    processor: Proc,
+    /// None once closed (or cleared by the GC).
+    callables: Option<Arc<Callables>>,
+}
+
+/// The inline lock, remembering its holder so that a re-entrant call from
+/// inside a fire raises instead of deadlocking.
+struct InlineGuard<'a> {
+    guard: MutexGuard<'a, InlineState>,
+    owner: &'a AtomicU64,
+}
+
+impl std::ops::Deref for InlineGuard<'_> {
+    type Target = InlineState;
+    fn deref(&self) -> &InlineState {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for InlineGuard<'_> {
+    fn deref_mut(&mut self) -> &mut InlineState {
+        &mut self.guard
+    }
+}
+
+impl Drop for InlineGuard<'_> {
+    fn drop(&mut self) {
+        self.owner.store(0, SeqCst);
+    }
+}
+
+struct ThreadState {
+    sender: MergeSender<Value>,
+    progress: Arc<Progress>,
+    handle: StdMutex<Option<JoinHandle<()>>>,
+    /// The processor thread's token: it must never block on its own queue.
+    token: Arc<AtomicU64>,
+}
+
+enum Mode {
+    Inline { state: Mutex<InlineState>, owner: AtomicU64 },
+    Thread(ThreadState),
+}
+
+struct ThreadHost {
+    callables: Arc<Callables>,
+}
+
+impl Attach<Value, PyErr> for ThreadHost {
+    fn attached(&mut self, work: &mut dyn FnMut(&mut dyn Calls<Value, PyErr>)) {
+        Python::attach(|py| {
+            let mut calls = PyCalls { py, cx: &self.callables, inline: None };
+            work(&mut calls);
+        })
+    }
+}
+
+/// The engine behind `headrace.Runtime`.
+#[pyclass(frozen, subclass, module = "headrace._core")]
+pub struct Engine {
+    graph: String,
+    mode: Mode,
+    /// For the GC: the callables, until cleared.
+    callables: StdMutex<Option<Arc<Callables>>>,
+    acc_names: Vec<String>,
+    codecs: Vec<Codec>,
+    metrics: Arc<Metrics>,
+    dead_letters: Arc<DeadLetters<Value>>,
+    push_timeout: Option<Duration>,
+    closed: AtomicBool,
+}
+
+fn duration(seconds: Option<f64>, what: &str) -> PyResult<Option<Duration>> {
+    seconds
+        .map(|s| {
+            Duration::try_from_secs_f64(s).map_err(|_| {
+                pyo3::exceptions::PyValueError::new_err(format!("{what} must be a non-negative number of seconds, got {s}"))
+            })
+        })
+        .transpose()
+}
+
+#[pymethods]
+impl Engine {
+    #[new]
+    #[pyo3(signature = (spec, *, mode, on_fire=None, capacity=65536, push_timeout=None, max_attempts=3, retry_backoff=0.1, dead_letter_limit=10000))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        spec: &Bound<'_, PyDict>,
+        mode: &str,
+        on_fire: Option<Py<PyAny>>,
+        capacity: usize,
+        push_timeout: Option<f64>,
+        max_attempts: u32,
+        retry_backoff: f64,
+        dead_letter_limit: usize,
+    ) -> PyResult<Self> {
+        if capacity == 0 || max_attempts == 0 {
+            return Err(pyo3::exceptions::PyValueError::new_err("capacity and max_attempts must be at least 1"));
+        }
+        let config = Config {
+            max_attempts,
+            retry_backoff: duration(Some(retry_backoff), "retry_backoff")?.unwrap_or_default(),
+            dead_letter_limit,
+        };
+        let parsed = graph::parse(spec)?;
+        let codecs = parsed.accs.iter().map(|a| a.codec).collect();
+        let callables = Arc::new(graph::compile(py, parsed, on_fire)?);
+        let plan = callables.plan.clone();
+        let processor: Proc = Processor::new(plan.clone(), config);
+        let metrics = processor.metrics().clone();
+        let dead_letters = processor.dead_letters().clone();
+        let mode = match mode {
+            "inline" => Mode::Inline {
+                state: Mutex::new(InlineState { processor, callables: Some(callables.clone()) }),
+                owner: AtomicU64::new(0),
+            },
+            "thread" => Mode::Thread(spawn(plan.graph.clone(), processor, callables.clone(), capacity)?),
+            other => {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "mode must be 'inline' or 'thread', got '{other}'"
+                )))
+            }
+        };
+        Ok(Engine {
+            graph: plan.graph.clone(),
+            mode,
+            callables: StdMutex::new(Some(callables)),
+            acc_names: plan.accumulators.iter().map(|a| a.name.clone()).collect(),
+            codecs,
+            metrics,
+            dead_letters,
+            push_timeout: duration(push_timeout, "push_timeout")?,
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// The graph's name.
+    #[getter]
+    fn graph_name(&self) -> &str {
+        &self.graph
+    }
+
+    /// "inline" or "thread".
+    #[getter]
+    fn mode(&self) -> &'static str {
+        match self.mode {
+            Mode::Inline { .. } => "inline",
+            Mode::Thread(_) => "thread",
+        }
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.closed.load(SeqCst)
+    }
+
+    /// Pushes one event into accumulator `name`.
+    ///
+    /// Inline mode runs the whole path on this thread and returns the fire's
+    /// `FireResult` (None when the reactor did not fire). Thread mode returns
+    /// None once the event is accepted, waiting for room up to `timeout`
+    /// seconds (default: the runtime's `push_timeout`; None waits as long as it
+    /// takes) and raising `BackpressureError` if there is none.
+    #[pyo3(signature = (name, event, *, timeout=None))]
+    fn push(&self, py: Python<'_>, name: &str, event: Value, timeout: Option<f64>) -> PyResult<Option<Py<FireResult>>> {
+        let acc = self.acc_index(py, name)?;
+        self.push_value(py, acc, event, timeout, false)
+    }
+
+    /// Like `push`, but never waits: a full queue raises `BackpressureError`
+    /// at once. (Inline mode has no queue; this is `push`.)
+    fn try_push(&self, py: Python<'_>, name: &str, event: Value) -> PyResult<Option<Py<FireResult>>> {
+        let acc = self.acc_index(py, name)?;
+        self.push_value(py, acc, event, None, true)
+    }
+
+    /// Pushes every event of `events` into accumulator `name` in one crossing,
+    /// with the same semantics as calling `push` for each. Inline mode returns
+    /// the list of fires that happened; thread mode returns None once all are
+    /// accepted.
+    #[pyo3(signature = (name, events, *, timeout=None))]
+    fn push_many(&self, py: Python<'_>, name: &str, events: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<Option<Py<PyList>>> {
+        let acc = self.acc_index(py, name)?;
+        match &self.mode {
+            Mode::Inline { .. } => {
+                let fires = PyList::empty(py);
+                let mut guard = self.lock_inline(py)?;
+                let state = &mut *guard;
+                let cx = state.callables.clone().ok_or_else(|| errors::closed(py, &self.graph))?;
+                let mut first_error = None;
+                for event in events.try_iter()? {
+                    let event = event?.unbind();
+                    let mut outcome = InlineOutcome::new();
+                    outcome.target = state.processor.next_seq();
+                    {
+                        let mut calls = PyCalls { py, cx: &cx, inline: Some(&mut outcome) };
+                        let now = Instant::now();
+                        state.processor.ingest(acc, Input::Value(event), &mut calls, now);
+                        state.processor.settle(&mut calls, now);
+                    }
+                    if let Some(r) = outcome.result {
+                        fires.append(r)?;
+                    }
+                    if first_error.is_none() {
+                        first_error = outcome.error;
+                    }
+                }
+                match first_error {
+                    Some(e) => Err(e),
+                    None => Ok(Some(fires.unbind())),
+                }
+            }
+            Mode::Thread(t) => {
+                let timeout = duration(timeout, "timeout")?.or(self.push_timeout);
+                for event in events.try_iter()? {
+                    let item = Item::Event { acc, input: Input::Value(event?.unbind()) };
+                    self.send(py, t, item, timeout, false)?;
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// Pushes raw JSON (or msgpack) bytes. They are decoded here, on the
+    /// caller's thread, so an undecodable payload raises `PayloadError` at once
+    /// and nothing else is affected.
+    #[pyo3(signature = (name, data, *, codec=None, timeout=None))]
+    fn push_bytes(&self, py: Python<'_>, name: &str, data: &[u8], codec: Option<&str>, timeout: Option<f64>) -> PyResult<Option<Py<FireResult>>> {
+        let acc = self.acc_index(py, name)?;
+        let codec = match codec {
+            None => self.codecs[acc],
+            Some("json") => Codec::Json,
+            Some("msgpack") => Codec::Msgpack,
+            Some(other) => {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!("codec must be 'json' or 'msgpack', got '{other}'")))
+            }
+        };
+        let event = decode(py, name, data, codec)?;
+        self.push_value(py, acc, event, timeout, false)
+    }
+
+    /// Fires once on the current inputs, whatever the criteria say. Inline mode
+    /// returns the `FireResult`; thread mode queues the fire behind what was
+    /// already pushed and returns None.
+    fn fire(&self, py: Python<'_>) -> PyResult<Option<Py<FireResult>>> {
+        match &self.mode {
+            Mode::Inline { .. } => self.run_inline(py, |p, calls| {
+                p.fire_manual(calls, Instant::now());
+            }),
+            Mode::Thread(t) => {
+                self.send(py, t, Item::Fire, None, false)?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Waits until everything pushed before this call has been processed
+    /// (thread mode), or retries pending failed inputs (inline mode). Raises
+    /// `TimeoutError` if `timeout` seconds pass first.
+    #[pyo3(signature = (timeout=None))]
+    fn drain(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
+        match &self.mode {
+            Mode::Inline { .. } => {
+                self.run_inline(py, |p, calls| p.on_timer(calls, Instant::now()))?;
+                Ok(())
+            }
+            Mode::Thread(t) => {
+                if t.token.load(SeqCst) == thread_token() {
+                    return Err(errors::raise(
+                        errors::headrace_error(py)?,
+                        "drain() called from inside a fire would wait for itself".into(),
+                        &[],
+                    ));
+                }
+                let timeout = duration(timeout, "timeout")?;
+                let target = t.progress.submitted();
+                let progress = t.progress.clone();
+                if py.detach(move || progress.wait_for(target, timeout)) {
+                    return Ok(());
+                }
+                if t.progress.is_closed() && t.progress.completed() < target {
+                    return Err(errors::closed(py, &self.graph));
+                }
+                Err(pyo3::exceptions::PyTimeoutError::new_err(format!(
+                    "drain() of graph '{}' timed out with {} item(s) unprocessed",
+                    self.graph,
+                    target.saturating_sub(t.progress.completed())
+                )))
+            }
+        }
+    }
+
+    /// Flushes batch accumulators, fires for what that yields, and stops the
+    /// processor. Idempotent.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        if self.closed.swap(true, SeqCst) {
+            return Ok(());
+        }
+        match &self.mode {
+            Mode::Inline { .. } => {
+                let result = self.run_inline(py, |p, calls| p.shutdown(calls, Instant::now()));
+                self.lock_inline(py)?.callables = None;
+                result.map(|_| ())
+            }
+            Mode::Thread(t) => {
+                let sender = t.sender.clone();
+                // Blocking until the processor has room: Stop must not be lost.
+                let _ = py.detach(move || sender.push(Item::Stop, None).map_err(|_| ()));
+                let handle = t.handle.lock().unwrap_or_else(|p| p.into_inner()).take();
+                if let Some(h) = handle {
+                    if py.detach(move || h.join()).is_err() {
+                        return Err(errors::raise(
+                            errors::headrace_error(py)?,
+                            format!("processor thread of graph '{}' panicked", self.graph),
+                            &[],
+                        ));
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Counters, health and dead letters (see `headrace.Runtime.stats`).
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let (depth, capacity) = match &self.mode {
+            Mode::Inline { .. } => (0, 0),
+            Mode::Thread(t) => (t.sender.depth(), t.sender.capacity()),
+        };
+        stats::build(py, &self.graph, self.mode(), &self.acc_names, &self.metrics, &self.dead_letters, depth, capacity, self.closed())
+    }
+
+    /// Sets an accumulator's health (sources report their connection state).
+    #[pyo3(signature = (name, health, error=None))]
+    fn set_health(&self, py: Python<'_>, name: &str, health: &str, error: Option<String>) -> PyResult<()> {
+        let acc = self.acc_index(py, name)?;
+        let h = Health::parse(health).ok_or_else(|| {
+            pyo3::exceptions::PyValueError::new_err(format!(
+                "unknown health '{health}'; expected one of {:?}",
+                Health::ALL.map(Health::label)
+            ))
+        })?;
+        let m = &self.metrics.accumulators[acc];
+        m.set_health(h);
+        if let Some(text) = error {
+            m.record_error(text);
+        }
+        Ok(())
+    }
+
+    /// Records a source-side failure (a raising poll) against accumulator `name`.
+    fn record_error(&self, py: Python<'_>, name: &str, error: String) -> PyResult<()> {
+        let acc = self.acc_index(py, name)?;
+        self.metrics.accumulators[acc].record_error(error);
+        Ok(())
+    }
+
+    /// Removes and returns the dead letters (e.g. to replay them).
+    fn take_dead_letters<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let letters = self.dead_letters.take();
+        stats::dead_letter_list(py, &self.acc_names, letters.iter())
+    }
+
+    fn __traverse__(&self, visit: pyo3::gc::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+        if let Ok(guard) = self.callables.try_lock() {
+            if let Some(c) = guard.as_ref() {
+                c.traverse(&visit)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        self.closed.store(true, SeqCst);
+        if let Ok(mut guard) = self.callables.try_lock() {
+            guard.take();
+        }
+        match &self.mode {
+            Mode::Inline { state, .. } => {
+                if let Some(mut s) = state.try_lock() {
+                    s.callables = None;
+                }
+            }
+            Mode::Thread(t) => {
+                let _ = t.sender.try_push(Item::Stop);
+            }
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // A runtime dropped without close(): stop its thread rather than leak it.
+        if let Mode::Thread(t) = &self.mode {
+            if !self.closed.load(SeqCst) {
+                let _ = t.sender.try_push(Item::Stop);
+            }
+        }
+    }
+}
+
+fn spawn(graph: String, mut processor: Proc, callables: Arc<Callables>, capacity: usize) -> PyResult<ThreadState> {
+    let (sender, rx, progress) = merge_channel::<Value>(capacity);
+    let token = Arc::new(AtomicU64::new(0));
+    let thread_progress = progress.clone();
+    let thread_token_cell = token.clone();
+    let handle = std::thread::Builder::new()
+        .name(format!("headrace-{graph}"))
+        .spawn(move || {
+            thread_token_cell.store(thread_token(), SeqCst);
+            let mut host = ThreadHost { callables };
+            driver::run(&rx, &mut processor, &mut host, &thread_progress);
+            // Values still cached hold Python references: release them attached.
+            Python::attach(|_| {
+                drop(processor);
+                drop(host);
+                drop(rx);
+            });
+        })
+        .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(format!("cannot start processor thread: {e}")))?;
+    Ok(ThreadState { sender, progress, handle: StdMutex::new(Some(handle)), token })
+}
+
+impl Engine {
+    fn acc_index(&self, py: Python<'_>, name: &str) -> PyResult<usize> {
+        match self.acc_names.iter().position(|n| n == name) {
+            Some(i) => Ok(i),
+            None => Err(errors::raise(
+                errors::headrace_error(py)?,
+                format!("graph '{}' has no accumulator '{name}' (it has: {})", self.graph, self.acc_names.join(", ")),
+                &[],
+            )),
+        }
+    }
+
+    fn push_value(&self, py: Python<'_>, acc: usize, event: Value, timeout: Option<f64>, never_wait: bool) -> PyResult<Option<Py<FireResult>>> {
+        match &self.mode {
+            Mode::Inline { .. } => {
+                self.run_inline(py, |p, calls| {
+                    let now = Instant::now();
+                    p.ingest(acc, Input::Value(event), calls, now);
+                    p.settle(calls, now);
+                })
+            }
+            Mode::Thread(t) => {
+                let timeout = duration(timeout, "timeout")?.or(self.push_timeout);
+                self.send(py, t, Item::Event { acc, input: Input::Value(event) }, timeout, never_wait)?;
+                Ok(None)
+            }
+        }
+    }
+
+    fn send(&self, py: Python<'_>, t: &ThreadState, item: Item<Value>, timeout: Option<Duration>, never_wait: bool) -> PyResult<()> {
+        if self.closed.load(SeqCst) {
+            return Err(errors::closed(py, &self.graph));
+        }
+        let item = match t.sender.try_push(item) {
+            Ok(()) => return Ok(()),
+            Err(PushError::Full(item)) => item,
+            Err(PushError::Closed(_)) | Err(PushError::Timeout(_)) => return Err(errors::closed(py, &self.graph)),
+        };
+        // Full. From inside a fire, waiting would wait on ourselves.
+        let own_thread = t.token.load(SeqCst) == thread_token();
+        let result = if never_wait || own_thread {
+            Err(PushError::Full(item))
+        } else {
+            let sender = t.sender.clone();
+            py.detach(move || sender.push(item, timeout))
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(PushError::Closed(_)) => Err(errors::closed(py, &self.graph)),
+            Err(PushError::Full(_)) | Err(PushError::Timeout(_)) => {
+                let waited = if never_wait || own_thread {
+                    "without waiting".to_string()
+                } else {
+                    format!("after waiting {:?}", timeout.unwrap_or_default())
+                };
+                Err(errors::raise(
+                    errors::backpressure_error(py)?,
+                    format!(
+                        "graph '{}': queue full ({} items), event not accepted {waited}; push it again later",
+                        self.graph,
+                        t.sender.capacity()
+                    ),
+                    &[("capacity", t.sender.capacity().into_pyobject(py)?.into_any())],
+                ))
+            }
+        }
+    }
+
+    /// Locks the inline processor, detaching while waiting for another thread.
+    fn lock_inline<'a>(&'a self, py: Python<'_>) -> PyResult<InlineGuard<'a>> {
+        let Mode::Inline { state, owner } = &self.mode else { unreachable!("inline only") };
+        if let Some(guard) = state.try_lock() {
+            owner.store(thread_token(), SeqCst);
+            return Ok(InlineGuard { guard, owner });
+        }
+        if owner.load(SeqCst) == thread_token() {
+            return Err(errors::raise(
+                errors::headrace_error(py)?,
+                format!(
+                    "graph '{}': push/fire called from inside one of its own fires; in inline mode a fire cannot start another (use mode=\"thread\")",
+                    self.graph
+                ),
+                &[],
+            ));
+        }
+        let guard = py.detach(|| state.lock());
+        owner.store(thread_token(), SeqCst);
+        Ok(InlineGuard { guard, owner })
+    }
+
+    /// Runs `f` on the inline processor, then returns the fire for the sequence
+    /// number `f` returns, or raises the first failure.
+    fn run_inline(&self, py: Python<'_>, f: impl FnOnce(&mut Proc, &mut PyCalls<'_, '_>)) -> PyResult<Option<Py<FireResult>>> {
+        let mut outcome = InlineOutcome::new();
+        {
+            let mut guard = self.lock_inline(py)?;
+            let state = &mut *guard;
+            let Some(cx) = state.callables.clone() else {
+                return Err(errors::closed(py, &self.graph));
+            };
+            outcome.target = state.processor.next_seq();
+            let mut calls = PyCalls { py, cx: &cx, inline: Some(&mut outcome) };
+            f(&mut state.processor, &mut calls);
+        }
+        match outcome.error {
+            Some(e) => Err(e),
+            None => Ok(outcome.result),
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! `headrace._core`: the only crate that touches Python. It converts, calls
+//! and maps errors; the engine itself is `headrace-core`.
+
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+mod calls;
+mod engine;
+mod errors;
+mod fire;
+mod graph;
+mod stats;
+
+/// Checks a graph description and returns the node names in execution order.
+/// Raises `GraphDefinitionError` naming every problem found.
+#[pyfunction]
+fn compile_graph(py: Python<'_>, spec: &Bound<'_, PyDict>) -> PyResult<Vec<String>> {
+    let parsed = graph::parse(spec)?;
+    let callables = graph::compile(py, parsed, None)?;
+    Ok(callables.plan.nodes.iter().map(|n| n.name.clone()).collect())
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<engine::Engine>()?;
+    m.add_class::<fire::FireResult>()?;
+    m.add_class::<fire::Route>()?;
+    m.add_function(wrap_pyfunction!(compile_graph, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("MAX_BATCH", headrace_core::driver::MAX_BATCH)?;
+    Ok(())
+}

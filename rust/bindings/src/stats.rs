@@ -1,0 +1,90 @@
+//! The `stats()` dictionary.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+use headrace_core::dead_letter::{DeadLetter, DeadLetters};
+use headrace_core::metrics::{Health, Metrics};
+
+type Value = Py<PyAny>;
+
+/// The reactor's health, derived from its accumulators' (as the seed design
+/// defines it): degraded while any source is disconnected, warming while any
+/// is still starting or connecting.
+fn reactor_health(metrics: &Metrics, closed: bool) -> &'static str {
+    if closed {
+        return "stopped";
+    }
+    let states: Vec<Health> = metrics.accumulators.iter().map(|m| m.health()).collect();
+    if states.contains(&Health::Disconnected) {
+        "degraded"
+    } else if states.iter().any(|h| matches!(h, Health::Starting | Health::Connecting)) {
+        "warming"
+    } else {
+        "live"
+    }
+}
+
+pub fn dead_letter_list<'py, 'a>(
+    py: Python<'py>,
+    names: &[String],
+    letters: impl Iterator<Item = &'a DeadLetter<Value>>,
+) -> PyResult<Bound<'py, PyList>> {
+    let list = PyList::empty(py);
+    for d in letters {
+        let e = PyDict::new(py);
+        e.set_item("accumulator", &names[d.acc])?;
+        e.set_item("stage", d.stage.label())?;
+        e.set_item("value", d.value.bind(py))?;
+        e.set_item("error", &d.error)?;
+        e.set_item("attempts", d.attempts)?;
+        list.append(e)?;
+    }
+    Ok(list)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn build<'py>(
+    py: Python<'py>,
+    graph: &str,
+    mode: &str,
+    names: &[String],
+    metrics: &Metrics,
+    dead_letters: &DeadLetters<Value>,
+    queue_depth: usize,
+    queue_capacity: usize,
+    closed: bool,
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("graph", graph)?;
+    d.set_item("mode", mode)?;
+    d.set_item("health", reactor_health(metrics, closed))?;
+    d.set_item("fire_count", metrics.fires.load(Relaxed))?;
+    d.set_item("fires_failed", metrics.fires_failed.load(Relaxed))?;
+    d.set_item("retries", metrics.retries.load(Relaxed))?;
+    let last = metrics.last_fired_at_us.load(Relaxed);
+    d.set_item("last_fired_at", (last > 0).then(|| last as f64 / 1e6))?;
+    d.set_item("last_error", metrics.last_error())?;
+    d.set_item("queue_depth", queue_depth)?;
+    d.set_item("queue_capacity", queue_capacity)?;
+    d.set_item("pending", metrics.pending.load(Relaxed))?;
+    let accs = PyDict::new(py);
+    for (name, m) in names.iter().zip(&metrics.accumulators) {
+        let a = PyDict::new(py);
+        a.set_item("health", m.health().label())?;
+        a.set_item("events", m.events.load(Relaxed))?;
+        a.set_item("boundaries", m.boundaries.load(Relaxed))?;
+        a.set_item("suppressed", m.suppressed.load(Relaxed))?;
+        a.set_item("errors", m.errors.load(Relaxed))?;
+        a.set_item("buffered", m.buffered.load(Relaxed))?;
+        a.set_item("last_error", m.last_error())?;
+        accs.set_item(name, a)?;
+    }
+    d.set_item("accumulators", accs)?;
+    let (letters, dropped) = dead_letters.with(|l, dropped| (dead_letter_list(py, names, l.iter()), dropped));
+    d.set_item("dead_letters", letters?)?;
+    d.set_item("dead_letters_dropped", dropped)?;
+    Ok(d)
+}

@@ -1,0 +1,143 @@
+//! Per-kind accumulator behaviour: how one event becomes a boundary (or not).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::host::Calls;
+use crate::spec::AccKind;
+
+pub(crate) enum AccState<V> {
+    /// Passthrough and stream: the user function maps each event.
+    Plain,
+    /// The last emitted value, for change suppression.
+    Polling { last: Option<V> },
+    Batch {
+        buffer: Vec<V>,
+        max: Option<usize>,
+        interval: Option<Duration>,
+        /// When the oldest buffered event must be flushed by.
+        due: Option<Instant>,
+    },
+    State { window: VecDeque<V>, capacity: usize },
+}
+
+/// What taking one event did.
+pub(crate) enum Taken<V, E> {
+    Emit(V),
+    /// No boundary: the function returned `None`, or a poll was unchanged.
+    Suppressed,
+    /// Buffered in a batch; `full` when the buffer reached its size limit.
+    Buffered { full: bool },
+    Failed { event: V, error: E },
+}
+
+/// What flushing a batch did.
+pub(crate) enum Flushed<V, E> {
+    Empty,
+    Emit(V),
+    Suppressed,
+    /// The batch function raised; `events` is the batch as one list value.
+    Failed { events: V, error: E },
+}
+
+impl<V> AccState<V> {
+    pub(crate) fn new(kind: &AccKind) -> Self {
+        match kind {
+            AccKind::Passthrough | AccKind::Stream => AccState::Plain,
+            AccKind::Polling { .. } => AccState::Polling { last: None },
+            AccKind::Batch { max_buffer_size, flush_interval } => AccState::Batch {
+                buffer: Vec::new(),
+                max: *max_buffer_size,
+                interval: *flush_interval,
+                due: None,
+            },
+            AccKind::State { capacity } => {
+                AccState::State { window: VecDeque::with_capacity(*capacity), capacity: *capacity }
+            }
+        }
+    }
+
+    pub(crate) fn take<E>(
+        &mut self,
+        acc: usize,
+        event: V,
+        calls: &mut dyn Calls<V, E>,
+        now: Instant,
+    ) -> Taken<V, E> {
+        match self {
+            AccState::Plain => match calls.accumulate(acc, &event) {
+                Ok(Some(boundary)) => Taken::Emit(boundary),
+                Ok(None) => Taken::Suppressed,
+                Err(error) => Taken::Failed { event, error },
+            },
+            AccState::Polling { last } => {
+                if calls.is_none(&event) {
+                    return Taken::Suppressed;
+                }
+                if let Some(previous) = last {
+                    match calls.equal(previous, &event) {
+                        Ok(true) => return Taken::Suppressed,
+                        Ok(false) => {}
+                        Err(error) => return Taken::Failed { event, error },
+                    }
+                }
+                *last = Some(calls.share(&event));
+                Taken::Emit(event)
+            }
+            AccState::Batch { buffer, max, interval, due } => {
+                if buffer.is_empty() {
+                    *due = interval.map(|i| now + i);
+                }
+                buffer.push(event);
+                Taken::Buffered { full: max.is_some_and(|m| buffer.len() >= m) }
+            }
+            AccState::State { window, capacity } => match calls.accumulate(acc, &event) {
+                Ok(Some(value)) => {
+                    if window.len() == *capacity {
+                        window.pop_front();
+                    }
+                    window.push_back(value);
+                    Taken::Emit(calls.list(&mut window.iter()))
+                }
+                Ok(None) => Taken::Suppressed,
+                Err(error) => Taken::Failed { event, error },
+            },
+        }
+    }
+
+    /// Hands a batch's buffered events to its function, exactly once: the buffer
+    /// is emptied whatever the function does.
+    pub(crate) fn flush<E>(&mut self, acc: usize, calls: &mut dyn Calls<V, E>) -> Flushed<V, E> {
+        let AccState::Batch { buffer, due, .. } = self else { return Flushed::Empty };
+        if buffer.is_empty() {
+            return Flushed::Empty;
+        }
+        *due = None;
+        let result = calls.accumulate_batch(acc, buffer);
+        let flushed = match result {
+            Ok(Some(boundary)) => Flushed::Emit(boundary),
+            Ok(None) => Flushed::Suppressed,
+            Err(error) => Flushed::Failed { events: calls.list(&mut buffer.iter()), error },
+        };
+        buffer.clear();
+        flushed
+    }
+
+    pub(crate) fn flush_due(&self) -> Option<Instant> {
+        match self {
+            AccState::Batch { due, .. } => *due,
+            _ => None,
+        }
+    }
+
+    pub(crate) fn is_batch(&self) -> bool {
+        matches!(self, AccState::Batch { .. })
+    }
+
+    pub(crate) fn buffered(&self) -> usize {
+        match self {
+            AccState::Batch { buffer, .. } => buffer.len(),
+            _ => 0,
+        }
+    }
+}

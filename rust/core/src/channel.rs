@@ -1,0 +1,165 @@
+//! The merge channel: every input of a graph (pushes, sources, timers, control
+//! calls) meets here, in one bounded FIFO, in front of the processor.
+//!
+//! Bounded so that a slow graph pushes back on its producers instead of growing
+//! without limit; nothing is ever dropped on full: the producer either waits or
+//! gets its item back with the reason.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
+
+use crate::processor::Input;
+
+/// What travels through the merge channel.
+pub enum Item<V> {
+    Event { acc: usize, input: Input<V> },
+    /// Fire once on the current inputs (`fire()`).
+    Fire,
+    /// Flush batches, settle, and end the loop.
+    Stop,
+}
+
+/// Why an item was not accepted; the item comes back to the caller.
+pub enum PushError<T> {
+    /// The channel was full (non-blocking push).
+    Full(T),
+    /// The channel stayed full for the whole timeout.
+    Timeout(T),
+    /// The processor has stopped.
+    Closed(T),
+}
+
+/// Counts items in and out, so that `drain()` can wait for everything accepted
+/// before it was called.
+#[derive(Default)]
+pub struct Progress {
+    submitted: AtomicU64,
+    completed: AtomicU64,
+    waiters: AtomicUsize,
+    closed: AtomicBool,
+    lock: Mutex<()>,
+    changed: Condvar,
+}
+
+impl Progress {
+    pub fn submitted(&self) -> u64 {
+        self.submitted.load(SeqCst)
+    }
+
+    pub fn completed(&self) -> u64 {
+        self.completed.load(SeqCst)
+    }
+
+    pub fn complete(&self, n: u64) {
+        self.completed.fetch_add(n, SeqCst);
+        self.wake();
+    }
+
+    /// The processor has stopped for good; waiters must not wait any longer.
+    pub fn close(&self) {
+        self.closed.store(true, SeqCst);
+        self.wake();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(SeqCst)
+    }
+
+    fn wake(&self) {
+        if self.waiters.load(SeqCst) > 0 {
+            let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+            self.changed.notify_all();
+        }
+    }
+
+    /// Waits until `target` items have completed. Returns false on timeout or if
+    /// the processor stopped first.
+    pub fn wait_for(&self, target: u64, timeout: Option<Duration>) -> bool {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        self.waiters.fetch_add(1, SeqCst);
+        let mut guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let reached = loop {
+            if self.completed.load(SeqCst) >= target {
+                break true;
+            }
+            if self.closed.load(SeqCst) {
+                break false;
+            }
+            guard = match deadline {
+                None => self.changed.wait(guard).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        break false;
+                    }
+                    self.changed.wait_timeout(guard, d - now).unwrap_or_else(|p| p.into_inner()).0
+                }
+            };
+        };
+        drop(guard);
+        self.waiters.fetch_sub(1, SeqCst);
+        reached
+    }
+}
+
+/// The producers' end of the merge channel.
+pub struct MergeSender<V> {
+    tx: Sender<Item<V>>,
+    progress: Arc<Progress>,
+    capacity: usize,
+}
+
+impl<V> Clone for MergeSender<V> {
+    fn clone(&self) -> Self {
+        MergeSender { tx: self.tx.clone(), progress: self.progress.clone(), capacity: self.capacity }
+    }
+}
+
+/// A bounded merge channel of `capacity` items.
+pub fn merge_channel<V>(capacity: usize) -> (MergeSender<V>, Receiver<Item<V>>, Arc<Progress>) {
+    let (tx, rx) = crossbeam_channel::bounded(capacity);
+    let progress = Arc::new(Progress::default());
+    (MergeSender { tx, progress: progress.clone(), capacity }, rx, progress)
+}
+
+impl<V> MergeSender<V> {
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Items waiting for the processor.
+    pub fn depth(&self) -> usize {
+        self.tx.len()
+    }
+
+    /// Accepts `item` now or gives it back.
+    pub fn try_push(&self, item: Item<V>) -> Result<(), PushError<Item<V>>> {
+        self.progress.submitted.fetch_add(1, SeqCst);
+        self.tx.try_send(item).map_err(|e| {
+            self.progress.submitted.fetch_sub(1, SeqCst);
+            match e {
+                TrySendError::Full(item) => PushError::Full(item),
+                TrySendError::Disconnected(item) => PushError::Closed(item),
+            }
+        })
+    }
+
+    /// Waits up to `timeout` (forever with `None`) for room.
+    pub fn push(&self, item: Item<V>, timeout: Option<Duration>) -> Result<(), PushError<Item<V>>> {
+        self.progress.submitted.fetch_add(1, SeqCst);
+        let result = match timeout {
+            None => self.tx.send(item).map_err(|e| PushError::Closed(e.0)),
+            Some(t) => self.tx.send_timeout(item, t).map_err(|e| match e {
+                SendTimeoutError::Timeout(item) => PushError::Timeout(item),
+                SendTimeoutError::Disconnected(item) => PushError::Closed(item),
+            }),
+        };
+        if result.is_err() {
+            self.progress.submitted.fetch_sub(1, SeqCst);
+        }
+        result
+    }
+}

@@ -1,0 +1,90 @@
+//! The processor loop of thread mode: wait for items with the interpreter
+//! detached, then attach once and run the whole batch.
+
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+
+use crate::channel::{Item, Progress};
+use crate::host::Calls;
+use crate::processor::Processor;
+
+/// Lets the driver run code with the host attached (for Python: holding the GIL).
+pub trait Attach<V, E> {
+    fn attached(&mut self, work: &mut dyn FnMut(&mut dyn Calls<V, E>));
+}
+
+/// Most items handled in one attachment, so that other threads get the
+/// interpreter between batches.
+pub const MAX_BATCH: usize = 1024;
+
+/// Runs until a [`Item::Stop`] is handled or every sender is gone.
+pub fn run<V, E>(
+    rx: &Receiver<Item<V>>,
+    processor: &mut Processor<V, E>,
+    host: &mut dyn Attach<V, E>,
+    progress: &Progress,
+) {
+    let mut batch: Vec<Item<V>> = Vec::with_capacity(MAX_BATCH);
+    let mut running = true;
+    while running {
+        let first = match processor.next_deadline() {
+            Some(deadline) => match rx.recv_deadline(deadline) {
+                Ok(item) => Some(item),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            },
+            None => match rx.recv() {
+                Ok(item) => Some(item),
+                Err(_) => break,
+            },
+        };
+        if let Some(item) = first {
+            batch.push(item);
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(item) => batch.push(item),
+                    Err(_) => break,
+                }
+            }
+        }
+        let n = batch.len() as u64;
+        host.attached(&mut |calls| {
+            let now = Instant::now();
+            let per_event = processor.settles_per_event();
+            let mut unsettled = false;
+            for item in batch.drain(..) {
+                match item {
+                    Item::Event { acc, input } => {
+                        processor.ingest(acc, input, calls, now);
+                        if per_event {
+                            processor.settle(calls, now);
+                        } else {
+                            unsettled = true;
+                        }
+                    }
+                    Item::Fire => {
+                        if unsettled {
+                            processor.settle(calls, now);
+                            unsettled = false;
+                        }
+                        processor.fire_manual(calls, now);
+                    }
+                    Item::Stop => {
+                        processor.shutdown(calls, now);
+                        unsettled = false;
+                        running = false;
+                    }
+                }
+            }
+            if unsettled {
+                processor.settle(calls, now);
+            }
+            if running {
+                processor.on_timer(calls, Instant::now());
+            }
+        });
+        progress.complete(n);
+    }
+    progress.close();
+}

@@ -1,0 +1,85 @@
+//! What the engine needs from its host (the Python bindings, or a test harness).
+//!
+//! The core never touches an interpreter: it owns the plan, the caches and the
+//! queues, and asks the host to call user functions through [`Calls`]. A host
+//! implements it for one attached session (one batch, or one inline push).
+
+use std::time::{Duration, SystemTime};
+
+/// How raw payload bytes are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    Json,
+    Msgpack,
+}
+
+/// What a node returned.
+pub enum NodeOutput<V> {
+    Value(V),
+    /// A routing node's choice: `label` indexes the node's route labels.
+    Routed { label: usize, value: V },
+}
+
+/// Why a fire happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// A boundary of this accumulator (sequential strategy).
+    Boundary(usize),
+    /// The criteria were met by the dirty accumulators (latest strategy).
+    Criteria,
+    /// `fire()` was called.
+    Manual,
+}
+
+pub struct NodeFailure<E> {
+    /// Plan position of the node that raised.
+    pub node: usize,
+    pub error: E,
+    /// 1 for the first try of these inputs.
+    pub attempt: u32,
+    /// The inputs went to the dead-letter list after this failure.
+    pub dead_lettered: bool,
+}
+
+/// One execution of the graph.
+pub struct FireRecord<V, E> {
+    pub id: u64,
+    pub trigger: Trigger,
+    /// Sequence number of the newest event whose boundary this fire reflects.
+    pub seq: u64,
+    /// `(plan position, value)` of every terminal node that ran, in plan order.
+    pub outputs: Vec<(usize, V)>,
+    pub failure: Option<NodeFailure<E>>,
+    pub started_at: SystemTime,
+    pub duration: Duration,
+}
+
+/// What the engine tells its host as it works.
+pub enum Report<V, E> {
+    Fired(FireRecord<V, E>),
+    /// An accumulator function raised; the event is in the dead-letter list.
+    AccumulatorFailed { acc: usize, seq: u64, error: E },
+    /// Raw bytes could not be decoded; the event was dropped and counted.
+    DecodeFailed { acc: usize, seq: u64, error: E },
+}
+
+/// The host's side of one attached session.
+pub trait Calls<V, E> {
+    /// A passthrough, stream or state accumulator's function on one event.
+    fn accumulate(&mut self, acc: usize, event: &V) -> Result<Option<V>, E>;
+    /// A batch accumulator's function on its buffered events.
+    fn accumulate_batch(&mut self, acc: usize, events: &[V]) -> Result<Option<V>, E>;
+    /// The node at plan position `node`; `None` arguments are accumulators without a value.
+    fn call_node(&mut self, node: usize, args: &[Option<&V>]) -> Result<NodeOutput<V>, E>;
+    fn decode(&mut self, acc: usize, bytes: &[u8], codec: Codec) -> Result<V, E>;
+    fn is_none(&mut self, value: &V) -> bool;
+    /// Equality as the user's values define it (polling change suppression).
+    fn equal(&mut self, a: &V, b: &V) -> Result<bool, E>;
+    /// Another reference to the same value.
+    fn share(&mut self, value: &V) -> V;
+    /// A list value holding `items` (state windows, dead-lettered batches).
+    fn list(&mut self, items: &mut dyn Iterator<Item = &V>) -> V;
+    /// Text for logs and stats.
+    fn describe(&mut self, error: &E) -> String;
+    fn report(&mut self, report: Report<V, E>);
+}

@@ -1,0 +1,124 @@
+//! Counters and health readable from any thread while the processor runs.
+//!
+//! The processor owns its state exclusively; everything `stats()` reports lives
+//! here as relaxed atomics (or a short-held lock for texts), so reading stats
+//! never waits for a fire.
+
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// An accumulator's health, as the seed design defines it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Health {
+    /// Loading its checkpoint.
+    Starting = 0,
+    /// Checkpoint loaded, connecting to its source (pushes already accepted).
+    Connecting = 1,
+    /// Source connected and delivering.
+    Live = 2,
+    /// Lost its source; retrying. Pushes still accepted.
+    Disconnected = 3,
+    /// No source to lose: healthy by definition.
+    SocketOnly = 4,
+}
+
+impl Health {
+    pub const ALL: [Health; 5] =
+        [Health::Starting, Health::Connecting, Health::Live, Health::Disconnected, Health::SocketOnly];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Health::Starting => "starting",
+            Health::Connecting => "connecting",
+            Health::Live => "live",
+            Health::Disconnected => "disconnected",
+            Health::SocketOnly => "socket_only",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Health> {
+        Health::ALL.into_iter().find(|h| h.label() == text)
+    }
+
+    fn from_u8(v: u8) -> Health {
+        Health::ALL.get(v as usize).copied().unwrap_or(Health::Starting)
+    }
+}
+
+#[derive(Default)]
+pub struct AccMetrics {
+    /// Events taken in (pushes, source messages, polls).
+    pub events: AtomicU64,
+    /// Boundaries emitted to the reactor.
+    pub boundaries: AtomicU64,
+    /// Events (or flushed batches) that produced no boundary: `None`, or an unchanged poll.
+    pub suppressed: AtomicU64,
+    /// Accumulator function failures and undecodable payloads.
+    pub errors: AtomicU64,
+    /// Events waiting in a batch accumulator's buffer.
+    pub buffered: AtomicUsize,
+    health: AtomicU8,
+    last_error: Mutex<Option<String>>,
+}
+
+impl AccMetrics {
+    pub fn health(&self) -> Health {
+        Health::from_u8(self.health.load(Relaxed))
+    }
+
+    pub fn set_health(&self, health: Health) {
+        self.health.store(health as u8, Relaxed);
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn record_error(&self, text: String) {
+        self.errors.fetch_add(1, Relaxed);
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(text);
+    }
+}
+
+pub struct Metrics {
+    pub accumulators: Vec<AccMetrics>,
+    pub fires: AtomicU64,
+    pub fires_failed: AtomicU64,
+    /// Fires that re-ran inputs after a failure.
+    pub retries: AtomicU64,
+    /// Microseconds since the Unix epoch of the last fire's start; 0 before any.
+    pub last_fired_at_us: AtomicU64,
+    /// Boundaries accepted but not yet fired (sequential strategy).
+    pub pending: AtomicUsize,
+    last_error: Mutex<Option<String>>,
+}
+
+impl Metrics {
+    pub fn new(accumulators: usize) -> Self {
+        Metrics {
+            accumulators: (0..accumulators).map(|_| AccMetrics::default()).collect(),
+            fires: AtomicU64::new(0),
+            fires_failed: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            last_fired_at_us: AtomicU64::new(0),
+            pending: AtomicUsize::new(0),
+            last_error: Mutex::new(None),
+        }
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn record_fire(&self, started_at: SystemTime, failed: Option<String>) {
+        self.fires.fetch_add(1, Relaxed);
+        let us = started_at.duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
+        self.last_fired_at_us.store(us, Relaxed);
+        if let Some(text) = failed {
+            self.fires_failed.fetch_add(1, Relaxed);
+            *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(text);
+        }
+    }
+}

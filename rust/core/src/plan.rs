@@ -1,0 +1,444 @@
+//! Compiling a [`GraphSpec`] into an executable [`Plan`].
+//!
+//! Every problem in the spec is collected (not just the first) so a user fixes a
+//! graph in one pass; each [`Problem`] names its culprits.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+use crate::spec::{AccKind, AccSpec, CriteriaKind, GraphSpec, InputStrategy};
+
+/// The most labels one routing node may declare (they are kept in a `u64` mask).
+pub const MAX_ROUTE_LABELS: usize = 64;
+
+/// Where a node parameter's value comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The cached boundary of accumulator `i` (absent before its first boundary).
+    Acc(usize),
+    /// The result of the node at plan position `i` (always earlier in the plan).
+    Node(usize),
+}
+
+/// A node consuming a routing node runs only if the router chose one of `allowed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gate {
+    pub router: usize,
+    pub allowed: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanNode {
+    pub name: String,
+    /// Index of this node in the spec's node list (how the host finds its callable).
+    pub spec_index: usize,
+    pub inputs: Vec<Source>,
+    pub gates: Vec<Gate>,
+    /// Route labels, for routing nodes; empty otherwise.
+    pub labels: Vec<String>,
+    /// No node consumes it: its result is part of the fire's output.
+    pub terminal: bool,
+}
+
+impl PlanNode {
+    pub fn is_router(&self) -> bool {
+        !self.labels.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Criteria {
+    pub kind: CriteriaKind,
+    /// `member[i]`: accumulator `i` is watched by the criteria.
+    pub member: Vec<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub graph: String,
+    pub accumulators: Vec<AccSpec>,
+    /// Nodes in execution (topological) order.
+    pub nodes: Vec<PlanNode>,
+    pub criteria: Criteria,
+    pub strategy: InputStrategy,
+}
+
+/// One thing wrong with a graph definition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    NoAccumulators,
+    NoNodes,
+    DuplicateName { name: String, first: &'static str, second: &'static str },
+    UnknownParameter { node: String, parameter: String },
+    Cycle { path: Vec<String> },
+    RouteTargetNotConsumer { router: String, label: String, target: String },
+    DuplicateRouteLabel { router: String, label: String },
+    TooManyRouteLabels { router: String, count: usize },
+    Unreachable { node: String },
+    UnknownCriteriaMember { name: String },
+    InvalidSetting { accumulator: String, message: String },
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::NoAccumulators => write!(f, "the graph has no accumulators"),
+            Problem::NoNodes => write!(f, "the graph has no nodes"),
+            Problem::DuplicateName { name, first, second } => {
+                write!(f, "name '{name}' is used by both {first} and {second}")
+            }
+            Problem::UnknownParameter { node, parameter } => write!(
+                f,
+                "node '{node}' has parameter '{parameter}', which names no accumulator or node"
+            ),
+            Problem::Cycle { path } => write!(f, "cycle: {}", path.join(" -> ")),
+            Problem::RouteTargetNotConsumer { router, label, target } => write!(
+                f,
+                "route '{label}' of node '{router}' names '{target}', which does not take '{router}' as a parameter"
+            ),
+            Problem::DuplicateRouteLabel { router, label } => {
+                write!(f, "node '{router}' declares route '{label}' twice")
+            }
+            Problem::TooManyRouteLabels { router, count } => write!(
+                f,
+                "node '{router}' declares {count} routes; at most {MAX_ROUTE_LABELS} are supported"
+            ),
+            Problem::Unreachable { node } => {
+                write!(f, "node '{node}' is unreachable from any accumulator")
+            }
+            Problem::UnknownCriteriaMember { name } => write!(
+                f,
+                "criteria name '{name}', which is not an accumulator of this graph"
+            ),
+            Problem::InvalidSetting { accumulator, message } => {
+                write!(f, "accumulator '{accumulator}': {message}")
+            }
+        }
+    }
+}
+
+/// Every problem found in a graph spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefinitionError {
+    pub graph: String,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for DefinitionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid graph '{}': ", self.graph)?;
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                write!(f, "; ")?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for DefinitionError {}
+
+impl Plan {
+    /// Validates `spec` and orders its nodes for execution.
+    pub fn compile(spec: &GraphSpec) -> Result<Plan, DefinitionError> {
+        let mut problems = Vec::new();
+        if spec.accumulators.is_empty() {
+            problems.push(Problem::NoAccumulators);
+        }
+        if spec.nodes.is_empty() {
+            problems.push(Problem::NoNodes);
+        }
+        check_settings(&spec.accumulators, &mut problems);
+
+        // Names: accumulators and nodes share one namespace (parameters name either).
+        let mut kinds: HashMap<&str, &'static str> = HashMap::new();
+        let mut acc_index: HashMap<&str, usize> = HashMap::new();
+        for (i, acc) in spec.accumulators.iter().enumerate() {
+            claim(&mut kinds, &acc.name, "an accumulator", &mut problems);
+            acc_index.entry(acc.name.as_str()).or_insert(i);
+        }
+        let mut node_index: HashMap<&str, usize> = HashMap::new();
+        for (i, node) in spec.nodes.iter().enumerate() {
+            claim(&mut kinds, &node.name, "a node", &mut problems);
+            if !acc_index.contains_key(node.name.as_str()) {
+                node_index.entry(node.name.as_str()).or_insert(i);
+            }
+        }
+
+        // Parameters → sources (spec indices for now).
+        let mut inputs: Vec<Vec<Source>> = Vec::with_capacity(spec.nodes.len());
+        for node in &spec.nodes {
+            let mut srcs = Vec::with_capacity(node.params.len());
+            for p in &node.params {
+                if let Some(&i) = acc_index.get(p.as_str()) {
+                    srcs.push(Source::Acc(i));
+                } else if let Some(&i) = node_index.get(p.as_str()) {
+                    srcs.push(Source::Node(i));
+                } else {
+                    problems.push(Problem::UnknownParameter {
+                        node: node.name.clone(),
+                        parameter: p.clone(),
+                    });
+                }
+            }
+            inputs.push(srcs);
+        }
+
+        check_routes(spec, &node_index, &inputs, &mut problems);
+        let criteria = criteria(spec, &acc_index, &mut problems);
+
+        let order = match topological_order(spec, &inputs) {
+            Ok(order) => order,
+            Err(path) => {
+                problems.push(Problem::Cycle { path });
+                Vec::new()
+            }
+        };
+        if !order.is_empty() {
+            check_reachable(spec, &inputs, &order, &mut problems);
+        }
+
+        if !problems.is_empty() {
+            return Err(DefinitionError { graph: spec.name.clone(), problems });
+        }
+        Ok(build(spec, &inputs, &order, criteria))
+    }
+
+    /// Plan position of the node named `name`.
+    pub fn node_position(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.name == name)
+    }
+
+    pub fn accumulator_index(&self, name: &str) -> Option<usize> {
+        self.accumulators.iter().position(|a| a.name == name)
+    }
+}
+
+fn claim<'a>(
+    kinds: &mut HashMap<&'a str, &'static str>,
+    name: &'a str,
+    what: &'static str,
+    problems: &mut Vec<Problem>,
+) {
+    if let Some(first) = kinds.get(name) {
+        problems.push(Problem::DuplicateName { name: name.to_string(), first, second: what });
+    } else {
+        kinds.insert(name, what);
+    }
+}
+
+fn check_settings(accs: &[AccSpec], problems: &mut Vec<Problem>) {
+    for acc in accs {
+        let bad = |message: &str| Problem::InvalidSetting {
+            accumulator: acc.name.clone(),
+            message: message.to_string(),
+        };
+        match &acc.kind {
+            AccKind::Polling { interval } if interval.is_zero() => {
+                problems.push(bad("interval must be greater than zero"))
+            }
+            AccKind::Batch { max_buffer_size: Some(0), .. } => {
+                problems.push(bad("max_buffer_size must be at least 1"))
+            }
+            AccKind::Batch { flush_interval: Some(d), .. } if d.is_zero() => {
+                problems.push(bad("flush_interval must be greater than zero"))
+            }
+            AccKind::State { capacity: 0 } => problems.push(bad("capacity must be at least 1")),
+            _ => {}
+        }
+    }
+}
+
+fn check_routes(
+    spec: &GraphSpec,
+    node_index: &HashMap<&str, usize>,
+    inputs: &[Vec<Source>],
+    problems: &mut Vec<Problem>,
+) {
+    for (r, router) in spec.nodes.iter().enumerate() {
+        if router.routes.len() > MAX_ROUTE_LABELS {
+            problems.push(Problem::TooManyRouteLabels {
+                router: router.name.clone(),
+                count: router.routes.len(),
+            });
+        }
+        let mut seen = HashSet::new();
+        for route in &router.routes {
+            if !seen.insert(route.label.as_str()) {
+                problems.push(Problem::DuplicateRouteLabel {
+                    router: router.name.clone(),
+                    label: route.label.clone(),
+                });
+            }
+            for target in &route.targets {
+                let consumes = node_index
+                    .get(target.as_str())
+                    .is_some_and(|&t| inputs[t].contains(&Source::Node(r)));
+                if !consumes {
+                    problems.push(Problem::RouteTargetNotConsumer {
+                        router: router.name.clone(),
+                        label: route.label.clone(),
+                        target: target.clone(),
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn criteria(
+    spec: &GraphSpec,
+    acc_index: &HashMap<&str, usize>,
+    problems: &mut Vec<Problem>,
+) -> Criteria {
+    let n = spec.accumulators.len();
+    let mut member = vec![spec.criteria.members.is_empty(); n];
+    for name in &spec.criteria.members {
+        match acc_index.get(name.as_str()) {
+            Some(&i) => member[i] = true,
+            None => problems.push(Problem::UnknownCriteriaMember { name: name.clone() }),
+        }
+    }
+    Criteria { kind: spec.criteria.kind, member }
+}
+
+/// Kahn's algorithm, keeping the spec's order among ready nodes (stable, predictable);
+/// on a cycle, returns one cycle's path by name.
+fn topological_order(spec: &GraphSpec, inputs: &[Vec<Source>]) -> Result<Vec<usize>, Vec<String>> {
+    let n = spec.nodes.len();
+    let mut consumers: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let mut pending = vec![0usize; n];
+    for (i, srcs) in inputs.iter().enumerate() {
+        let mut ups: Vec<usize> = srcs
+            .iter()
+            .filter_map(|s| if let Source::Node(j) = s { Some(*j) } else { None })
+            .collect();
+        ups.sort_unstable();
+        ups.dedup();
+        pending[i] = ups.len();
+        for j in ups {
+            consumers[j].push(i);
+        }
+    }
+    let mut ready: std::collections::BTreeSet<usize> = (0..n).filter(|&i| pending[i] == 0).collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(i) = ready.pop_first() {
+        order.push(i);
+        for &c in &consumers[i] {
+            pending[c] -= 1;
+            if pending[c] == 0 {
+                ready.insert(c);
+            }
+        }
+    }
+    if order.len() == n {
+        return Ok(order);
+    }
+    Err(find_cycle(spec, inputs, &pending))
+}
+
+fn find_cycle(spec: &GraphSpec, inputs: &[Vec<Source>], pending: &[usize]) -> Vec<String> {
+    // Every node left with pending inputs has an unfinished upstream node; walking
+    // upstream from one must revisit a node, and the walk between visits is a cycle.
+    let start = pending.iter().position(|&p| p > 0).unwrap_or(0);
+    let mut path = vec![start];
+    let mut at = start;
+    loop {
+        let next = inputs[at]
+            .iter()
+            .find_map(|s| match s {
+                Source::Node(j) if pending[*j] > 0 => Some(*j),
+                _ => None,
+            })
+            .unwrap_or(start);
+        if let Some(pos) = path.iter().position(|&p| p == next) {
+            // `path` runs consumer → upstream; report it in data-flow order.
+            let mut cycle: Vec<String> =
+                path[pos..].iter().rev().map(|&i| spec.nodes[i].name.clone()).collect();
+            cycle.push(spec.nodes[path[path.len() - 1]].name.clone());
+            return cycle;
+        }
+        path.push(next);
+        at = next;
+    }
+}
+
+fn check_reachable(
+    spec: &GraphSpec,
+    inputs: &[Vec<Source>],
+    order: &[usize],
+    problems: &mut Vec<Problem>,
+) {
+    let mut reachable = vec![false; spec.nodes.len()];
+    for &i in order {
+        reachable[i] = inputs[i].iter().any(|s| match s {
+            Source::Acc(_) => true,
+            Source::Node(j) => reachable[*j],
+        });
+    }
+    for (i, node) in spec.nodes.iter().enumerate() {
+        if !reachable[i] {
+            problems.push(Problem::Unreachable { node: node.name.clone() });
+        }
+    }
+}
+
+fn build(spec: &GraphSpec, inputs: &[Vec<Source>], order: &[usize], criteria: Criteria) -> Plan {
+    let mut position = vec![0usize; spec.nodes.len()];
+    for (pos, &i) in order.iter().enumerate() {
+        position[i] = pos;
+    }
+    let mut consumed = vec![false; spec.nodes.len()];
+    for srcs in inputs {
+        for s in srcs {
+            if let Source::Node(j) = s {
+                consumed[*j] = true;
+            }
+        }
+    }
+    let nodes = order
+        .iter()
+        .map(|&i| {
+            let node = &spec.nodes[i];
+            let node_inputs: Vec<Source> = inputs[i]
+                .iter()
+                .map(|s| match *s {
+                    Source::Node(j) => Source::Node(position[j]),
+                    acc => acc,
+                })
+                .collect();
+            // A consumer listed in any of a router's routes runs only on those labels;
+            // a consumer listed in none runs whatever the router chose.
+            let mut gates = Vec::new();
+            for s in &inputs[i] {
+                let Source::Node(r) = *s else { continue };
+                let mut allowed = 0u64;
+                for (k, route) in spec.nodes[r].routes.iter().enumerate() {
+                    if route.targets.iter().any(|t| *t == node.name) {
+                        allowed |= 1 << k;
+                    }
+                }
+                let gate = Gate { router: position[r], allowed };
+                if allowed != 0 && !gates.contains(&gate) {
+                    gates.push(gate);
+                }
+            }
+            PlanNode {
+                name: node.name.clone(),
+                spec_index: i,
+                inputs: node_inputs,
+                gates,
+                labels: node.routes.iter().map(|r| r.label.clone()).collect(),
+                terminal: !consumed[i],
+            }
+        })
+        .collect();
+    Plan {
+        graph: spec.name.clone(),
+        accumulators: spec.accumulators.clone(),
+        nodes,
+        criteria,
+        strategy: spec.strategy,
+    }
+}

@@ -1,0 +1,504 @@
+//! The processor: accumulators → reactor → graph, for one graph.
+//!
+//! It owns every piece of mutable engine state (accumulator buffers, the input
+//! cache, dirty flags, the sequential queue) and is driven by exactly one thread
+//! at a time: the driver loop in thread mode, the pushing caller in inline mode.
+
+use std::collections::VecDeque;
+use std::marker::PhantomData;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::accumulator::{AccState, Flushed, Taken};
+use crate::dead_letter::{DeadLetter, DeadLetters, Stage};
+use crate::executor::Executor;
+use crate::host::{Calls, Codec, FireRecord, NodeFailure, Report, Trigger};
+use crate::metrics::{Health, Metrics};
+use crate::plan::Plan;
+use crate::spec::{AccKind, CriteriaKind, InputStrategy};
+
+/// How the processor treats failing fires.
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    /// Tries of the same inputs before a sequential boundary is dead-lettered
+    /// (and before timer retries of a latest fire stop until new data arrives).
+    pub max_attempts: u32,
+    /// Delay before a timer-driven retry (thread mode). New arrivals retry at once.
+    pub retry_backoff: Duration,
+    /// Dead-letter entries kept; older ones are dropped and counted.
+    pub dead_letter_limit: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_attempts: 3,
+            retry_backoff: Duration::from_millis(100),
+            dead_letter_limit: 10_000,
+        }
+    }
+}
+
+/// An event as it enters an accumulator.
+pub enum Input<V> {
+    /// Already a value (an in-process push).
+    Value(V),
+    /// Raw payload bytes, decoded by the host on the processor's thread.
+    Bytes { data: Vec<u8>, codec: Codec },
+}
+
+/// A boundary accepted by the sequential reactor and not yet fired.
+struct Pending<V> {
+    acc: usize,
+    value: V,
+    seq: u64,
+    attempts: u32,
+}
+
+pub struct Processor<V, E> {
+    plan: Arc<Plan>,
+    config: Config,
+    accs: Vec<AccState<V>>,
+    /// The latest boundary of every accumulator (the reactor's input cache).
+    cache: Vec<Option<V>>,
+    /// Latest strategy: criteria members updated since the last successful fire.
+    dirty: Vec<bool>,
+    any_dirty: bool,
+    /// Criteria members without a value yet (`when_all` waits for zero).
+    missing: usize,
+    /// Sequential strategy: accepted boundaries, in acceptance order.
+    queue: VecDeque<Pending<V>>,
+    executor: Executor<V>,
+    metrics: Arc<Metrics>,
+    dead_letters: Arc<DeadLetters<V>>,
+    next_fire_id: u64,
+    next_seq: u64,
+    /// Latest strategy: newest event reflected in the dirty inputs.
+    latest_seq: u64,
+    /// Latest strategy: failed tries of the current dirty inputs.
+    attempts: u32,
+    retry_at: Option<Instant>,
+    _error: PhantomData<fn() -> E>,
+}
+
+impl<V, E> Processor<V, E> {
+    pub fn new(plan: Arc<Plan>, config: Config) -> Self {
+        let accs: Vec<AccState<V>> = plan.accumulators.iter().map(|a| AccState::new(&a.kind)).collect();
+        let metrics = Metrics::new(accs.len());
+        for (m, spec) in metrics.accumulators.iter().zip(&plan.accumulators) {
+            m.set_health(match spec.kind {
+                AccKind::Polling { .. } => Health::Starting,
+                _ => Health::SocketOnly,
+            });
+        }
+        let n = accs.len();
+        Processor {
+            missing: plan.criteria.member.iter().filter(|m| **m).count(),
+            executor: Executor::new(&plan),
+            dead_letters: Arc::new(DeadLetters::new(config.dead_letter_limit)),
+            metrics: Arc::new(metrics),
+            plan,
+            config,
+            accs,
+            cache: (0..n).map(|_| None).collect(),
+            dirty: vec![false; n],
+            any_dirty: false,
+            queue: VecDeque::new(),
+            next_fire_id: 1,
+            next_seq: 1,
+            latest_seq: 0,
+            attempts: 0,
+            retry_at: None,
+            _error: PhantomData,
+        }
+    }
+
+    pub fn plan(&self) -> &Arc<Plan> {
+        &self.plan
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn dead_letters(&self) -> &Arc<DeadLetters<V>> {
+        &self.dead_letters
+    }
+
+    /// Whether each event should be settled as it arrives (sequential), or a
+    /// whole batch at once so that its updates collapse into one fire (latest).
+    pub fn settles_per_event(&self) -> bool {
+        self.plan.strategy == InputStrategy::Sequential
+    }
+
+    /// The cached boundary of every accumulator.
+    pub fn cache(&self) -> &[Option<V>] {
+        &self.cache
+    }
+
+    /// Events buffered in a batch accumulator.
+    pub fn buffered(&self, acc: usize) -> usize {
+        self.accs[acc].buffered()
+    }
+
+    /// The next instant at which [`Processor::on_timer`] has work: a batch flush
+    /// deadline or a retry after backoff.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let flush = self.accs.iter().filter_map(AccState::flush_due).min();
+        match (flush, self.retry_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Takes one event into accumulator `acc`. Returns the event's sequence number.
+    /// Fires happen in [`Processor::settle`].
+    pub fn ingest(&mut self, acc: usize, input: Input<V>, calls: &mut dyn Calls<V, E>, now: Instant) -> u64 {
+        let seq = self.take_seq();
+        self.metrics.accumulators[acc].events.fetch_add(1, Relaxed);
+        let event = match input {
+            Input::Value(v) => v,
+            Input::Bytes { data, codec } => match calls.decode(acc, &data, codec) {
+                Ok(v) => v,
+                Err(error) => {
+                    let text = calls.describe(&error);
+                    self.metrics.accumulators[acc].record_error(text);
+                    calls.report(Report::DecodeFailed { acc, seq, error });
+                    return seq;
+                }
+            },
+        };
+        match self.accs[acc].take(acc, event, calls, now) {
+            Taken::Emit(boundary) => self.accept(acc, boundary, seq),
+            Taken::Suppressed => {
+                self.metrics.accumulators[acc].suppressed.fetch_add(1, Relaxed);
+            }
+            Taken::Buffered { full } => {
+                self.metrics.accumulators[acc].buffered.store(self.accs[acc].buffered(), Relaxed);
+                if full {
+                    self.flush(acc, seq, calls);
+                }
+            }
+            Taken::Failed { event, error } => {
+                self.accumulator_failed(acc, seq, event, error, 1, calls);
+            }
+        }
+        seq
+    }
+
+    /// Fires for whatever the accepted boundaries call for.
+    pub fn settle(&mut self, calls: &mut dyn Calls<V, E>, now: Instant) {
+        self.settle_inner(calls, now, false);
+    }
+
+    /// Fires once on the current inputs, whatever the criteria say. Returns the
+    /// sequence number the fire is reported with.
+    pub fn fire_manual(&mut self, calls: &mut dyn Calls<V, E>, now: Instant) -> u64 {
+        let seq = self.take_seq();
+        let ok = execute(
+            &mut self.executor,
+            &self.plan,
+            &self.cache,
+            &self.metrics,
+            &mut self.next_fire_id,
+            Fire { trigger: Trigger::Manual, seq, attempt: 1, dead_letter_on_failure: false },
+            None,
+            calls,
+        )
+        .is_ok();
+        if ok {
+            self.clear_dirty();
+            self.flush_batches(seq, calls);
+        }
+        self.settle_inner(calls, now, false);
+        seq
+    }
+
+    /// Flushes batches whose interval has run out and retries after backoff.
+    pub fn on_timer(&mut self, calls: &mut dyn Calls<V, E>, now: Instant) {
+        for acc in 0..self.accs.len() {
+            if self.accs[acc].flush_due().is_some_and(|due| due <= now) {
+                let seq = self.take_seq();
+                self.flush(acc, seq, calls);
+            }
+        }
+        self.settle_inner(calls, now, true);
+    }
+
+    /// Flushes every batch buffer and fires for what that produces.
+    pub fn shutdown(&mut self, calls: &mut dyn Calls<V, E>, now: Instant) {
+        let seq = self.take_seq();
+        self.flush_batches(seq, calls);
+        self.settle_inner(calls, now, false);
+    }
+
+    /// The sequence number the next `ingest` or `fire_manual` will use.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    fn take_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
+    fn accept(&mut self, acc: usize, value: V, seq: u64) {
+        self.metrics.accumulators[acc].boundaries.fetch_add(1, Relaxed);
+        match self.plan.strategy {
+            InputStrategy::Latest => {
+                self.store(acc, value);
+                if self.plan.criteria.member[acc] {
+                    self.dirty[acc] = true;
+                    self.any_dirty = true;
+                    self.latest_seq = seq;
+                    self.attempts = 0;
+                    self.retry_at = None;
+                }
+            }
+            InputStrategy::Sequential => {
+                self.queue.push_back(Pending { acc, value, seq, attempts: 0 });
+                self.metrics.pending.store(self.queue.len(), Relaxed);
+            }
+        }
+    }
+
+    fn store(&mut self, acc: usize, value: V) {
+        if self.cache[acc].is_none() && self.plan.criteria.member[acc] {
+            self.missing -= 1;
+        }
+        self.cache[acc] = Some(value);
+    }
+
+    fn clear_dirty(&mut self) {
+        if self.any_dirty {
+            self.dirty.fill(false);
+            self.any_dirty = false;
+        }
+        self.attempts = 0;
+        if self.plan.strategy == InputStrategy::Latest {
+            self.retry_at = None;
+        }
+    }
+
+    fn settle_inner(&mut self, calls: &mut dyn Calls<V, E>, now: Instant, timer: bool) {
+        match self.plan.strategy {
+            InputStrategy::Latest => while self.settle_latest(calls, now, timer) {},
+            InputStrategy::Sequential => self.pump(calls, now, timer),
+        }
+    }
+
+    /// One latest-strategy fire if the criteria are met. Returns true when it
+    /// succeeded and the batch flush that follows produced new boundaries.
+    fn settle_latest(&mut self, calls: &mut dyn Calls<V, E>, now: Instant, timer: bool) -> bool {
+        let ready = self.any_dirty && (self.plan.criteria.kind == CriteriaKind::Any || self.missing == 0);
+        if !ready || (timer && self.attempts > 0 && !self.retry_at.is_some_and(|t| t <= now)) {
+            return false;
+        }
+        let seq = self.latest_seq;
+        let attempt = self.attempts + 1;
+        let fire = Fire { trigger: Trigger::Criteria, seq, attempt, dead_letter_on_failure: false };
+        let result = execute(
+            &mut self.executor,
+            &self.plan,
+            &self.cache,
+            &self.metrics,
+            &mut self.next_fire_id,
+            fire,
+            None,
+            calls,
+        );
+        match result {
+            Ok(()) => {
+                self.clear_dirty();
+                self.flush_batches(seq, calls)
+            }
+            Err(_) => {
+                // The dirty flags stay: the inputs are retried with whatever is newest.
+                self.attempts = attempt;
+                self.retry_at = (attempt < self.config.max_attempts).then(|| now + self.config.retry_backoff);
+                false
+            }
+        }
+    }
+
+    /// Sequential strategy: fires the queued boundaries in order, each against the
+    /// cache as of its acceptance. A failing head stays at the front (later
+    /// boundaries wait behind it) until it succeeds or runs out of attempts.
+    fn pump(&mut self, calls: &mut dyn Calls<V, E>, now: Instant, timer: bool) {
+        while let Some(head) = self.queue.front() {
+            let acc = head.acc;
+            let member = self.plan.criteria.member[acc];
+            let missing_after = self.missing - usize::from(member && self.cache[acc].is_none());
+            let fires = member && (self.plan.criteria.kind == CriteriaKind::Any || missing_after == 0);
+            if !fires {
+                self.pop_into_cache();
+                continue;
+            }
+            if timer && head.attempts > 0 && !self.retry_at.is_some_and(|t| t <= now) {
+                break;
+            }
+            let attempt = head.attempts + 1;
+            let last_try = attempt >= self.config.max_attempts;
+            let fire = Fire { trigger: Trigger::Boundary(acc), seq: head.seq, attempt, dead_letter_on_failure: last_try };
+            let result = execute(
+                &mut self.executor,
+                &self.plan,
+                &self.cache,
+                &self.metrics,
+                &mut self.next_fire_id,
+                fire,
+                Some((acc, &head.value)),
+                calls,
+            );
+            match result {
+                Ok(()) => {
+                    let seq = head.seq;
+                    self.retry_at = None;
+                    self.pop_into_cache();
+                    self.flush_batches(seq, calls);
+                }
+                Err(text) if last_try => {
+                    let head = self.queue.front().expect("head was just fired");
+                    let letter = DeadLetter {
+                        acc,
+                        stage: Stage::Fire,
+                        value: calls.share(&head.value),
+                        error: text,
+                        attempts: attempt,
+                        seq: head.seq,
+                    };
+                    self.dead_letters.push(letter);
+                    self.retry_at = None;
+                    // Later boundaries still see this one in the cache: it was accepted.
+                    self.pop_into_cache();
+                }
+                Err(_) => {
+                    if let Some(head) = self.queue.front_mut() {
+                        head.attempts = attempt;
+                    }
+                    self.retry_at = Some(now + self.config.retry_backoff);
+                    break;
+                }
+            }
+        }
+        self.metrics.pending.store(self.queue.len(), Relaxed);
+    }
+
+    fn pop_into_cache(&mut self) {
+        if let Some(p) = self.queue.pop_front() {
+            self.store(p.acc, p.value);
+        }
+    }
+
+    /// After a successful fire every batch accumulator hands over its buffer.
+    /// Returns whether any boundary came of it.
+    fn flush_batches(&mut self, seq: u64, calls: &mut dyn Calls<V, E>) -> bool {
+        let mut emitted = false;
+        for acc in 0..self.accs.len() {
+            if self.accs[acc].is_batch() {
+                emitted |= self.flush(acc, seq, calls);
+            }
+        }
+        emitted
+    }
+
+    fn flush(&mut self, acc: usize, seq: u64, calls: &mut dyn Calls<V, E>) -> bool {
+        let flushed = self.accs[acc].flush(acc, calls);
+        self.metrics.accumulators[acc].buffered.store(0, Relaxed);
+        match flushed {
+            Flushed::Empty => false,
+            Flushed::Emit(boundary) => {
+                self.accept(acc, boundary, seq);
+                true
+            }
+            Flushed::Suppressed => {
+                self.metrics.accumulators[acc].suppressed.fetch_add(1, Relaxed);
+                false
+            }
+            Flushed::Failed { events, error } => {
+                self.accumulator_failed(acc, seq, events, error, 1, calls);
+                false
+            }
+        }
+    }
+
+    fn accumulator_failed(
+        &mut self,
+        acc: usize,
+        seq: u64,
+        event: V,
+        error: E,
+        attempts: u32,
+        calls: &mut dyn Calls<V, E>,
+    ) {
+        let text = calls.describe(&error);
+        self.metrics.accumulators[acc].record_error(text.clone());
+        self.dead_letters.push(DeadLetter { acc, stage: Stage::Accumulator, value: event, error: text, attempts, seq });
+        calls.report(Report::AccumulatorFailed { acc, seq, error });
+    }
+}
+
+struct Fire {
+    trigger: Trigger,
+    seq: u64,
+    attempt: u32,
+    dead_letter_on_failure: bool,
+}
+
+/// Runs the plan once and reports the outcome. A free function so that the
+/// input override can borrow the sequential queue while the executor is mutable.
+#[allow(clippy::too_many_arguments)]
+fn execute<V, E>(
+    executor: &mut Executor<V>,
+    plan: &Plan,
+    cache: &[Option<V>],
+    metrics: &Metrics,
+    next_fire_id: &mut u64,
+    fire: Fire,
+    override_input: Option<(usize, &V)>,
+    calls: &mut dyn Calls<V, E>,
+) -> Result<(), String> {
+    let id = *next_fire_id;
+    *next_fire_id += 1;
+    if fire.attempt > 1 {
+        metrics.retries.fetch_add(1, Relaxed);
+    }
+    let started_at = SystemTime::now();
+    let clock = Instant::now();
+    let input = |i: usize| match override_input {
+        Some((acc, v)) if acc == i => Some(v),
+        _ => cache[i].as_ref(),
+    };
+    let result = executor.run(plan, input, calls);
+    let duration = clock.elapsed();
+    let record = |outputs, failure| FireRecord {
+        id,
+        trigger: fire.trigger,
+        seq: fire.seq,
+        outputs,
+        failure,
+        started_at,
+        duration,
+    };
+    match result {
+        Ok(outputs) => {
+            metrics.record_fire(started_at, None);
+            calls.report(Report::Fired(record(outputs, None)));
+            Ok(())
+        }
+        Err((node, error)) => {
+            let text = format!("node '{}' raised {}", plan.nodes[node].name, calls.describe(&error));
+            metrics.record_fire(started_at, Some(text.clone()));
+            let failure = NodeFailure {
+                node,
+                error,
+                attempt: fire.attempt,
+                dead_lettered: fire.dead_letter_on_failure,
+            };
+            calls.report(Report::Fired(record(Vec::new(), Some(failure))));
+            Err(text)
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! The plain-data description of a graph, as the Python API builds it once.
+//!
+//! A [`GraphSpec`] names things; [`crate::plan::Plan::compile`] checks it and turns
+//! every name into an index so that the hot path never looks a name up.
+
+use std::time::Duration;
+
+/// What kind of accumulator, with the settings that kind needs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AccKind {
+    /// The user function maps each event to a boundary.
+    Passthrough,
+    /// Like passthrough, fed by a broker source (and pushes); may carry user state.
+    Stream,
+    /// A timer calls the user function; unchanged or `None` results emit nothing.
+    Polling { interval: Duration },
+    /// Events are buffered; the user function sees the buffered list on flush.
+    Batch {
+        max_buffer_size: Option<usize>,
+        flush_interval: Option<Duration>,
+    },
+    /// Emits the window of the last `capacity` values the user function returned.
+    State { capacity: usize },
+}
+
+impl AccKind {
+    pub fn label(&self) -> &'static str {
+        match self {
+            AccKind::Passthrough => "passthrough",
+            AccKind::Stream => "stream",
+            AccKind::Polling { .. } => "polling",
+            AccKind::Batch { .. } => "batch",
+            AccKind::State { .. } => "state",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccSpec {
+    pub name: String,
+    pub kind: AccKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CriteriaKind {
+    /// Fire when any member delivers a boundary.
+    Any,
+    /// Fire when a member delivers a boundary and every member has a value.
+    All,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CriteriaSpec {
+    pub kind: CriteriaKind,
+    /// Accumulator names; empty means every accumulator of the graph.
+    pub members: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputStrategy {
+    /// Updates that arrive while a fire runs collapse into one fire on the newest values.
+    Latest,
+    /// One fire per accepted boundary, in acceptance order.
+    Sequential,
+}
+
+/// A routing node's branch: when the node returns `Route(label, v)`, only `targets` run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteSpec {
+    pub label: String,
+    pub targets: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeSpec {
+    pub name: String,
+    /// Parameter names, in order: each names an accumulator or another node.
+    pub params: Vec<String>,
+    /// Empty for an ordinary node.
+    pub routes: Vec<RouteSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GraphSpec {
+    pub name: String,
+    pub accumulators: Vec<AccSpec>,
+    pub nodes: Vec<NodeSpec>,
+    pub criteria: CriteriaSpec,
+    pub strategy: InputStrategy,
+}
