@@ -1,7 +1,11 @@
 """Type stubs for the Rust extension ``headrace._core`` (checked by mypy.stubtest)."""
 
 from collections.abc import Iterable
-from typing import Any, final
+from typing import Any, Self, final
+
+from typing_extensions import disjoint_base
+
+__all__ = ["MAX_BATCH", "Engine", "FireResult", "Route", "__version__", "compile_graph"]
 
 __version__: str
 MAX_BATCH: int
@@ -42,6 +46,7 @@ class FireResult:
     @property
     def duration_ns(self) -> int: ...
 
+@disjoint_base
 class Engine:
     def __new__(
         cls,
@@ -54,7 +59,7 @@ class Engine:
         max_attempts: int = 3,
         retry_backoff: float = 0.1,
         dead_letter_limit: int = 10000,
-    ) -> Engine: ...
+    ) -> Self: ...
     @property
     def graph_name(self) -> str: ...
     @property

@@ -59,25 +59,50 @@ class Node:
 
     name: str
     function: Callable[..., Any]
+    #: Parameters without a default: each must name an accumulator or node.
     params: tuple[str, ...]
     #: For routing nodes: label -> the consumer nodes that run on that label.
     routes: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    #: Parameters with a default: wired when they name an input, else left alone.
+    optional: tuple[str, ...] = ()
+
+    def inputs(self, known: set[str]) -> list[str]:
+        """The parameters the engine passes, in order."""
+        wired = list(self.params)
+        skipped = None
+        for p in self.optional:
+            if p in known:
+                if skipped is not None:
+                    raise GraphDefinitionError(
+                        f"node '{self.name}': parameter '{p}' names an input but follows "
+                        f"'{skipped}', a defaulted parameter that does not; reorder them"
+                    )
+                wired.append(p)
+            elif skipped is None:
+                skipped = p
+        return wired
 
 
-def _params(fn: Callable[..., Any], name: str) -> tuple[str, ...]:
+def _params(fn: Callable[..., Any], name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(required, defaulted) positional parameter names."""
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError) as e:
         raise GraphDefinitionError(f"node '{name}': cannot read the function's signature: {e}") from e
-    params = []
+    required: list[str] = []
+    optional: list[str] = []
     for p in sig.parameters.values():
-        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.KEYWORD_ONLY):
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             raise GraphDefinitionError(
                 f"node '{name}': parameter '{p.name}' must be a plain positional parameter "
-                "naming an accumulator or node (no *args, **kwargs or keyword-only)"
+                "naming an accumulator or node (no *args or **kwargs)"
             )
-        params.append(p.name)
-    return tuple(params)
+        if p.kind == p.KEYWORD_ONLY:
+            if p.default is p.empty:
+                raise GraphDefinitionError(f"node '{name}': keyword-only parameter '{p.name}' needs a default")
+            continue
+        (required if p.default is p.empty else optional).append(p.name)
+    return tuple(required), tuple(optional)
 
 
 def _routes(routes: Sequence[str] | Mapping[str, Sequence[str] | str], name: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
@@ -170,7 +195,7 @@ class ComputationGraph:
         raise KeyError(f"graph '{self._name}' has no accumulator '{name}'")
 
     @overload
-    def node(self, fn: F, /) -> F: ...
+    def node(self, fn: F) -> F: ...
     @overload
     def node(
         self, *, name: str | None = None, routes: Sequence[str] | Mapping[str, Sequence[str] | str] | None = None
@@ -179,14 +204,14 @@ class ComputationGraph:
     def node(
         self,
         fn: Callable[..., Any] | None = None,
-        /,
         *,
         name: str | None = None,
         routes: Sequence[str] | Mapping[str, Sequence[str] | str] | None = None,
     ) -> Any:
         """Adds a node. Its parameter names name its inputs: accumulators (the
         cached boundary, ``None`` before the first) or other nodes (their
-        result). With ``routes`` the node must return
+        result). A parameter with a default value is an input if it names
+        one, and otherwise keeps its default. With ``routes`` the node must return
         :class:`headrace.Route`; ``routes=["a", "b"]`` means label "a" runs
         node ``a``; a mapping ``{"label": ["n1", "n2"]}`` names the nodes of
         each label. Consumers of a routing node that no route names run
@@ -202,13 +227,15 @@ class ComputationGraph:
                 raise GraphDefinitionError(
                     f"graph '{self._name}': node '{n}' has the same name as an accumulator"
                 )
-            self._nodes[n] = Node(n, f, _params(f, n), _routes(routes, n) if routes is not None else ())
+            required, optional = _params(f, n)
+            self._nodes[n] = Node(n, f, required, _routes(routes, n) if routes is not None else (), optional)
             return f
 
         return add(fn) if fn is not None else add
 
     def engine_spec(self) -> dict[str, Any]:
         """The plain-data description the Rust core compiles (fresh state objects)."""
+        known = {a.name for a in self._accumulators} | set(self._nodes)
         return {
             "name": self._name,
             "input_strategy": self._input_strategy,
@@ -218,7 +245,7 @@ class ComputationGraph:
                 {
                     "name": n.name,
                     "function": n.function,
-                    "params": list(n.params),
+                    "params": n.inputs(known),
                     "routes": [(label, list(targets)) for label, targets in n.routes],
                 }
                 for n in self._nodes.values()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from headrace import _core
 from headrace._durations import seconds
@@ -55,7 +55,7 @@ class Runtime(_core.Engine):
         retry_backoff: float | str = 0.1,
         dead_letter_limit: int = 10_000,
         store: str | None = None,
-    ) -> Runtime:
+    ) -> Self:
         if not isinstance(graph, ComputationGraph):
             raise TypeError(f"Runtime needs a ComputationGraph, got {type(graph).__name__}")
         if store not in (None, "memory"):

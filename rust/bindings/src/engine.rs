@@ -344,7 +344,12 @@ impl Engine {
             Mode::Inline { .. } => {
                 let result = self.run_inline(py, |p, calls| p.shutdown(calls, Instant::now()));
                 self.lock_inline(py)?.callables = None;
-                result.map(|_| ())
+                // Raising here would mask whatever ended the `with` block; the
+                // failure is in stats and was given to on_fire.
+                if let Err(e) = result {
+                    errors::log(py, "warning", &format!("graph '{}': at close: {e}", self.graph));
+                }
+                Ok(())
             }
             Mode::Thread(t) => {
                 let sender = t.sender.clone();

@@ -1,0 +1,59 @@
+"""Shared fixtures: every semantic test runs in inline and in thread mode."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+import headrace as hr
+
+settings.register_profile(
+    "default", deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+settings.register_profile(
+    "ci", deadline=None, max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+settings.load_profile("ci" if __import__("os").environ.get("CI") else "default")
+
+
+@pytest.fixture(params=["inline", "thread"])
+def mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+class Harness:
+    """A runtime plus the fires it reported, the same way in both modes."""
+
+    def __init__(self, graph: hr.ComputationGraph, mode: str, **options: Any) -> None:
+        self.fires: list[hr.FireResult] = []
+        self.rt = hr.Runtime(graph, mode=mode, on_fire=self.fires.append, **options)  # type: ignore[arg-type]
+
+    def push(self, name: str, event: Any) -> None:
+        self.rt.push(name, event)
+
+    def settle(self) -> None:
+        self.rt.drain(timeout=30)
+
+    def outputs(self, node: str) -> list[Any]:
+        self.settle()
+        return [f.outputs[node] for f in self.fires if f.ok and node in f.outputs]
+
+    def close(self) -> None:
+        self.rt.close()
+
+
+@pytest.fixture
+def harness(mode: str) -> Iterator[Any]:
+    made: list[Harness] = []
+
+    def make(graph: hr.ComputationGraph, **options: Any) -> Harness:
+        h = Harness(graph, mode, **options)
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        h.close()

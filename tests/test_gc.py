@@ -1,0 +1,63 @@
+"""A runtime torn down releases the user's callables, cycles included."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import pytest
+
+import headrace as hr
+
+
+class Node:
+    def __call__(self, a):
+        return a
+
+
+def build(mode: str, cyclic: bool) -> tuple[list[weakref.ref], list]:
+    node_fn, acc_fn = Node(), Node()
+    refs = [weakref.ref(node_fn), weakref.ref(acc_fn)]
+    acc = hr.passthrough_accumulator(name="a")(lambda e, f=acc_fn: f(e))
+    g = hr.ComputationGraph("g", accumulators=[acc])
+    g.node(name="n")(lambda a, f=node_fn: f(a))
+    holder: list = []
+
+    def on_fire(result, holder=holder):
+        return holder  # closes over a list that will hold the runtime: a cycle
+
+    rt = hr.Runtime(g, mode=mode, on_fire=on_fire)
+    refs.append(weakref.ref(on_fire))
+    rt.push("a", {"payload": 1})
+    rt.drain()
+    if cyclic:
+        holder.append(rt)
+    rt.close()
+    return refs, holder
+
+
+@pytest.mark.parametrize("cyclic", [False, True])
+def test_runtime_releases_callables(mode, cyclic) -> None:
+    refs, holder = build(mode, cyclic)
+    del holder
+    gc.collect()
+    assert [r() for r in refs] == [None, None, None]
+
+
+def test_unclosed_thread_runtime_is_collected(mode) -> None:
+    fn = Node()
+    ref = weakref.ref(fn)
+    acc = hr.passthrough_accumulator(name="a")(lambda e: e)
+    g = hr.ComputationGraph("g", accumulators=[acc])
+    g.node(name="n")(lambda a, f=fn: f(a))
+    rt = hr.Runtime(g, mode=mode)
+    rt.push("a", 1)
+    del rt, g, fn
+    for _ in range(50):
+        gc.collect()
+        if ref() is None:
+            break
+        import time
+
+        time.sleep(0.02)
+    assert ref() is None
