@@ -209,3 +209,35 @@ def test_unknown_accumulator_name_is_a_clear_error(harness) -> None:
     h = harness(make_graph("any", (), "latest"))
     with pytest.raises(hr.HeadraceError, match="has no accumulator 'zzz' \\(it has: a, b, c\\)"):
         h.rt.push("zzz", 1)
+
+
+def test_push_pairs_interleaves_accumulators_in_one_call(mode) -> None:
+    fires: list[hr.FireResult] = []
+    pairs = [("a", 1), ("b", 10), ("a", 2), ("c", 5), ("b", 20)]
+    with hr.Runtime(make_graph("all", ("a", "b"), "sequential"), mode=mode, on_fire=fires.append) as rt:
+        returned = rt.push_pairs(pairs)
+        rt.drain(timeout=5)
+        with pytest.raises(TypeError, match="pairs"):
+            rt.push_pairs([("a",)])
+        with pytest.raises(hr.HeadraceError, match="no accumulator 'zz'"):
+            rt.push_pairs([("zz", 1)])
+    expected = [(1, 10, None), (2, 10, None), (2, 20, 5)]
+    assert [f.outputs["snapshot"] for f in fires] == expected
+    if mode == "inline":
+        assert returned is not None and [f.outputs["snapshot"] for f in returned] == expected
+    else:
+        assert returned is None
+
+
+def test_fire_list_is_a_read_only_sequence_of_results() -> None:
+    from collections.abc import Sequence
+
+    with hr.Runtime(make_graph("any", ("a",), "sequential")) as rt:
+        fires = rt.push_many("a", range(5))
+    assert fires is not None and isinstance(fires, Sequence) and len(fires) == 5
+    assert [f.outputs["snapshot"][0] for f in fires] == [0, 1, 2, 3, 4]
+    assert fires[-1].outputs["snapshot"][0] == 4 and fires[0].id == 1
+    assert [f.id for f in fires[1:4:2]] == [2, 4]
+    with pytest.raises(IndexError):
+        fires[5]
+    assert repr(fires) == "<FireList of 5 fire(s)>"

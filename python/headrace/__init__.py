@@ -4,7 +4,9 @@ Accumulators turn incoming events into boundary values, a reactor decides
 when to fire, and a DAG of Python node functions runs over the current inputs.
 """
 
-from headrace._core import FireResult, Route
+from collections.abc import Sequence as _Sequence
+
+from headrace._core import FireList, FireResult, Route
 from headrace.accumulators import (
     Accumulator,
     State,
@@ -25,6 +27,8 @@ from headrace.errors import (
 from headrace.graph import ComputationGraph, Criteria, when_all, when_any
 from headrace.runtime import Runtime
 
+_Sequence.register(FireList)
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -33,6 +37,7 @@ __all__ = [
     "BackpressureError",
     "ComputationGraph",
     "Criteria",
+    "FireList",
     "FireResult",
     "GraphDefinitionError",
     "HeadraceError",

@@ -1,11 +1,11 @@
 """Type stubs for the Rust extension ``headrace._core`` (checked by mypy.stubtest)."""
 
-from collections.abc import Iterable
-from typing import Any, Self, final
+from collections.abc import Iterable, Iterator
+from typing import Any, Self, final, overload
 
 from typing_extensions import disjoint_base
 
-__all__ = ["MAX_BATCH", "Engine", "FireResult", "Route", "__version__", "compile_graph"]
+__all__ = ["MAX_BATCH", "Engine", "FireList", "FireResult", "Route", "__version__", "compile_graph"]
 
 __version__: str
 MAX_BATCH: int
@@ -46,6 +46,17 @@ class FireResult:
     @property
     def duration_ns(self) -> int: ...
 
+@final
+class FireList:
+    """The fires of one push_many/push_pairs call: a read-only sequence."""
+
+    def __len__(self) -> int: ...
+    @overload
+    def __getitem__(self, key: int, /) -> FireResult: ...
+    @overload
+    def __getitem__(self, key: slice, /) -> list[FireResult]: ...
+    def __iter__(self) -> Iterator[FireResult]: ...
+
 @disjoint_base
 class Engine:
     def __new__(
@@ -70,7 +81,10 @@ class Engine:
     def try_push(self, name: str, event: Any) -> FireResult | None: ...
     def push_many(
         self, name: str, events: Iterable[Any], *, timeout: float | None = None
-    ) -> list[FireResult] | None: ...
+    ) -> FireList | None: ...
+    def push_pairs(
+        self, pairs: Iterable[tuple[str, Any]], *, timeout: float | None = None
+    ) -> FireList | None: ...
     def push_bytes(
         self, name: str, data: bytes, *, codec: str | None = None, timeout: float | None = None
     ) -> FireResult | None: ...

@@ -10,7 +10,7 @@ use pyo3::Borrowed;
 use headrace_core::host::{Calls, Codec, NodeOutput, Report};
 
 use crate::errors;
-use crate::fire::{FireResult, Route};
+use crate::fire::{FireResult, Kept, Route};
 use crate::graph::Callables;
 
 type Value = Py<PyAny>;
@@ -20,7 +20,7 @@ pub struct InlineOutcome {
     /// Sequence number of the event (or manual fire) the caller is waiting on.
     pub target: u64,
     /// The first fire reflecting `target`.
-    pub result: Option<Py<FireResult>>,
+    pub result: Option<Kept>,
     /// The first failure during the call, raised once the call is done.
     pub error: Option<PyErr>,
 }
@@ -92,7 +92,8 @@ impl PyCalls<'_, '_> {
     fn route(&self, node: usize, out: Bound<'_, PyAny>) -> PyResult<NodeOutput<Value>> {
         let labels = &self.cx.nodes[node].labels;
         let name = &self.cx.plan.nodes[node].name;
-        match out.cast::<Route>() {
+        // Route is final, so an exact type check (a pointer compare) suffices.
+        match out.cast_exact::<Route>() {
             Ok(route) => {
                 let route = route.get();
                 if labels.is_empty() {
@@ -117,7 +118,7 @@ impl PyCalls<'_, '_> {
     }
 
     fn fire_result(&self, record: headrace_core::host::FireRecord<Value, PyErr>) -> PyResult<Py<FireResult>> {
-        Py::new(self.py, FireResult::from_record(self.py, record, &self.cx.node_names, &self.cx.acc_names))
+        Py::new(self.py, FireResult::from_record(self.py, record, &self.cx.names))
     }
 
     fn call_on_fire(&self, result: &Py<FireResult>) {
@@ -140,7 +141,7 @@ impl PyCalls<'_, '_> {
         }
         let message = format!("accumulator '{name}' raised {error}; the event is in the dead-letter list");
         let wrapped = errors::accumulator_error(py).map(|cls| {
-            let kwargs = [("accumulator", self.cx.acc_names[acc].bind(py).clone().into_any())];
+            let kwargs = [("accumulator", self.cx.names.accumulators[acc].bind(py).clone().into_any())];
             errors::with_cause(py, errors::raise(cls, message, &kwargs), &error)
         });
         self.keep_or_log(wrapped.unwrap_or_else(|e| e));
@@ -225,8 +226,12 @@ impl Calls<Value, PyErr> for PyCalls<'_, '_> {
             Report::Fired(record) => {
                 let wanted = self.inline.as_ref().is_some_and(|o| o.result.is_none() && o.target == record.seq);
                 let failed = record.failure.is_some();
-                if !wanted && !failed && self.cx.on_fire.is_none() {
-                    return; // Nobody looks at it: build nothing.
+                if !failed && self.cx.on_fire.is_none() {
+                    // Build nothing now: the caller may never look at it.
+                    if let (true, Some(o)) = (wanted, self.inline.as_mut()) {
+                        o.result = Some(Kept::Record(record));
+                    }
+                    return;
                 }
                 let result = match self.fire_result(record) {
                     Ok(r) => r,
@@ -243,7 +248,7 @@ impl Calls<Value, PyErr> for PyCalls<'_, '_> {
                 }
                 if wanted {
                     if let Some(o) = self.inline.as_mut() {
-                        o.result = Some(result);
+                        o.result = Some(Kept::Built(result));
                     }
                 }
             }

@@ -5,22 +5,22 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::{Mutex, MutexGuard};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyDict, PyList, PyString};
 
 use headrace_core::channel::{merge_channel, Item, MergeSender, Progress, PushError};
 use headrace_core::dead_letter::DeadLetters;
 use headrace_core::driver::{self, Attach};
 use headrace_core::host::{Calls, Codec};
 use headrace_core::metrics::{Health, Metrics};
-use headrace_core::processor::{Config, Input, Processor};
+use headrace_core::processor::{Config, Input, Now, Processor};
 
 use crate::calls::{decode, InlineOutcome, PyCalls};
 use crate::errors;
-use crate::fire::FireResult;
+use crate::fire::{FireList, FireResult, Kept, Names};
 use crate::graph::{self, Callables};
 use crate::stats;
 
@@ -105,6 +105,7 @@ pub struct Engine {
     /// For the GC: the callables, until cleared.
     callables: StdMutex<Option<Arc<Callables>>>,
     acc_names: Vec<String>,
+    names: Arc<Names>,
     codecs: Vec<Codec>,
     metrics: Arc<Metrics>,
     dead_letters: Arc<DeadLetters<Value>>,
@@ -149,6 +150,7 @@ impl Engine {
         let parsed = graph::parse(spec)?;
         let codecs = parsed.accs.iter().map(|a| a.codec).collect();
         let callables = Arc::new(graph::compile(py, parsed, on_fire)?);
+        let names = callables.names.clone();
         let plan = callables.plan.clone();
         let processor: Proc = Processor::new(plan.clone(), config);
         let metrics = processor.metrics().clone();
@@ -170,6 +172,7 @@ impl Engine {
             mode,
             callables: StdMutex::new(Some(callables)),
             acc_names: plan.accumulators.iter().map(|a| a.name.clone()).collect(),
+            names,
             codecs,
             metrics,
             dead_letters,
@@ -223,46 +226,30 @@ impl Engine {
     /// the list of fires that happened; thread mode returns None once all are
     /// accepted.
     #[pyo3(signature = (name, events, *, timeout=None))]
-    fn push_many(&self, py: Python<'_>, name: &str, events: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<Option<Py<PyList>>> {
+    fn push_many(&self, py: Python<'_>, name: &str, events: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<Option<Py<FireList>>> {
         let acc = self.acc_index(py, name)?;
-        match &self.mode {
-            Mode::Inline { .. } => {
-                let fires = PyList::empty(py);
-                let mut guard = self.lock_inline(py)?;
-                let state = &mut *guard;
-                let cx = state.callables.clone().ok_or_else(|| errors::closed(py, &self.graph))?;
-                let mut first_error = None;
-                for event in events.try_iter()? {
-                    let event = event?.unbind();
-                    let mut outcome = InlineOutcome::new();
-                    outcome.target = state.processor.next_seq();
-                    {
-                        let mut calls = PyCalls { py, cx: &cx, inline: Some(&mut outcome) };
-                        let now = Instant::now();
-                        state.processor.ingest(acc, Input::Value(event), &mut calls, now);
-                        state.processor.settle(&mut calls, now);
-                    }
-                    if let Some(r) = outcome.result {
-                        fires.append(r)?;
-                    }
-                    if first_error.is_none() {
-                        first_error = outcome.error;
-                    }
-                }
-                match first_error {
-                    Some(e) => Err(e),
-                    None => Ok(Some(fires.unbind())),
-                }
-            }
-            Mode::Thread(t) => {
-                let timeout = duration(timeout, "timeout")?.or(self.push_timeout);
-                for event in events.try_iter()? {
-                    let item = Item::Event { acc, input: Input::Value(event?.unbind()) };
-                    self.send(py, t, item, timeout, false)?;
-                }
-                Ok(None)
-            }
-        }
+        let hint = events.len().unwrap_or(0);
+        self.push_iter(py, events.try_iter()?.map(|e| Ok((acc, e?.unbind()))), hint, timeout)
+    }
+
+    /// Pushes `(accumulator name, event)` pairs in order, in one crossing:
+    /// events for several accumulators, interleaved as they happened. Same
+    /// semantics and return value as `push_many`.
+    #[pyo3(signature = (pairs, *, timeout=None))]
+    fn push_pairs(&self, py: Python<'_>, pairs: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<Option<Py<FireList>>> {
+        let hint = pairs.len().unwrap_or(0);
+        let mut resolve = NameCache::default();
+        let items = pairs.try_iter()?.map(|pair| {
+            let pair = pair?;
+            let (name, event): (Bound<'_, PyString>, Bound<'_, PyAny>) = pair.extract().map_err(|_| {
+                pyo3::exceptions::PyTypeError::new_err(format!(
+                    "push_pairs takes (accumulator name, event) pairs, got {}",
+                    pair.repr().map(|r| r.to_string()).unwrap_or_default()
+                ))
+            })?;
+            Ok((resolve.index(self, py, &name)?, event.unbind()))
+        });
+        self.push_iter(py, items, hint, timeout)
     }
 
     /// Pushes raw JSON (or msgpack) bytes. They are decoded here, on the
@@ -289,7 +276,7 @@ impl Engine {
     fn fire(&self, py: Python<'_>) -> PyResult<Option<Py<FireResult>>> {
         match &self.mode {
             Mode::Inline { .. } => self.run_inline(py, |p, calls| {
-                p.fire_manual(calls, Instant::now());
+                p.fire_manual(calls, &Now::lazy());
             }),
             Mode::Thread(t) => {
                 self.send(py, t, Item::Fire, None, false)?;
@@ -305,7 +292,7 @@ impl Engine {
     fn drain(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
         match &self.mode {
             Mode::Inline { .. } => {
-                self.run_inline(py, |p, calls| p.on_timer(calls, Instant::now()))?;
+                self.run_inline(py, |p, calls| p.on_timer(calls, &Now::lazy()))?;
                 Ok(())
             }
             Mode::Thread(t) => {
@@ -342,7 +329,7 @@ impl Engine {
         }
         match &self.mode {
             Mode::Inline { .. } => {
-                let result = self.run_inline(py, |p, calls| p.shutdown(calls, Instant::now()));
+                let result = self.run_inline(py, |p, calls| p.shutdown(calls, &Now::lazy()));
                 self.lock_inline(py)?.callables = None;
                 // Raising here would mask whatever ended the `with` block; the
                 // failure is in stats and was given to on_fire.
@@ -470,6 +457,76 @@ fn spawn(graph: String, mut processor: Proc, callables: Arc<Callables>, capacity
     Ok(ThreadState { sender, progress, handle: StdMutex::new(Some(handle)), token })
 }
 
+/// Resolves accumulator names, remembering the last one (pairs tend to repeat).
+#[derive(Default)]
+struct NameCache {
+    last: Option<(Py<PyString>, usize)>,
+}
+
+impl NameCache {
+    fn index(&mut self, engine: &Engine, py: Python<'_>, name: &Bound<'_, PyString>) -> PyResult<usize> {
+        if let Some((cached, i)) = &self.last {
+            if cached.is(name) {
+                return Ok(*i);
+            }
+        }
+        let i = engine.acc_index(py, name.to_str()?)?;
+        self.last = Some((name.clone().unbind(), i));
+        Ok(i)
+    }
+}
+
+impl Engine {
+    /// Pushes `(accumulator, event)` items: inline, each is processed as a
+    /// push would be and the fires are returned; thread mode queues them all.
+    fn push_iter(
+        &self,
+        py: Python<'_>,
+        items: impl Iterator<Item = PyResult<(usize, Value)>>,
+        size_hint: usize,
+        timeout: Option<f64>,
+    ) -> PyResult<Option<Py<FireList>>> {
+        match &self.mode {
+            Mode::Inline { .. } => {
+                let mut fires: Vec<Kept> = Vec::with_capacity(size_hint);
+                let mut guard = self.lock_inline(py)?;
+                let state = &mut *guard;
+                let cx = state.callables.clone().ok_or_else(|| errors::closed(py, &self.graph))?;
+                let mut first_error = None;
+                for item in items {
+                    let (acc, event) = item?;
+                    let mut outcome = InlineOutcome::new();
+                    outcome.target = state.processor.next_seq();
+                    {
+                        let mut calls = PyCalls { py, cx: &cx, inline: Some(&mut outcome) };
+                        let now = &Now::lazy();
+                        state.processor.ingest(acc, Input::Value(event), &mut calls, now);
+                        state.processor.settle(&mut calls, now);
+                    }
+                    if let Some(r) = outcome.result {
+                        fires.push(r);
+                    }
+                    if first_error.is_none() {
+                        first_error = outcome.error;
+                    }
+                }
+                match first_error {
+                    Some(e) => Err(e),
+                    None => Ok(Some(Py::new(py, FireList::new(fires, cx.names.clone()))?)),
+                }
+            }
+            Mode::Thread(t) => {
+                let timeout = duration(timeout, "timeout")?.or(self.push_timeout);
+                for item in items {
+                    let (acc, event) = item?;
+                    self.send(py, t, Item::Event { acc, input: Input::Value(event) }, timeout, false)?;
+                }
+                Ok(None)
+            }
+        }
+    }
+}
+
 impl Engine {
     fn acc_index(&self, py: Python<'_>, name: &str) -> PyResult<usize> {
         match self.acc_names.iter().position(|n| n == name) {
@@ -486,7 +543,7 @@ impl Engine {
         match &self.mode {
             Mode::Inline { .. } => {
                 self.run_inline(py, |p, calls| {
-                    let now = Instant::now();
+                    let now = &Now::lazy();
                     p.ingest(acc, Input::Value(event), calls, now);
                     p.settle(calls, now);
                 })
@@ -574,9 +631,10 @@ impl Engine {
             let mut calls = PyCalls { py, cx: &cx, inline: Some(&mut outcome) };
             f(&mut state.processor, &mut calls);
         }
-        match outcome.error {
-            Some(e) => Err(e),
-            None => Ok(outcome.result),
+        match (outcome.error, outcome.result) {
+            (Some(e), _) => Err(e),
+            (None, Some(kept)) => Ok(Some(kept.into_object(py, &self.names)?)),
+            (None, None) => Ok(None),
         }
     }
 }

@@ -1,12 +1,21 @@
 //! `Route` and `FireResult`: the two values user code sees from the engine.
 
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::UNIX_EPOCH;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString};
+use pyo3::types::{PyDict, PyList, PySlice, PyString};
 
-use headrace_core::host::{FireRecord, Trigger};
+use headrace_core::host::{FireRecord, Outputs, Trigger};
+
+type Record = FireRecord<Py<PyAny>, PyErr>;
+
+/// Interned names, shared by every result of one runtime.
+pub struct Names {
+    pub nodes: Vec<Py<PyString>>,
+    pub accumulators: Vec<Py<PyString>>,
+}
 
 /// A routing node's choice: only the nodes on branch `label` run, and they
 /// receive `value`.
@@ -42,6 +51,10 @@ impl Route {
 }
 
 /// The outcome of one fire of a graph.
+///
+/// Deliberately not tracked by the cyclic GC: a run of `push_many` creates one
+/// per event, and tracking them made collections dominate the hot path. No
+/// cycle can pass through it: it is immutable and built after its outputs.
 #[pyclass(frozen, module = "headrace", name = "FireResult")]
 pub struct FireResult {
     /// Fire number within this runtime, from 1.
@@ -50,8 +63,8 @@ pub struct FireResult {
     /// What caused the fire: an accumulator name, "criteria" or "manual".
     #[pyo3(get)]
     pub trigger: Py<PyString>,
-    outputs: Vec<(usize, Py<PyAny>)>,
-    names: Arc<[Py<PyString>]>,
+    outputs: Outputs<Py<PyAny>>,
+    names: Arc<Names>,
     outputs_dict: OnceLock<Py<PyDict>>,
     /// Name of the node that raised, or None.
     #[pyo3(get)]
@@ -74,24 +87,20 @@ pub struct FireResult {
 }
 
 impl FireResult {
-    pub fn from_record(
-        py: Python<'_>,
-        record: FireRecord<Py<PyAny>, PyErr>,
-        names: &Arc<[Py<PyString>]>,
-        acc_names: &[Py<PyString>],
-    ) -> FireResult {
-        let trigger = match record.trigger {
-            Trigger::Boundary(acc) => acc_names[acc].clone_ref(py),
-            Trigger::Criteria => pyo3::intern!(py, "criteria").clone().unbind(),
-            Trigger::Manual => pyo3::intern!(py, "manual").clone().unbind(),
-        };
+    /// Builds the Python object, taking the record's values over.
+    pub fn from_record(py: Python<'_>, record: Record, names: &Arc<Names>) -> FireResult {
         let (node, error, attempt, dead_lettered) = match record.failure {
-            Some(f) => (Some(names[f.node].clone_ref(py)), Some(f.error.into_value(py).into_any()), f.attempt, f.dead_lettered),
+            Some(f) => (
+                Some(names.nodes[f.node].clone_ref(py)),
+                Some(f.error.into_value(py).into_any()),
+                f.attempt,
+                f.dead_lettered,
+            ),
             None => (None, None, 1, false),
         };
         FireResult {
             id: record.id,
-            trigger,
+            trigger: trigger_name(py, record.trigger, names),
             outputs: record.outputs,
             names: names.clone(),
             outputs_dict: OnceLock::new(),
@@ -102,6 +111,147 @@ impl FireResult {
             started_at: record.started_at.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
             duration_ns: record.duration.as_nanos() as u64,
         }
+    }
+
+    /// Builds the Python object from a kept record (values shared, not moved).
+    fn from_kept(py: Python<'_>, record: &Record, names: &Arc<Names>) -> FireResult {
+        let copy = FireRecord {
+            id: record.id,
+            trigger: record.trigger,
+            seq: record.seq,
+            outputs: record.outputs.iter().map(|(i, v)| (*i, v.clone_ref(py))).collect(),
+            failure: record.failure.as_ref().map(|f| headrace_core::host::NodeFailure {
+                node: f.node,
+                error: f.error.clone_ref(py),
+                attempt: f.attempt,
+                dead_lettered: f.dead_lettered,
+            }),
+            started_at: record.started_at,
+            duration: record.duration,
+        };
+        FireResult::from_record(py, copy, names)
+    }
+}
+
+fn trigger_name(py: Python<'_>, trigger: Trigger, names: &Names) -> Py<PyString> {
+    match trigger {
+        Trigger::Boundary(acc) => names.accumulators[acc].clone_ref(py),
+        Trigger::Criteria => pyo3::intern!(py, "criteria").clone().unbind(),
+        Trigger::Manual => pyo3::intern!(py, "manual").clone().unbind(),
+    }
+}
+
+/// A fire an inline call kept: the raw record when nobody needed the object
+/// yet (no Python allocation on the hot path), or the object already built.
+pub enum Kept {
+    Record(Record),
+    Built(Py<FireResult>),
+}
+
+impl Kept {
+    pub fn into_object(self, py: Python<'_>, names: &Arc<Names>) -> PyResult<Py<FireResult>> {
+        match self {
+            Kept::Built(b) => Ok(b),
+            Kept::Record(r) => Py::new(py, FireResult::from_record(py, r, names)),
+        }
+    }
+
+    fn object(&self, py: Python<'_>, names: &Arc<Names>) -> PyResult<Py<FireResult>> {
+        match self {
+            Kept::Built(b) => Ok(b.clone_ref(py)),
+            Kept::Record(r) => Py::new(py, FireResult::from_kept(py, r, names)),
+        }
+    }
+}
+
+/// The fires of one `push_many`/`push_pairs` call, in order: a read-only
+/// sequence of `FireResult`. The fires are kept compactly and each
+/// `FireResult` is built when it is looked at, so a call that pushes a million
+/// events does not allocate a million Python objects up front.
+#[pyclass(frozen, sequence, module = "headrace", name = "FireList")]
+pub struct FireList {
+    items: Vec<Kept>,
+    names: Arc<Names>,
+}
+
+impl FireList {
+    pub fn new(items: Vec<Kept>, names: Arc<Names>) -> Self {
+        FireList { items, names }
+    }
+}
+
+#[pymethods]
+impl FireList {
+    fn __len__(&self) -> usize {
+        self.items.len()
+    }
+
+    fn __getitem__(&self, py: Python<'_>, index: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        if let Ok(slice) = index.cast::<PySlice>() {
+            let ind = slice.indices(self.items.len() as isize)?;
+            let list = PyList::empty(py);
+            let mut i = ind.start;
+            for _ in 0..ind.slicelength {
+                list.append(self.items[i as usize].object(py, &self.names)?)?;
+                i += ind.step;
+            }
+            return Ok(list.into_any().unbind());
+        }
+        let i: isize = index.extract()?;
+        let n = self.items.len() as isize;
+        let at = if i < 0 { i + n } else { i };
+        if at < 0 || at >= n {
+            return Err(pyo3::exceptions::PyIndexError::new_err("FireList index out of range"));
+        }
+        Ok(self.items[at as usize].object(py, &self.names)?.into_any())
+    }
+
+    fn __iter__(slf: Bound<'_, Self>) -> FireListIter {
+        FireListIter { list: slf.unbind(), next: AtomicUsize::new(0) }
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<FireList of {} fire(s)>", self.items.len())
+    }
+
+    fn __traverse__(&self, visit: pyo3::gc::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+        for item in &self.items {
+            match item {
+                Kept::Built(b) => visit.call(b)?,
+                Kept::Record(r) => {
+                    for (_, v) in &r.outputs {
+                        visit.call(v)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[pyclass(frozen, module = "headrace")]
+pub struct FireListIter {
+    list: Py<FireList>,
+    next: AtomicUsize,
+}
+
+#[pymethods]
+impl FireListIter {
+    fn __iter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<FireResult>>> {
+        let list = self.list.get();
+        let i = self.next.fetch_add(1, Relaxed);
+        match list.items.get(i) {
+            Some(item) => item.object(py, &list.names).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn __traverse__(&self, visit: pyo3::gc::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+        visit.call(&self.list)
     }
 }
 
@@ -115,7 +265,7 @@ impl FireResult {
         }
         let d = PyDict::new(py);
         for (pos, value) in &self.outputs {
-            d.set_item(self.names[*pos].bind(py), value.bind(py))?;
+            d.set_item(self.names.nodes[*pos].bind(py), value.bind(py))?;
         }
         // Attached, so no other thread can have set it meanwhile.
         let _ = self.outputs_dict.set(d.clone().unbind());
@@ -139,16 +289,5 @@ impl FireResult {
             ),
             _ => format!("FireResult(id={}, trigger={}, outputs={})", self.id, self.trigger.bind(py), self.outputs(py)?.repr()?),
         })
-    }
-
-    fn __traverse__(&self, visit: pyo3::gc::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
-        for (_, v) in &self.outputs {
-            visit.call(v)?;
-        }
-        visit.call(&self.error)?;
-        if let Some(d) = self.outputs_dict.get() {
-            visit.call(d)?;
-        }
-        Ok(())
     }
 }

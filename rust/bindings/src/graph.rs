@@ -14,6 +14,7 @@ use headrace_core::spec::{
 };
 
 use crate::errors;
+use crate::fire::Names;
 
 pub struct AccCall {
     pub function: Py<PyAny>,
@@ -34,9 +35,8 @@ pub struct Callables {
     pub accs: Vec<AccCall>,
     pub nodes: Vec<NodeCall>,
     pub on_fire: Option<Py<PyAny>>,
-    pub acc_names: Vec<Py<PyString>>,
     /// Interned once so that building a fire's outputs allocates no strings.
-    pub node_names: Arc<[Py<PyString>]>,
+    pub names: Arc<Names>,
 }
 
 impl Callables {
@@ -184,8 +184,10 @@ pub fn compile(py: Python<'_>, parsed: Parsed, on_fire: Option<Py<PyAny>>) -> Py
         })
         .collect();
     Ok(Callables {
-        acc_names: plan.accumulators.iter().map(|a| PyString::intern(py, &a.name).unbind()).collect(),
-        node_names: plan.nodes.iter().map(|n| PyString::intern(py, &n.name).unbind()).collect(),
+        names: Arc::new(Names {
+            accumulators: plan.accumulators.iter().map(|a| PyString::intern(py, &a.name).unbind()).collect(),
+            nodes: plan.nodes.iter().map(|n| PyString::intern(py, &n.name).unbind()).collect(),
+        }),
         plan,
         accs: parsed.accs,
         nodes,

@@ -24,6 +24,7 @@ fn compile_graph(py: Python<'_>, spec: &Bound<'_, PyDict>) -> PyResult<Vec<Strin
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<engine::Engine>()?;
     m.add_class::<fire::FireResult>()?;
+    m.add_class::<fire::FireList>()?;
     m.add_class::<fire::Route>()?;
     m.add_function(wrap_pyfunction!(compile_graph, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

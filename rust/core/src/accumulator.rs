@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::host::Calls;
+use crate::processor::Now;
 use crate::spec::AccKind;
 
 pub(crate) enum AccState<V> {
@@ -62,7 +63,7 @@ impl<V> AccState<V> {
         acc: usize,
         event: V,
         calls: &mut dyn Calls<V, E>,
-        now: Instant,
+        now: &Now,
     ) -> Taken<V, E> {
         match self {
             AccState::Plain => match calls.accumulate(acc, &event) {
@@ -86,7 +87,7 @@ impl<V> AccState<V> {
             }
             AccState::Batch { buffer, max, interval, due } => {
                 if buffer.is_empty() {
-                    *due = interval.map(|i| now + i);
+                    *due = interval.map(|i| now.get() + i);
                 }
                 buffer.push(event);
                 Taken::Buffered { full: max.is_some_and(|m| buffer.len() >= m) }

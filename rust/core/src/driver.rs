@@ -7,7 +7,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::channel::{Item, Progress};
 use crate::host::Calls;
-use crate::processor::Processor;
+use crate::processor::{Now, Processor};
 
 /// Lets the driver run code with the host attached (for Python: holding the GIL).
 pub trait Attach<V, E> {
@@ -50,7 +50,7 @@ pub fn run<V, E>(
         }
         let n = batch.len() as u64;
         host.attached(&mut |calls| {
-            let now = Instant::now();
+            let now = &Now::at(Instant::now());
             let per_event = processor.settles_per_event();
             let mut unsettled = false;
             for item in batch.drain(..) {
@@ -81,7 +81,7 @@ pub fn run<V, E>(
                 processor.settle(calls, now);
             }
             if running {
-                processor.on_timer(calls, Instant::now());
+                processor.on_timer(calls, &Now::lazy());
             }
         });
         progress.complete(n);

@@ -2,7 +2,7 @@
 
 use smallvec::SmallVec;
 
-use crate::host::{Calls, NodeOutput};
+use crate::host::{Calls, NodeOutput, Outputs};
 use crate::plan::{Plan, Source};
 
 enum Slot<V> {
@@ -38,7 +38,7 @@ impl<V> Executor<V> {
         plan: &Plan,
         input: impl Fn(usize) -> Option<&'a V>,
         calls: &mut dyn Calls<V, E>,
-    ) -> Result<Vec<(usize, V)>, (usize, E)>
+    ) -> Result<Outputs<V>, (usize, E)>
     where
         V: 'a,
     {
@@ -102,8 +102,8 @@ impl<V> Executor<V> {
             })
     }
 
-    fn take_outputs(&mut self, plan: &Plan) -> Vec<(usize, V)> {
-        let mut outputs = Vec::new();
+    fn take_outputs(&mut self, plan: &Plan) -> Outputs<V> {
+        let mut outputs = Outputs::new();
         for (pos, node) in plan.nodes.iter().enumerate() {
             if node.terminal {
                 match std::mem::replace(&mut self.slots[pos], Slot::Empty) {

@@ -6,6 +6,11 @@
 
 use std::time::{Duration, SystemTime};
 
+use smallvec::SmallVec;
+
+/// Terminal results of one fire; most graphs have one or two terminals.
+pub type Outputs<V> = SmallVec<[(usize, V); 2]>;
+
 /// How raw payload bytes are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Codec {
@@ -48,7 +53,7 @@ pub struct FireRecord<V, E> {
     /// Sequence number of the newest event whose boundary this fire reflects.
     pub seq: u64,
     /// `(plan position, value)` of every terminal node that ran, in plan order.
-    pub outputs: Vec<(usize, V)>,
+    pub outputs: Outputs<V>,
     pub failure: Option<NodeFailure<E>>,
     pub started_at: SystemTime,
     pub duration: Duration,

@@ -4,6 +4,7 @@
 //! cache, dirty flags, the sequential queue) and is driven by exactly one thread
 //! at a time: the driver loop in thread mode, the pushing caller in inline mode.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::sync::atomic::Ordering::Relaxed;
@@ -36,6 +37,34 @@ impl Default for Config {
             max_attempts: 3,
             retry_backoff: Duration::from_millis(100),
             dead_letter_limit: 10_000,
+        }
+    }
+}
+
+/// The current instant, read from the clock at most once and only when some
+/// deadline needs it: on the common path (an event that fires) nothing does,
+/// and clock reads were a measurable share of an inline push.
+pub struct Now(Cell<Option<Instant>>);
+
+impl Now {
+    /// Reads the clock lazily.
+    pub fn lazy() -> Self {
+        Now(Cell::new(None))
+    }
+
+    /// A fixed instant (timers, tests).
+    pub fn at(instant: Instant) -> Self {
+        Now(Cell::new(Some(instant)))
+    }
+
+    pub fn get(&self) -> Instant {
+        match self.0.get() {
+            Some(i) => i,
+            None => {
+                let i = Instant::now();
+                self.0.set(Some(i));
+                i
+            }
         }
     }
 }
@@ -79,6 +108,9 @@ pub struct Processor<V, E> {
     /// Latest strategy: failed tries of the current dirty inputs.
     attempts: u32,
     retry_at: Option<Instant>,
+    /// Wall clock and monotonic clock read together once, so that a fire's
+    /// wall-clock start costs no second clock read.
+    anchor: (SystemTime, Instant),
     _error: PhantomData<fn() -> E>,
 }
 
@@ -110,6 +142,7 @@ impl<V, E> Processor<V, E> {
             latest_seq: 0,
             attempts: 0,
             retry_at: None,
+            anchor: (SystemTime::now(), Instant::now()),
             _error: PhantomData,
         }
     }
@@ -154,7 +187,7 @@ impl<V, E> Processor<V, E> {
 
     /// Takes one event into accumulator `acc`. Returns the event's sequence number.
     /// Fires happen in [`Processor::settle`].
-    pub fn ingest(&mut self, acc: usize, input: Input<V>, calls: &mut dyn Calls<V, E>, now: Instant) -> u64 {
+    pub fn ingest(&mut self, acc: usize, input: Input<V>, calls: &mut dyn Calls<V, E>, now: &Now) -> u64 {
         let seq = self.take_seq();
         self.metrics.accumulators[acc].events.fetch_add(1, Relaxed);
         let event = match input {
@@ -188,13 +221,13 @@ impl<V, E> Processor<V, E> {
     }
 
     /// Fires for whatever the accepted boundaries call for.
-    pub fn settle(&mut self, calls: &mut dyn Calls<V, E>, now: Instant) {
+    pub fn settle(&mut self, calls: &mut dyn Calls<V, E>, now: &Now) {
         self.settle_inner(calls, now, false);
     }
 
     /// Fires once on the current inputs, whatever the criteria say. Returns the
     /// sequence number the fire is reported with.
-    pub fn fire_manual(&mut self, calls: &mut dyn Calls<V, E>, now: Instant) -> u64 {
+    pub fn fire_manual(&mut self, calls: &mut dyn Calls<V, E>, now: &Now) -> u64 {
         let seq = self.take_seq();
         let ok = execute(
             &mut self.executor,
@@ -202,6 +235,7 @@ impl<V, E> Processor<V, E> {
             &self.cache,
             &self.metrics,
             &mut self.next_fire_id,
+            self.anchor,
             Fire { trigger: Trigger::Manual, seq, attempt: 1, dead_letter_on_failure: false },
             None,
             calls,
@@ -216,9 +250,9 @@ impl<V, E> Processor<V, E> {
     }
 
     /// Flushes batches whose interval has run out and retries after backoff.
-    pub fn on_timer(&mut self, calls: &mut dyn Calls<V, E>, now: Instant) {
+    pub fn on_timer(&mut self, calls: &mut dyn Calls<V, E>, now: &Now) {
         for acc in 0..self.accs.len() {
-            if self.accs[acc].flush_due().is_some_and(|due| due <= now) {
+            if self.accs[acc].flush_due().is_some_and(|due| due <= now.get()) {
                 let seq = self.take_seq();
                 self.flush(acc, seq, calls);
             }
@@ -227,7 +261,7 @@ impl<V, E> Processor<V, E> {
     }
 
     /// Flushes every batch buffer and fires for what that produces.
-    pub fn shutdown(&mut self, calls: &mut dyn Calls<V, E>, now: Instant) {
+    pub fn shutdown(&mut self, calls: &mut dyn Calls<V, E>, now: &Now) {
         let seq = self.take_seq();
         self.flush_batches(seq, calls);
         self.settle_inner(calls, now, false);
@@ -282,7 +316,7 @@ impl<V, E> Processor<V, E> {
         }
     }
 
-    fn settle_inner(&mut self, calls: &mut dyn Calls<V, E>, now: Instant, timer: bool) {
+    fn settle_inner(&mut self, calls: &mut dyn Calls<V, E>, now: &Now, timer: bool) {
         match self.plan.strategy {
             InputStrategy::Latest => while self.settle_latest(calls, now, timer) {},
             InputStrategy::Sequential => self.pump(calls, now, timer),
@@ -291,9 +325,9 @@ impl<V, E> Processor<V, E> {
 
     /// One latest-strategy fire if the criteria are met. Returns true when it
     /// succeeded and the batch flush that follows produced new boundaries.
-    fn settle_latest(&mut self, calls: &mut dyn Calls<V, E>, now: Instant, timer: bool) -> bool {
+    fn settle_latest(&mut self, calls: &mut dyn Calls<V, E>, now: &Now, timer: bool) -> bool {
         let ready = self.any_dirty && (self.plan.criteria.kind == CriteriaKind::Any || self.missing == 0);
-        if !ready || (timer && self.attempts > 0 && !self.retry_at.is_some_and(|t| t <= now)) {
+        if !ready || (timer && self.attempts > 0 && !self.retry_at.is_some_and(|t| t <= now.get())) {
             return false;
         }
         let seq = self.latest_seq;
@@ -305,6 +339,7 @@ impl<V, E> Processor<V, E> {
             &self.cache,
             &self.metrics,
             &mut self.next_fire_id,
+            self.anchor,
             fire,
             None,
             calls,
@@ -317,7 +352,7 @@ impl<V, E> Processor<V, E> {
             Err(_) => {
                 // The dirty flags stay: the inputs are retried with whatever is newest.
                 self.attempts = attempt;
-                self.retry_at = (attempt < self.config.max_attempts).then(|| now + self.config.retry_backoff);
+                self.retry_at = (attempt < self.config.max_attempts).then(|| now.get() + self.config.retry_backoff);
                 false
             }
         }
@@ -326,7 +361,7 @@ impl<V, E> Processor<V, E> {
     /// Sequential strategy: fires the queued boundaries in order, each against the
     /// cache as of its acceptance. A failing head stays at the front (later
     /// boundaries wait behind it) until it succeeds or runs out of attempts.
-    fn pump(&mut self, calls: &mut dyn Calls<V, E>, now: Instant, timer: bool) {
+    fn pump(&mut self, calls: &mut dyn Calls<V, E>, now: &Now, timer: bool) {
         while let Some(head) = self.queue.front() {
             let acc = head.acc;
             let member = self.plan.criteria.member[acc];
@@ -336,7 +371,7 @@ impl<V, E> Processor<V, E> {
                 self.pop_into_cache();
                 continue;
             }
-            if timer && head.attempts > 0 && !self.retry_at.is_some_and(|t| t <= now) {
+            if timer && head.attempts > 0 && !self.retry_at.is_some_and(|t| t <= now.get()) {
                 break;
             }
             let attempt = head.attempts + 1;
@@ -348,6 +383,7 @@ impl<V, E> Processor<V, E> {
                 &self.cache,
                 &self.metrics,
                 &mut self.next_fire_id,
+            self.anchor,
                 fire,
                 Some((acc, &head.value)),
                 calls,
@@ -378,7 +414,7 @@ impl<V, E> Processor<V, E> {
                     if let Some(head) = self.queue.front_mut() {
                         head.attempts = attempt;
                     }
-                    self.retry_at = Some(now + self.config.retry_backoff);
+                    self.retry_at = Some(now.get() + self.config.retry_backoff);
                     break;
                 }
             }
@@ -456,6 +492,7 @@ fn execute<V, E>(
     cache: &[Option<V>],
     metrics: &Metrics,
     next_fire_id: &mut u64,
+    anchor: (SystemTime, Instant),
     fire: Fire,
     override_input: Option<(usize, &V)>,
     calls: &mut dyn Calls<V, E>,
@@ -465,8 +502,8 @@ fn execute<V, E>(
     if fire.attempt > 1 {
         metrics.retries.fetch_add(1, Relaxed);
     }
-    let started_at = SystemTime::now();
     let clock = Instant::now();
+    let started_at = anchor.0 + clock.duration_since(anchor.1);
     let input = |i: usize| match override_input {
         Some((acc, v)) if acc == i => Some(v),
         _ => cache[i].as_ref(),
@@ -497,7 +534,7 @@ fn execute<V, E>(
                 attempt: fire.attempt,
                 dead_lettered: fire.dead_letter_on_failure,
             };
-            calls.report(Report::Fired(record(Vec::new(), Some(failure))));
+            calls.report(Report::Fired(record(Default::default(), Some(failure))));
             Err(text)
         }
     }

@@ -7,7 +7,7 @@ use crate::channel::{merge_channel, Item, PushError};
 use crate::driver::{self, Attach};
 use crate::host::{Calls, Codec, NodeOutput, Report, Trigger};
 use crate::plan::{Plan, Problem};
-use crate::processor::{Config, Input, Processor};
+use crate::processor::{Config, Input, Now, Processor};
 use crate::spec::*;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -74,7 +74,7 @@ impl Calls<Val, String> for Fake {
             Report::Fired(r) => self.fires.push(Fired {
                 trigger: r.trigger,
                 seq: r.seq,
-                outputs: r.outputs,
+                outputs: r.outputs.into_vec(),
                 failed_node: r.failure.map(|f| f.node),
             }),
             Report::AccumulatorFailed { .. } | Report::DecodeFailed { .. } => self.acc_failures += 1,
@@ -113,8 +113,8 @@ fn setup(spec: &GraphSpec, nodes: Vec<NodeFn>) -> (Processor<Val, String>, Fake)
 
 fn push(p: &mut Processor<Val, String>, f: &mut Fake, acc: usize, v: Val) -> u64 {
     let now = Instant::now();
-    let seq = p.ingest(acc, Input::Value(v), f, now);
-    p.settle(f, now);
+    let seq = p.ingest(acc, Input::Value(v), f, &Now::at(now));
+    p.settle(f, &Now::at(now));
     seq
 }
 
@@ -207,10 +207,10 @@ fn latest_collapses_a_batch_into_one_fire() {
     let (mut p, mut f) = setup(&spec, vec![echo()]);
     let now = Instant::now();
     for i in 0..5 {
-        p.ingest(0, Input::Value(Val::Int(i)), &mut f, now);
+        p.ingest(0, Input::Value(Val::Int(i)), &mut f, &Now::at(now));
     }
-    p.ingest(1, Input::Value(Val::Int(9)), &mut f, now);
-    p.settle(&mut f, now);
+    p.ingest(1, Input::Value(Val::Int(9)), &mut f, &Now::at(now));
+    p.settle(&mut f, &Now::at(now));
     assert_eq!(f.fires.len(), 1);
     assert_eq!(f.fires[0].outputs[0].1, Val::List(vec![Val::Int(4), Val::Int(9)]));
 }
@@ -222,9 +222,9 @@ fn sequential_fires_once_per_boundary_with_inputs_as_of_that_boundary() {
     let now = Instant::now();
     // Ingest everything first (as a thread-mode batch would), then settle.
     for (a, v) in [(0, 1), (1, 10), (0, 2), (0, 3), (1, 20)] {
-        p.ingest(a, Input::Value(Val::Int(v)), &mut f, now);
+        p.ingest(a, Input::Value(Val::Int(v)), &mut f, &Now::at(now));
     }
-    p.settle(&mut f, now);
+    p.settle(&mut f, &Now::at(now));
     let seen: Vec<Val> = f.fires.iter().map(|x| x.outputs[0].1.clone()).collect();
     let pair = |a, b| Val::List(vec![Val::Int(a), Val::Int(b)]);
     assert_eq!(seen, vec![pair(1, 10), pair(2, 10), pair(3, 10), pair(3, 20)]);
@@ -309,12 +309,12 @@ fn batch_flush_interval_sets_a_deadline() {
     );
     let (mut p, mut f) = setup(&spec, vec![echo()]);
     let t0 = Instant::now();
-    p.ingest(0, Input::Value(Val::Int(7)), &mut f, t0);
-    p.settle(&mut f, t0);
+    p.ingest(0, Input::Value(Val::Int(7)), &mut f, &Now::at(t0));
+    p.settle(&mut f, &Now::at(t0));
     assert_eq!(p.next_deadline(), Some(t0 + Duration::from_millis(5)));
-    p.on_timer(&mut f, t0 + Duration::from_millis(1));
+    p.on_timer(&mut f, &Now::at(t0 + Duration::from_millis(1)));
     assert!(f.fires.is_empty());
-    p.on_timer(&mut f, t0 + Duration::from_millis(5));
+    p.on_timer(&mut f, &Now::at(t0 + Duration::from_millis(5)));
     assert_eq!(f.fires.len(), 1);
     assert_eq!(p.next_deadline(), None);
 }
@@ -394,7 +394,7 @@ fn latest_keeps_dirty_flags_after_a_failure() {
     let (mut p, mut f) = setup(&one_acc(InputStrategy::Latest), vec![flaky(1)]);
     push(&mut p, &mut f, 0, Val::Int(1));
     let now = Instant::now();
-    p.on_timer(&mut f, now); // backoff zero: timer retry fires the same inputs
+    p.on_timer(&mut f, &Now::at(now)); // backoff zero: timer retry fires the same inputs
     assert_eq!(f.fires.len(), 2);
     assert_eq!(f.fires[1].outputs, vec![(0, Val::Int(1))]);
 }
@@ -412,9 +412,9 @@ fn accumulator_failures_are_dead_lettered_and_do_not_fire() {
 fn undecodable_bytes_are_counted_and_skipped() {
     let (mut p, mut f) = setup(&one_acc(InputStrategy::Sequential), vec![echo()]);
     let now = Instant::now();
-    p.ingest(0, Input::Bytes { data: b"xx".to_vec(), codec: Codec::Json }, &mut f, now);
-    p.ingest(0, Input::Bytes { data: b"42".to_vec(), codec: Codec::Json }, &mut f, now);
-    p.settle(&mut f, now);
+    p.ingest(0, Input::Bytes { data: b"xx".to_vec(), codec: Codec::Json }, &mut f, &Now::at(now));
+    p.ingest(0, Input::Bytes { data: b"42".to_vec(), codec: Codec::Json }, &mut f, &Now::at(now));
+    p.settle(&mut f, &Now::at(now));
     assert_eq!(f.acc_failures, 1);
     assert_eq!(f.fires.len(), 1);
 }
@@ -423,7 +423,7 @@ fn undecodable_bytes_are_counted_and_skipped() {
 fn manual_fire_runs_regardless_of_criteria() {
     let spec = two_acc(CriteriaKind::All, &[], InputStrategy::Latest);
     let (mut p, mut f) = setup(&spec, vec![echo()]);
-    p.fire_manual(&mut f, Instant::now());
+    p.fire_manual(&mut f, &Now::at(Instant::now()));
     assert_eq!(f.fires[0].trigger, Trigger::Manual);
     assert_eq!(f.fires[0].outputs[0].1, Val::List(vec![Val::Nil, Val::Nil]));
 }

@@ -1,0 +1,1 @@
+"""headrace's benchmark suite: `python -m benches` (or `make bench`)."""

@@ -1,0 +1,68 @@
+"""Runs the benchmark suite, prints one table and writes JSON results.
+
+    python -m benches [--quick] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from benches import workloads
+from benches.workloads import Result
+
+
+def table(results: list[Result]) -> str:
+    head = f"{'workload':<20} {'variant':<20} {'headrace':>14} {'baseline':>14} {'ratio':>7}  target"
+    lines = [head, "-" * len(head)]
+    for r in results:
+        fmt = "{:>14,.0f}" if r.unit == "events/s" else "{:>12.2f}µs"
+        lines.append(
+            f"{r.workload:<20} {r.variant:<20} {fmt.format(r.value)} {fmt.format(r.baseline)} "
+            f"{r.ratio:>6.2f}x  {r.target}"
+        )
+    lines.append("ratio = headrace / plain-Python loop calling the same functions, same run")
+    lines.append("(throughput: higher is better; latency: lower is better)")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m benches", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--out", default="bench-results", help="folder for JSON results")
+    parser.add_argument("--runs", type=int, default=3, help="repetitions per throughput figure (median)")
+    args = parser.parse_args()
+
+    scale = 20 if args.quick else 1
+    results: list[Result] = []
+    results += workloads.w1(1_000_000 // scale, args.runs)
+    results += workloads.w2(500_000 // scale, args.runs)
+    results += workloads.w3_inline(max(100_000 // scale, 10_000))
+    results += workloads.w3_thread(max(20_000 // scale, 2_000))
+
+    print(table(results))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    payload = {
+        "when": stamp,
+        "python": sys.version.split()[0],
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "quick": args.quick,
+        "results": [asdict(r) | {"ratio": r.ratio} for r in results],
+    }
+    for name in (f"bench-{stamp}.json", "latest.json"):
+        (out / name).write_text(json.dumps(payload, indent=2))
+    print(f"results written to {out / 'latest.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
