@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs and runs all of it: the Rust core's
+# cargo tests, then pytest (which includes mypy --strict and stubtest).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/bootstrap.sh test
+
+echo "== cargo test (headrace-core)"
+cargo test --quiet -p headrace-core
+
+echo "== pytest"
+# `python -m pytest` from the repo root; the package under test is the installed one.
+.venv/bin/python -m pytest "$@"
