@@ -96,3 +96,23 @@ def test_closed_runtime_refuses_pushes(mode) -> None:
     rt.close()  # idempotent
     with pytest.raises(hr.HeadraceError, match="is closed"):
         rt.push("a", 1)
+
+
+@pytest.mark.parametrize("idle_spin", [0, "1ms"])
+def test_idle_spin_setting(idle_spin) -> None:
+    fires: list[hr.FireResult] = []
+
+    @hr.passthrough_accumulator
+    def a(e):
+        return e
+
+    g = hr.ComputationGraph("g", accumulators=[a], input_strategy="sequential")
+    g.node(name="n")(lambda a: a)
+    with hr.Runtime(g, mode="thread", idle_spin=idle_spin, on_fire=fires.append) as rt:
+        for i in range(3):
+            rt.push("a", i)
+            time.sleep(0.002)  # let the processor go idle between events
+        rt.drain(timeout=5)
+    assert [f.outputs["n"] for f in fires] == [0, 1, 2]
+    with pytest.raises(ValueError, match="idle_spin"):
+        hr.Runtime(g, mode="thread", idle_spin="-1ms")

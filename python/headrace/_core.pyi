@@ -70,6 +70,7 @@ class Engine:
         max_attempts: int = 3,
         retry_backoff: float = 0.1,
         dead_letter_limit: int = 10000,
+        idle_spin: float = 5e-05,
     ) -> Self: ...
     @property
     def graph_name(self) -> str: ...

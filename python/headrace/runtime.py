@@ -39,6 +39,11 @@ class Runtime(_core.Engine):
         retry_backoff: Seconds before a thread-mode retry when no new event
             arrives (a new event retries at once).
         dead_letter_limit: Dead letters kept; older ones are dropped and counted.
+        idle_spin: How long the processor thread polls for the next event
+            before it sleeps (thread mode). Waking a sleeping thread costs tens
+            of microseconds; the default 50 µs spin halves push-to-fire latency
+            for event streams that keep it busy, at the price of up to 50 µs of
+            CPU each time it goes idle. 0 never spins.
         store: Where state is checkpointed. Only "memory" (the default) exists
             in this version.
     """
@@ -54,6 +59,7 @@ class Runtime(_core.Engine):
         max_attempts: int = 3,
         retry_backoff: float | str = 0.1,
         dead_letter_limit: int = 10_000,
+        idle_spin: float | str = "50us",
         store: str | None = None,
     ) -> Self:
         if not isinstance(graph, ComputationGraph):
@@ -74,6 +80,7 @@ class Runtime(_core.Engine):
             max_attempts=max_attempts,
             retry_backoff=seconds(retry_backoff, what="retry_backoff") if retry_backoff else 0.0,
             dead_letter_limit=dead_letter_limit,
+            idle_spin=seconds(idle_spin, what="idle_spin") if idle_spin else 0.0,
         )
 
     def __init__(self, graph: ComputationGraph, **_options: Any) -> None:

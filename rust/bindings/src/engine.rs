@@ -126,7 +126,7 @@ fn duration(seconds: Option<f64>, what: &str) -> PyResult<Option<Duration>> {
 #[pymethods]
 impl Engine {
     #[new]
-    #[pyo3(signature = (spec, *, mode, on_fire=None, capacity=65536, push_timeout=None, max_attempts=3, retry_backoff=0.1, dead_letter_limit=10000))]
+    #[pyo3(signature = (spec, *, mode, on_fire=None, capacity=65536, push_timeout=None, max_attempts=3, retry_backoff=0.1, dead_letter_limit=10000, idle_spin=5e-5))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -138,6 +138,7 @@ impl Engine {
         max_attempts: u32,
         retry_backoff: f64,
         dead_letter_limit: usize,
+        idle_spin: f64,
     ) -> PyResult<Self> {
         if capacity == 0 || max_attempts == 0 {
             return Err(pyo3::exceptions::PyValueError::new_err("capacity and max_attempts must be at least 1"));
@@ -160,7 +161,10 @@ impl Engine {
                 state: Mutex::new(InlineState { processor, callables: Some(callables.clone()) }),
                 owner: AtomicU64::new(0),
             },
-            "thread" => Mode::Thread(spawn(plan.graph.clone(), processor, callables.clone(), capacity)?),
+            "thread" => {
+                let spin = duration(Some(idle_spin), "idle_spin")?.unwrap_or_default();
+                Mode::Thread(spawn(plan.graph.clone(), processor, callables.clone(), capacity, spin)?)
+            }
             other => {
                 return Err(pyo3::exceptions::PyValueError::new_err(format!(
                     "mode must be 'inline' or 'thread', got '{other}'"
@@ -209,8 +213,8 @@ impl Engine {
     /// seconds (default: the runtime's `push_timeout`; None waits as long as it
     /// takes) and raising `BackpressureError` if there is none.
     #[pyo3(signature = (name, event, *, timeout=None))]
-    fn push(&self, py: Python<'_>, name: &str, event: Value, timeout: Option<f64>) -> PyResult<Option<Py<FireResult>>> {
-        let acc = self.acc_index(py, name)?;
+    fn push(&self, py: Python<'_>, name: &Bound<'_, PyString>, event: Value, timeout: Option<f64>) -> PyResult<Option<Py<FireResult>>> {
+        let acc = self.acc_index_of(py, name)?;
         self.push_value(py, acc, event, timeout, false)
     }
 
@@ -435,7 +439,7 @@ impl Drop for Engine {
     }
 }
 
-fn spawn(graph: String, mut processor: Proc, callables: Arc<Callables>, capacity: usize) -> PyResult<ThreadState> {
+fn spawn(graph: String, mut processor: Proc, callables: Arc<Callables>, capacity: usize, idle_spin: Duration) -> PyResult<ThreadState> {
     let (sender, rx, progress) = merge_channel::<Value>(capacity);
     let token = Arc::new(AtomicU64::new(0));
     let thread_progress = progress.clone();
@@ -445,7 +449,7 @@ fn spawn(graph: String, mut processor: Proc, callables: Arc<Callables>, capacity
         .spawn(move || {
             thread_token_cell.store(thread_token(), SeqCst);
             let mut host = ThreadHost { callables };
-            driver::run(&rx, &mut processor, &mut host, &thread_progress);
+            driver::run(&rx, &mut processor, &mut host, &thread_progress, idle_spin);
             // Values still cached hold Python references: release them attached.
             Python::attach(|_| {
                 drop(processor);
@@ -470,7 +474,7 @@ impl NameCache {
                 return Ok(*i);
             }
         }
-        let i = engine.acc_index(py, name.to_str()?)?;
+        let i = engine.acc_index_of(py, name)?;
         self.last = Some((name.clone().unbind(), i));
         Ok(i)
     }
@@ -528,6 +532,15 @@ impl Engine {
 }
 
 impl Engine {
+    /// Resolves an accumulator name. Names in user code are usually interned
+    /// string literals, the very objects the engine interned: try identity first.
+    fn acc_index_of(&self, py: Python<'_>, name: &Bound<'_, PyString>) -> PyResult<usize> {
+        match self.names.accumulators.iter().position(|n| n.is(name)) {
+            Some(i) => Ok(i),
+            None => self.acc_index(py, name.to_str()?),
+        }
+    }
+
     fn acc_index(&self, py: Python<'_>, name: &str) -> PyResult<usize> {
         match self.acc_names.iter().position(|n| n == name) {
             Some(i) => Ok(i),

@@ -454,7 +454,7 @@ fn driver_processes_everything_then_stops() {
     let (tx, rx, progress) = merge_channel::<Val>(16);
     let handle = std::thread::spawn(move || {
         let mut host = FakeAttach(f);
-        driver::run(&rx, &mut p, &mut host, &progress);
+        driver::run(&rx, &mut p, &mut host, &progress, Duration::from_micros(20));
         (host.0, progress)
     });
     for i in 0..100 {
