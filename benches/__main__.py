@@ -28,6 +28,7 @@ def table(results: list[Result]) -> str:
             f"{r.ratio:>6.2f}x  {r.target}"
         )
     lines.append("ratio = headrace / plain-Python loop calling the same functions, same run")
+    lines.append("(W1b's baseline decodes with json.loads in the loop)")
     lines.append("(throughput: higher is better; latency: lower is better)")
     return "\n".join(lines)
 
@@ -42,6 +43,7 @@ def main() -> int:
     scale = 20 if args.quick else 1
     results: list[Result] = []
     results += workloads.w1(1_000_000 // scale, args.runs)
+    results += workloads.w1_bytes(200_000 // scale, args.runs)
     results += workloads.w2(500_000 // scale, args.runs)
     results += workloads.w3_inline(max(100_000 // scale, 10_000))
     results += workloads.w3_thread(max(20_000 // scale, 2_000))

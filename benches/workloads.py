@@ -164,6 +164,37 @@ def w2(n_each: int, runs: int) -> list[Result]:
     ]
 
 
+def w1_bytes(n: int, runs: int) -> list[Result]:
+    """Raw JSON payloads, one push_bytes per event: decoding happens in the
+    engine (orjson called from Rust, no Python frame) vs json.loads in the loop."""
+    import json
+
+    import orjson
+
+    raw = [orjson.dumps(e) for e in events(n, seed=5)]
+
+    def baseline() -> None:
+        for b in raw:
+            emit_fn(compute_fn(orderbook_fn(json.loads(b))))
+
+    def baseline_orjson() -> None:
+        loads = orjson.loads
+        for b in raw:
+            emit_fn(compute_fn(orderbook_fn(loads(b))))
+
+    def inline() -> None:
+        with hr.Runtime(w1_graph(), mode="inline") as rt:
+            push_bytes = rt.push_bytes
+            for b in raw:
+                push_bytes("orderbook", b)
+
+    base = best_of(runs, lambda: rate(n, baseline))
+    return [
+        Result("W1b JSON bytes", "plain loop + orjson", best_of(runs, lambda: rate(n, baseline_orjson)), "events/s", base, "higher", "ref"),
+        Result("W1b JSON bytes", "inline push_bytes", best_of(runs, lambda: rate(n, inline)), "events/s", base, "higher", "report"),
+    ]
+
+
 def percentiles(samples_ns: list[int]) -> dict[str, float]:
     s = sorted(samples_ns)
 

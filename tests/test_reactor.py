@@ -117,7 +117,16 @@ def test_when_any_fires_on_its_members_only(harness) -> None:
     assert h.outputs("snapshot") == [(5, 2, None)]
 
 
-def test_latest_collapses_updates_that_arrive_while_a_fire_runs() -> None:
+@pytest.mark.parametrize(
+    ("strategy", "expected"),
+    [
+        # latest: the 49 updates that arrive during the slow fire collapse into one.
+        ("latest", [0, 49]),
+        # sequential: every boundary fires, in order.
+        ("sequential", list(range(50))),
+    ],
+)
+def test_updates_arriving_while_a_fire_runs(strategy, expected) -> None:
     entered, release = threading.Event(), threading.Event()
     seen = []
 
@@ -125,7 +134,7 @@ def test_latest_collapses_updates_that_arrive_while_a_fire_runs() -> None:
     def price(e):
         return e
 
-    g = hr.ComputationGraph("g", accumulators=[price], input_strategy="latest")
+    g = hr.ComputationGraph("g", accumulators=[price], input_strategy=strategy)
 
     @g.node
     def slow(price):
@@ -142,36 +151,8 @@ def test_latest_collapses_updates_that_arrive_while_a_fire_runs() -> None:
             rt.push("price", p)
         release.set()
         rt.drain(timeout=10)
-        assert seen == [0, 49]
         assert rt.stats()["accumulators"]["price"]["boundaries"] == 50
-
-
-def test_sequential_fires_every_boundary_even_while_a_fire_runs() -> None:
-    entered, release = threading.Event(), threading.Event()
-    seen = []
-
-    @hr.passthrough_accumulator
-    def price(e):
-        return e
-
-    g = hr.ComputationGraph("g", accumulators=[price], input_strategy="sequential")
-
-    @g.node
-    def slow(price):
-        seen.append(price)
-        if price == 0:
-            entered.set()
-            assert release.wait(10)
-        return price
-
-    with hr.Runtime(g, mode="thread") as rt:
-        rt.push("price", 0)
-        assert entered.wait(10)
-        for p in range(1, 50):
-            rt.push("price", p)
-        release.set()
-        rt.drain(timeout=10)
-    assert seen == list(range(50))
+    assert seen == expected
 
 
 def test_manual_fire_uses_current_inputs(harness) -> None:

@@ -1,20 +1,16 @@
 //! `Engine`: the running graph. `headrace.Runtime` subclasses it in Python, so
 //! `rt.push(...)` lands here directly, with no Python frame in between.
 
-use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex as StdMutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use parking_lot::{Mutex, MutexGuard};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
-use headrace_core::channel::{merge_channel, Item, MergeSender, Progress, PushError};
+use headrace_core::channel::Item;
 use headrace_core::dead_letter::DeadLetters;
-use headrace_core::driver::{self, Attach};
-use headrace_core::host::{Calls, Codec};
+use headrace_core::host::Codec;
 use headrace_core::metrics::{Health, Metrics};
 use headrace_core::processor::{Config, Input, Now, Processor};
 
@@ -22,79 +18,19 @@ use crate::calls::{decode, InlineOutcome, PyCalls};
 use crate::errors;
 use crate::fire::{FireList, FireResult, Kept, Names};
 use crate::graph::{self, Callables};
+use crate::inline::{Inline, InlineGuard, InlineState};
 use crate::stats;
+use crate::threaded::ThreadState;
 
 type Value = Py<PyAny>;
 type Proc = Processor<Value, PyErr>;
 
-/// A small per-thread number, to recognise calls made from inside a fire.
-fn thread_token() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    thread_local!(static TOKEN: Cell<u64> = const { Cell::new(0) });
-    TOKEN.with(|t| {
-        if t.get() == 0 {
-            t.set(NEXT.fetch_add(1, SeqCst));
-        }
-        t.get()
-    })
-}
-
-struct InlineState {
-    processor: Proc,
-    /// None once closed (or cleared by the GC).
-    callables: Option<Arc<Callables>>,
-}
-
-/// The inline lock, remembering its holder so that a re-entrant call from
-/// inside a fire raises instead of deadlocking.
-struct InlineGuard<'a> {
-    guard: MutexGuard<'a, InlineState>,
-    owner: &'a AtomicU64,
-}
-
-impl std::ops::Deref for InlineGuard<'_> {
-    type Target = InlineState;
-    fn deref(&self) -> &InlineState {
-        &self.guard
-    }
-}
-
-impl std::ops::DerefMut for InlineGuard<'_> {
-    fn deref_mut(&mut self) -> &mut InlineState {
-        &mut self.guard
-    }
-}
-
-impl Drop for InlineGuard<'_> {
-    fn drop(&mut self) {
-        self.owner.store(0, SeqCst);
-    }
-}
-
-struct ThreadState {
-    sender: MergeSender<Value>,
-    progress: Arc<Progress>,
-    handle: StdMutex<Option<JoinHandle<()>>>,
-    /// The processor thread's token: it must never block on its own queue.
-    token: Arc<AtomicU64>,
-}
-
+// One per runtime, so its size is irrelevant; boxing the inline state would
+// only add an indirection to every inline push.
+#[allow(clippy::large_enum_variant)]
 enum Mode {
-    Inline { state: Mutex<InlineState>, owner: AtomicU64 },
+    Inline(Inline),
     Thread(ThreadState),
-}
-
-struct ThreadHost {
-    callables: Arc<Callables>,
-}
-
-impl Attach<Value, PyErr> for ThreadHost {
-    fn attached(&mut self, work: &mut dyn FnMut(&mut dyn Calls<Value, PyErr>)) {
-        Python::attach(|py| {
-            let mut calls = PyCalls { py, cx: &self.callables, inline: None };
-            work(&mut calls);
-        })
-    }
 }
 
 /// The engine behind `headrace.Runtime`.
@@ -157,13 +93,10 @@ impl Engine {
         let metrics = processor.metrics().clone();
         let dead_letters = processor.dead_letters().clone();
         let mode = match mode {
-            "inline" => Mode::Inline {
-                state: Mutex::new(InlineState { processor, callables: Some(callables.clone()) }),
-                owner: AtomicU64::new(0),
-            },
+            "inline" => Mode::Inline(Inline::new(InlineState { processor, callables: Some(callables.clone()) })),
             "thread" => {
                 let spin = duration(Some(idle_spin), "idle_spin")?.unwrap_or_default();
-                Mode::Thread(spawn(plan.graph.clone(), processor, callables.clone(), capacity, spin)?)
+                Mode::Thread(ThreadState::spawn(plan.graph.clone(), processor, callables.clone(), capacity, spin)?)
             }
             other => {
                 return Err(pyo3::exceptions::PyValueError::new_err(format!(
@@ -195,7 +128,7 @@ impl Engine {
     #[getter]
     fn mode(&self) -> &'static str {
         match self.mode {
-            Mode::Inline { .. } => "inline",
+            Mode::Inline(_) => "inline",
             Mode::Thread(_) => "thread",
         }
     }
@@ -279,11 +212,11 @@ impl Engine {
     /// already pushed and returns None.
     fn fire(&self, py: Python<'_>) -> PyResult<Option<Py<FireResult>>> {
         match &self.mode {
-            Mode::Inline { .. } => self.run_inline(py, |p, calls| {
+            Mode::Inline(_) => self.run_inline(py, |p, calls| {
                 p.fire_manual(calls, &Now::lazy());
             }),
             Mode::Thread(t) => {
-                self.send(py, t, Item::Fire, None, false)?;
+                self.send(t, py, Item::Fire, None, false)?;
                 Ok(None)
             }
         }
@@ -295,12 +228,12 @@ impl Engine {
     #[pyo3(signature = (timeout=None))]
     fn drain(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
         match &self.mode {
-            Mode::Inline { .. } => {
+            Mode::Inline(_) => {
                 self.run_inline(py, |p, calls| p.on_timer(calls, &Now::lazy()))?;
                 Ok(())
             }
             Mode::Thread(t) => {
-                if t.token.load(SeqCst) == thread_token() {
+                if t.on_own_thread() {
                     return Err(errors::raise(
                         errors::headrace_error(py)?,
                         "drain() called from inside a fire would wait for itself".into(),
@@ -332,7 +265,7 @@ impl Engine {
             return Ok(());
         }
         match &self.mode {
-            Mode::Inline { .. } => {
+            Mode::Inline(_) => {
                 let result = self.run_inline(py, |p, calls| p.shutdown(calls, &Now::lazy()));
                 self.lock_inline(py)?.callables = None;
                 // Raising here would mask whatever ended the `with` block; the
@@ -364,7 +297,7 @@ impl Engine {
     /// Counters, health and dead letters (see `headrace.Runtime.stats`).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let (depth, capacity) = match &self.mode {
-            Mode::Inline { .. } => (0, 0),
+            Mode::Inline(_) => (0, 0),
             Mode::Thread(t) => (t.sender.depth(), t.sender.capacity()),
         };
         stats::build(py, &self.graph, self.mode(), &self.acc_names, &self.metrics, &self.dead_letters, depth, capacity, self.closed())
@@ -416,8 +349,8 @@ impl Engine {
             guard.take();
         }
         match &self.mode {
-            Mode::Inline { state, .. } => {
-                if let Some(mut s) = state.try_lock() {
+            Mode::Inline(inline) => {
+                if let Some(mut s) = inline.state.try_lock() {
                     s.callables = None;
                 }
             }
@@ -439,26 +372,19 @@ impl Drop for Engine {
     }
 }
 
-fn spawn(graph: String, mut processor: Proc, callables: Arc<Callables>, capacity: usize, idle_spin: Duration) -> PyResult<ThreadState> {
-    let (sender, rx, progress) = merge_channel::<Value>(capacity);
-    let token = Arc::new(AtomicU64::new(0));
-    let thread_progress = progress.clone();
-    let thread_token_cell = token.clone();
-    let handle = std::thread::Builder::new()
-        .name(format!("headrace-{graph}"))
-        .spawn(move || {
-            thread_token_cell.store(thread_token(), SeqCst);
-            let mut host = ThreadHost { callables };
-            driver::run(&rx, &mut processor, &mut host, &thread_progress, idle_spin);
-            // Values still cached hold Python references: release them attached.
-            Python::attach(|_| {
-                drop(processor);
-                drop(host);
-                drop(rx);
-            });
-        })
-        .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(format!("cannot start processor thread: {e}")))?;
-    Ok(ThreadState { sender, progress, handle: StdMutex::new(Some(handle)), token })
+/// Runs `f` on the inline processor and collects what the caller gets back:
+/// the fire for the first sequence number `f` uses, and the first failure.
+fn inline_step(
+    py: Python<'_>,
+    processor: &mut Proc,
+    cx: &Callables,
+    f: impl FnOnce(&mut Proc, &mut PyCalls<'_, '_>),
+) -> InlineOutcome {
+    let mut outcome = InlineOutcome::new();
+    outcome.target = processor.next_seq();
+    let mut calls = PyCalls { py, cx, inline: Some(&mut outcome) };
+    f(processor, &mut calls);
+    outcome
 }
 
 /// Resolves accumulator names, remembering the last one (pairs tend to repeat).
@@ -491,7 +417,7 @@ impl Engine {
         timeout: Option<f64>,
     ) -> PyResult<Option<Py<FireList>>> {
         match &self.mode {
-            Mode::Inline { .. } => {
+            Mode::Inline(_) => {
                 let mut fires: Vec<Kept> = Vec::with_capacity(size_hint);
                 let mut guard = self.lock_inline(py)?;
                 let state = &mut *guard;
@@ -499,14 +425,11 @@ impl Engine {
                 let mut first_error = None;
                 for item in items {
                     let (acc, event) = item?;
-                    let mut outcome = InlineOutcome::new();
-                    outcome.target = state.processor.next_seq();
-                    {
-                        let mut calls = PyCalls { py, cx: &cx, inline: Some(&mut outcome) };
+                    let outcome = inline_step(py, &mut state.processor, &cx, |p, calls| {
                         let now = &Now::lazy();
-                        state.processor.ingest(acc, Input::Value(event), &mut calls, now);
-                        state.processor.settle(&mut calls, now);
-                    }
+                        p.ingest(acc, Input::Value(event), calls, now);
+                        p.settle(calls, now);
+                    });
                     if let Some(r) = outcome.result {
                         fires.push(r);
                     }
@@ -523,7 +446,7 @@ impl Engine {
                 let timeout = duration(timeout, "timeout")?.or(self.push_timeout);
                 for item in items {
                     let (acc, event) = item?;
-                    self.send(py, t, Item::Event { acc, input: Input::Value(event) }, timeout, false)?;
+                    self.send(t, py, Item::Event { acc, input: Input::Value(event) }, timeout, false)?;
                 }
                 Ok(None)
             }
@@ -554,7 +477,7 @@ impl Engine {
 
     fn push_value(&self, py: Python<'_>, acc: usize, event: Value, timeout: Option<f64>, never_wait: bool) -> PyResult<Option<Py<FireResult>>> {
         match &self.mode {
-            Mode::Inline { .. } => {
+            Mode::Inline(_) => {
                 self.run_inline(py, |p, calls| {
                     let now = &Now::lazy();
                     p.ingest(acc, Input::Value(event), calls, now);
@@ -563,87 +486,35 @@ impl Engine {
             }
             Mode::Thread(t) => {
                 let timeout = duration(timeout, "timeout")?.or(self.push_timeout);
-                self.send(py, t, Item::Event { acc, input: Input::Value(event) }, timeout, never_wait)?;
+                self.send(t, py, Item::Event { acc, input: Input::Value(event) }, timeout, never_wait)?;
                 Ok(None)
             }
         }
     }
 
-    fn send(&self, py: Python<'_>, t: &ThreadState, item: Item<Value>, timeout: Option<Duration>, never_wait: bool) -> PyResult<()> {
+    fn send(&self, t: &ThreadState, py: Python<'_>, item: Item<Value>, timeout: Option<Duration>, never_wait: bool) -> PyResult<()> {
         if self.closed.load(SeqCst) {
             return Err(errors::closed(py, &self.graph));
         }
-        let item = match t.sender.try_push(item) {
-            Ok(()) => return Ok(()),
-            Err(PushError::Full(item)) => item,
-            Err(PushError::Closed(_)) | Err(PushError::Timeout(_)) => return Err(errors::closed(py, &self.graph)),
-        };
-        // Full. From inside a fire, waiting would wait on ourselves.
-        let own_thread = t.token.load(SeqCst) == thread_token();
-        let result = if never_wait || own_thread {
-            Err(PushError::Full(item))
-        } else {
-            let sender = t.sender.clone();
-            py.detach(move || sender.push(item, timeout))
-        };
-        match result {
-            Ok(()) => Ok(()),
-            Err(PushError::Closed(_)) => Err(errors::closed(py, &self.graph)),
-            Err(PushError::Full(_)) | Err(PushError::Timeout(_)) => {
-                let waited = if never_wait || own_thread {
-                    "without waiting".to_string()
-                } else {
-                    format!("after waiting {:?}", timeout.unwrap_or_default())
-                };
-                Err(errors::raise(
-                    errors::backpressure_error(py)?,
-                    format!(
-                        "graph '{}': queue full ({} items), event not accepted {waited}; push it again later",
-                        self.graph,
-                        t.sender.capacity()
-                    ),
-                    &[("capacity", t.sender.capacity().into_pyobject(py)?.into_any())],
-                ))
-            }
-        }
+        t.send(py, &self.graph, item, timeout, never_wait)
     }
 
-    /// Locks the inline processor, detaching while waiting for another thread.
-    fn lock_inline<'a>(&'a self, py: Python<'_>) -> PyResult<InlineGuard<'a>> {
-        let Mode::Inline { state, owner } = &self.mode else { unreachable!("inline only") };
-        if let Some(guard) = state.try_lock() {
-            owner.store(thread_token(), SeqCst);
-            return Ok(InlineGuard { guard, owner });
-        }
-        if owner.load(SeqCst) == thread_token() {
-            return Err(errors::raise(
-                errors::headrace_error(py)?,
-                format!(
-                    "graph '{}': push/fire called from inside one of its own fires; in inline mode a fire cannot start another (use mode=\"thread\")",
-                    self.graph
-                ),
-                &[],
-            ));
-        }
-        let guard = py.detach(|| state.lock());
-        owner.store(thread_token(), SeqCst);
-        Ok(InlineGuard { guard, owner })
+    fn lock_inline(&self, py: Python<'_>) -> PyResult<InlineGuard<'_>> {
+        let Mode::Inline(inline) = &self.mode else { unreachable!("inline only") };
+        inline.lock(py, &self.graph)
     }
 
     /// Runs `f` on the inline processor, then returns the fire for the sequence
     /// number `f` returns, or raises the first failure.
     fn run_inline(&self, py: Python<'_>, f: impl FnOnce(&mut Proc, &mut PyCalls<'_, '_>)) -> PyResult<Option<Py<FireResult>>> {
-        let mut outcome = InlineOutcome::new();
-        {
+        let outcome = {
             let mut guard = self.lock_inline(py)?;
             let state = &mut *guard;
             let Some(cx) = state.callables.clone() else {
                 return Err(errors::closed(py, &self.graph));
             };
-            outcome.target = state.processor.next_seq();
-            let mut calls = PyCalls { py, cx: &cx, inline: Some(&mut outcome) };
-            f(&mut state.processor, &mut calls);
-        }
+            inline_step(py, &mut state.processor, &cx, f)
+        };
         match (outcome.error, outcome.result) {
             (Some(e), _) => Err(e),
             (None, Some(kept)) => Ok(Some(kept.into_object(py, &self.names)?)),

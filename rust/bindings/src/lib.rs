@@ -9,7 +9,9 @@ mod engine;
 mod errors;
 mod fire;
 mod graph;
+mod inline;
 mod stats;
+mod threaded;
 
 /// Checks a graph description and returns the node names in execution order.
 /// Raises `GraphDefinitionError` naming every problem found.

@@ -415,7 +415,7 @@ fn build(spec: &GraphSpec, inputs: &[Vec<Source>], order: &[usize], criteria: Cr
                 let Source::Node(r) = *s else { continue };
                 let mut allowed = 0u64;
                 for (k, route) in spec.nodes[r].routes.iter().enumerate() {
-                    if route.targets.iter().any(|t| *t == node.name) {
+                    if route.targets.contains(&node.name) {
                         allowed |= 1 << k;
                     }
                 }

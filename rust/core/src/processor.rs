@@ -229,18 +229,9 @@ impl<V, E> Processor<V, E> {
     /// sequence number the fire is reported with.
     pub fn fire_manual(&mut self, calls: &mut dyn Calls<V, E>, now: &Now) -> u64 {
         let seq = self.take_seq();
-        let ok = execute(
-            &mut self.executor,
-            &self.plan,
-            &self.cache,
-            &self.metrics,
-            &mut self.next_fire_id,
-            self.anchor,
-            Fire { trigger: Trigger::Manual, seq, attempt: 1, dead_letter_on_failure: false },
-            None,
-            calls,
-        )
-        .is_ok();
+        let ok = self
+            .run(Fire { trigger: Trigger::Manual, seq, attempt: 1, dead_letter_on_failure: false }, false, calls)
+            .is_ok();
         if ok {
             self.clear_dirty();
             self.flush_batches(seq, calls);
@@ -316,6 +307,12 @@ impl<V, E> Processor<V, E> {
         }
     }
 
+    /// A timer tick retries failed inputs only once their backoff has passed;
+    /// new arrivals retry at once.
+    fn backing_off(&self, timer: bool, attempts: u32, now: &Now) -> bool {
+        timer && attempts > 0 && self.retry_at.is_none_or(|t| t > now.get())
+    }
+
     fn settle_inner(&mut self, calls: &mut dyn Calls<V, E>, now: &Now, timer: bool) {
         match self.plan.strategy {
             InputStrategy::Latest => while self.settle_latest(calls, now, timer) {},
@@ -327,23 +324,13 @@ impl<V, E> Processor<V, E> {
     /// succeeded and the batch flush that follows produced new boundaries.
     fn settle_latest(&mut self, calls: &mut dyn Calls<V, E>, now: &Now, timer: bool) -> bool {
         let ready = self.any_dirty && (self.plan.criteria.kind == CriteriaKind::Any || self.missing == 0);
-        if !ready || (timer && self.attempts > 0 && !self.retry_at.is_some_and(|t| t <= now.get())) {
+        if !ready || self.backing_off(timer, self.attempts, now) {
             return false;
         }
         let seq = self.latest_seq;
         let attempt = self.attempts + 1;
         let fire = Fire { trigger: Trigger::Criteria, seq, attempt, dead_letter_on_failure: false };
-        let result = execute(
-            &mut self.executor,
-            &self.plan,
-            &self.cache,
-            &self.metrics,
-            &mut self.next_fire_id,
-            self.anchor,
-            fire,
-            None,
-            calls,
-        );
+        let result = self.run(fire, false, calls);
         match result {
             Ok(()) => {
                 self.clear_dirty();
@@ -371,7 +358,7 @@ impl<V, E> Processor<V, E> {
                 self.pop_into_cache();
                 continue;
             }
-            if timer && head.attempts > 0 && !self.retry_at.is_some_and(|t| t <= now.get()) {
+            if self.backing_off(timer, head.attempts, now) {
                 break;
             }
             let attempt = head.attempts + 1;
@@ -420,6 +407,23 @@ impl<V, E> Processor<V, E> {
             }
         }
         self.metrics.pending.store(self.queue.len(), Relaxed);
+    }
+
+    /// Runs the graph once; with `head_input`, the sequential queue's head
+    /// stands in for its accumulator's cached value.
+    fn run(&mut self, fire: Fire, head_input: bool, calls: &mut dyn Calls<V, E>) -> Result<(), String> {
+        let override_input = if head_input { self.queue.front().map(|h| (h.acc, &h.value)) } else { None };
+        execute(
+            &mut self.executor,
+            &self.plan,
+            &self.cache,
+            &self.metrics,
+            &mut self.next_fire_id,
+            self.anchor,
+            fire,
+            override_input,
+            calls,
+        )
     }
 
     fn pop_into_cache(&mut self) {

@@ -1,0 +1,93 @@
+//! Inline mode: the processor behind a lock, driven by whichever thread pushes.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
+use pyo3::prelude::*;
+
+use headrace_core::processor::Processor;
+
+use crate::errors;
+use crate::graph::Callables;
+
+type Proc = Processor<Py<PyAny>, PyErr>;
+
+/// A small per-thread number, to recognise calls made from inside a fire.
+pub(crate) fn thread_token() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local!(static TOKEN: Cell<u64> = const { Cell::new(0) });
+    TOKEN.with(|t| {
+        if t.get() == 0 {
+            t.set(NEXT.fetch_add(1, SeqCst));
+        }
+        t.get()
+    })
+}
+
+pub(crate) struct InlineState {
+    pub processor: Proc,
+    /// None once closed (or cleared by the GC).
+    pub callables: Option<Arc<Callables>>,
+}
+
+/// The inline lock, remembering its holder so that a re-entrant call from
+/// inside a fire raises instead of deadlocking.
+pub(crate) struct InlineGuard<'a> {
+    guard: MutexGuard<'a, InlineState>,
+    owner: &'a AtomicU64,
+}
+
+impl std::ops::Deref for InlineGuard<'_> {
+    type Target = InlineState;
+    fn deref(&self) -> &InlineState {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for InlineGuard<'_> {
+    fn deref_mut(&mut self) -> &mut InlineState {
+        &mut self.guard
+    }
+}
+
+impl Drop for InlineGuard<'_> {
+    fn drop(&mut self) {
+        self.owner.store(0, SeqCst);
+    }
+}
+
+/// The inline processor and the token of the thread holding it.
+pub(crate) struct Inline {
+    pub state: Mutex<InlineState>,
+    owner: AtomicU64,
+}
+
+impl Inline {
+    pub fn new(state: InlineState) -> Self {
+        Inline { state: Mutex::new(state), owner: AtomicU64::new(0) }
+    }
+
+    /// Locks the processor, detaching while another thread holds it. A call
+    /// from inside one of this runtime's own fires raises instead of deadlocking.
+    pub fn lock<'a>(&'a self, py: Python<'_>, graph: &str) -> PyResult<InlineGuard<'a>> {
+        let owner = &self.owner;
+        if let Some(guard) = self.state.try_lock() {
+            owner.store(thread_token(), SeqCst);
+            return Ok(InlineGuard { guard, owner });
+        }
+        if owner.load(SeqCst) == thread_token() {
+            return Err(errors::raise(
+                errors::headrace_error(py)?,
+                format!(
+                    "graph '{graph}': push/fire called from inside one of its own fires; in inline mode a fire cannot start another (use mode=\"thread\")"
+                ),
+                &[],
+            ));
+        }
+        let guard = py.detach(|| self.state.lock());
+        owner.store(thread_token(), SeqCst);
+        Ok(InlineGuard { guard, owner })
+    }
+}
