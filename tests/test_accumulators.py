@@ -225,3 +225,38 @@ def test_slow_poll_does_not_block_the_graph() -> None:
         rt.drain(timeout=5)
         assert [f.outputs["seen"] for f in fires] == [(None, "go")]
         release.set()
+
+
+def test_batch_is_not_flushed_by_a_failed_fire(mode) -> None:
+    flushed: list[list[int]] = []
+    fail = [True]
+
+    @hr.passthrough_accumulator
+    def tick(e):
+        return e
+
+    @hr.batch_accumulator()
+    def fills(events):
+        flushed.append(list(events))
+        return sum(events)
+
+    g = hr.ComputationGraph("g", accumulators=[tick, fills], criteria=hr.when_any(tick), input_strategy="sequential")
+
+    @g.node
+    def n(tick, fills):
+        if fail[0]:
+            raise RuntimeError("down")
+        return (tick, fills)
+
+    with hr.Runtime(g, mode=mode, max_attempts=1) as rt:
+        rt.push("fills", 1)
+        try:
+            rt.push("tick", "t1")
+        except hr.NodeError:
+            assert mode == "inline"
+        rt.drain(timeout=5)
+        assert flushed == [] and rt.stats()["accumulators"]["fills"]["buffered"] == 1
+        fail[0] = False
+        rt.push("tick", "t2")
+        rt.drain(timeout=5)
+        assert flushed == [[1]]

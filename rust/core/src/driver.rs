@@ -48,6 +48,14 @@ pub fn run<V, E>(
     progress: &Progress,
     idle_spin: Duration,
 ) {
+    // However the loop ends (even by a panic), waiters must stop waiting.
+    struct CloseOnExit<'a>(&'a Progress);
+    impl Drop for CloseOnExit<'_> {
+        fn drop(&mut self) {
+            self.0.close();
+        }
+    }
+    let _close = CloseOnExit(progress);
     let mut batch: Vec<Item<V>> = Vec::with_capacity(MAX_BATCH);
     let mut running = true;
     while running {
@@ -112,5 +120,4 @@ pub fn run<V, E>(
         });
         progress.complete(n);
     }
-    progress.close();
 }

@@ -467,3 +467,19 @@ fn driver_processes_everything_then_stops() {
     let seen: Vec<Val> = fake.fires.iter().map(|x| x.outputs[0].1.clone()).collect();
     assert_eq!(seen, (0..100).map(|i| Val::List(vec![Val::Int(i)])).collect::<Vec<_>>());
 }
+
+#[test]
+fn driver_closes_progress_even_when_it_panics() {
+    let (mut p, mut f) = setup(&one_acc(InputStrategy::Sequential), vec![Box::new(|_| panic!("bug"))]);
+    f.acc_failures = 0;
+    let (tx, rx, progress) = merge_channel::<Val>(4);
+    let waiter = progress.clone();
+    let handle = std::thread::spawn(move || {
+        let mut host = FakeAttach(f);
+        driver::run(&rx, &mut p, &mut host, &progress, Duration::ZERO);
+    });
+    tx.push(Item::Event { acc: 0, input: Input::Value(Val::Int(1)) }, None).ok().unwrap();
+    assert!(handle.join().is_err());
+    assert!(!waiter.wait_for(1, None), "a waiter must be released, not hang");
+    assert!(waiter.is_closed());
+}
