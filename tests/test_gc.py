@@ -61,3 +61,35 @@ def test_unclosed_thread_runtime_is_collected(mode) -> None:
 
         time.sleep(0.02)
     assert ref() is None
+
+
+def test_unclosed_runtime_with_polling_is_collected_and_stops_polling() -> None:
+    import threading
+    import time
+
+    calls = []
+
+    class Poll:
+        def __call__(self):
+            calls.append(1)
+            return len(calls)
+
+    fn = Poll()
+    ref = weakref.ref(fn)
+    acc = hr.polling_accumulator(interval="1h", name="p")(lambda f=fn: f())
+    g = hr.ComputationGraph("g", accumulators=[acc])
+    g.node(name="n")(lambda p: p)
+    rt = hr.Runtime(g, mode="thread")
+    deadline = time.monotonic() + 5
+    while not calls and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert calls
+    del rt, g, acc, fn
+    for _ in range(100):
+        gc.collect()
+        pollers = [t for t in threading.enumerate() if t.name.startswith("headrace-poll-")]
+        if ref() is None and not pollers:
+            break
+        time.sleep(0.02)
+    assert ref() is None
+    assert not [t for t in threading.enumerate() if t.name.startswith("headrace-poll-")]

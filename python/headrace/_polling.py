@@ -11,6 +11,7 @@ import asyncio
 import inspect
 import logging
 import threading
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -32,27 +33,42 @@ async def call_poll(fn: Callable[[], Any]) -> Any:
 
 
 class Poller:
+    """Holds its runtime weakly: a runtime dropped without close() is still
+    collected, and its poller stops at the next tick."""
+
     def __init__(self, runtime: Runtime, accumulators: list[Accumulator]) -> None:
-        self._runtime = runtime
+        self._runtime = weakref.ref(runtime)
+        self._graph_name = runtime.graph_name
         self._accumulators = accumulators
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._started = threading.Event()
         self._thread = threading.Thread(
-            target=self._run, name=f"headrace-poll-{runtime.graph_name}", daemon=True
+            target=self._run, name=f"headrace-poll-{self._graph_name}", daemon=True
         )
+        # A runtime dropped without close() stops its poller at once, not a tick later.
+        weakref.finalize(runtime, self._signal_stop)
 
     def start(self) -> None:
         self._thread.start()
         self._started.wait()
 
     def stop(self, timeout: float = 5.0) -> None:
-        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
-            try:
-                self._loop.call_soon_threadsafe(self._stop.set)
-            except RuntimeError:
-                pass  # loop already closed
+        self._signal_stop()
         self._thread.join(timeout)
+
+    def _signal_stop(self) -> None:
+        """Asks the loop to stop, from any thread; never waits."""
+        loop, stop = self._loop, self._stop
+        if loop is None or stop is None or loop.is_closed():
+            return
+        try:
+            if threading.current_thread() is self._thread:
+                stop.set()
+            else:
+                loop.call_soon_threadsafe(stop.set)
+        except RuntimeError:
+            pass  # the loop closed meanwhile
 
     def _run(self) -> None:
         asyncio.run(self._main())
@@ -72,7 +88,9 @@ class Poller:
         interval = float(acc.config["interval"])
         due = loop.time()
         while True:
-            await self.poll_once(acc)
+            if not await self.poll_once(acc):
+                self._signal_stop()
+                return
             due += interval
             delay = due - loop.time()
             if delay < 0:
@@ -81,17 +99,25 @@ class Poller:
                 delay = 0.0
             await asyncio.sleep(delay)
 
-    async def poll_once(self, acc: Accumulator) -> None:
-        rt = self._runtime
+    async def poll_once(self, acc: Accumulator) -> bool:
+        """Polls once and pushes the result. Returns False once the runtime is gone."""
+        if self._runtime() is None:
+            return False
         try:
             value = await call_poll(acc.function)
         except Exception as e:  # noqa: BLE001 - a poll may raise anything; the next tick still runs
             text = f"{type(e).__name__}: {e}"
-            log.warning("poll of accumulator '%s' (graph '%s') raised %s", acc.name, rt.graph_name, text)
-            rt.set_health(acc.name, "disconnected", text)
-            return
+            log.warning("poll of accumulator '%s' (graph '%s') raised %s", acc.name, self._graph_name, text)
+            rt = self._runtime()
+            if rt is not None:
+                rt.set_health(acc.name, "disconnected", text)
+            return rt is not None
+        rt = self._runtime()
+        if rt is None:
+            return False
         rt.set_health(acc.name, "live")
         try:
             rt.push(acc.name, value)
         except Exception as e:  # noqa: BLE001 - closed runtime or backpressure: log, keep polling
             log.warning("poll result of accumulator '%s' not accepted: %s", acc.name, e)
+        return True

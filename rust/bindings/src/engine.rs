@@ -509,11 +509,11 @@ impl Engine {
     fn run_inline(&self, py: Python<'_>, f: impl FnOnce(&mut Proc, &mut PyCalls<'_, '_>)) -> PyResult<Option<Py<FireResult>>> {
         let outcome = {
             let mut guard = self.lock_inline(py)?;
-            let state = &mut *guard;
-            let Some(cx) = state.callables.clone() else {
+            let InlineState { processor, callables } = &mut *guard;
+            let Some(cx) = callables.as_deref() else {
                 return Err(errors::closed(py, &self.graph));
             };
-            inline_step(py, &mut state.processor, &cx, f)
+            inline_step(py, processor, cx, f)
         };
         match (outcome.error, outcome.result) {
             (Some(e), _) => Err(e),

@@ -47,6 +47,14 @@ impl Health {
     }
 }
 
+/// Adds one to a counter that only the processor writes (thread mode: its own
+/// thread; inline: the holder of the processor lock). A plain load and store,
+/// not a locked read-modify-write: readers still see whole values.
+#[inline]
+pub(crate) fn bump(counter: &AtomicU64) {
+    counter.store(counter.load(Relaxed) + 1, Relaxed);
+}
+
 #[derive(Default)]
 pub struct AccMetrics {
     /// Events taken in (pushes, source messages, polls).
@@ -113,11 +121,11 @@ impl Metrics {
     }
 
     pub(crate) fn record_fire(&self, started_at: SystemTime, failed: Option<String>) {
-        self.fires.fetch_add(1, Relaxed);
+        bump(&self.fires);
         let us = started_at.duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
         self.last_fired_at_us.store(us, Relaxed);
         if let Some(text) = failed {
-            self.fires_failed.fetch_add(1, Relaxed);
+            bump(&self.fires_failed);
             *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(text);
         }
     }

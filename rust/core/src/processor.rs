@@ -15,7 +15,7 @@ use crate::accumulator::{AccState, Flushed, Taken};
 use crate::dead_letter::{DeadLetter, DeadLetters, Stage};
 use crate::executor::Executor;
 use crate::host::{Calls, Codec, FireRecord, NodeFailure, Report, Trigger};
-use crate::metrics::{Health, Metrics};
+use crate::metrics::{bump, Health, Metrics};
 use crate::plan::Plan;
 use crate::spec::{AccKind, CriteriaKind, InputStrategy};
 
@@ -189,7 +189,7 @@ impl<V, E> Processor<V, E> {
     /// Fires happen in [`Processor::settle`].
     pub fn ingest(&mut self, acc: usize, input: Input<V>, calls: &mut dyn Calls<V, E>, now: &Now) -> u64 {
         let seq = self.take_seq();
-        self.metrics.accumulators[acc].events.fetch_add(1, Relaxed);
+        bump(&self.metrics.accumulators[acc].events);
         let event = match input {
             Input::Value(v) => v,
             Input::Bytes { data, codec } => match calls.decode(acc, &data, codec) {
@@ -205,7 +205,7 @@ impl<V, E> Processor<V, E> {
         match self.accs[acc].take(acc, event, calls, now) {
             Taken::Emit(boundary) => self.accept(acc, boundary, seq),
             Taken::Suppressed => {
-                self.metrics.accumulators[acc].suppressed.fetch_add(1, Relaxed);
+                bump(&self.metrics.accumulators[acc].suppressed);
             }
             Taken::Buffered { full } => {
                 self.metrics.accumulators[acc].buffered.store(self.accs[acc].buffered(), Relaxed);
@@ -270,7 +270,7 @@ impl<V, E> Processor<V, E> {
     }
 
     fn accept(&mut self, acc: usize, value: V, seq: u64) {
-        self.metrics.accumulators[acc].boundaries.fetch_add(1, Relaxed);
+        bump(&self.metrics.accumulators[acc].boundaries);
         match self.plan.strategy {
             InputStrategy::Latest => {
                 self.store(acc, value);
@@ -454,7 +454,7 @@ impl<V, E> Processor<V, E> {
                 true
             }
             Flushed::Suppressed => {
-                self.metrics.accumulators[acc].suppressed.fetch_add(1, Relaxed);
+                bump(&self.metrics.accumulators[acc].suppressed);
                 false
             }
             Flushed::Failed { events, error } => {
@@ -504,7 +504,7 @@ fn execute<V, E>(
     let id = *next_fire_id;
     *next_fire_id += 1;
     if fire.attempt > 1 {
-        metrics.retries.fetch_add(1, Relaxed);
+        bump(&metrics.retries);
     }
     let clock = Instant::now();
     let started_at = anchor.0 + clock.duration_since(anchor.1);
