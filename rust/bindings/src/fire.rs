@@ -19,7 +19,7 @@ pub struct Names {
 
 /// A routing node's choice: only the nodes on branch `label` run, and they
 /// receive `value`.
-#[pyclass(frozen, module = "headrace", name = "Route")]
+#[pyclass(frozen, freelist = 256, module = "headrace", name = "Route")]
 pub struct Route {
     #[pyo3(get)]
     pub label: Py<PyString>,
@@ -55,7 +55,7 @@ impl Route {
 /// Deliberately not tracked by the cyclic GC: a run of `push_many` creates one
 /// per event, and tracking them made collections dominate the hot path. No
 /// cycle can pass through it: it is immutable and built after its outputs.
-#[pyclass(frozen, module = "headrace", name = "FireResult")]
+#[pyclass(frozen, freelist = 1024, module = "headrace", name = "FireResult")]
 pub struct FireResult {
     /// Fire number within this runtime, from 1.
     #[pyo3(get)]
