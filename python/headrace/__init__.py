@@ -19,6 +19,7 @@ from headrace.accumulators import (
 from headrace.errors import (
     AccumulatorError,
     BackpressureError,
+    CheckpointError,
     GraphDefinitionError,
     HeadraceError,
     NodeError,
@@ -35,6 +36,7 @@ __all__ = [
     "Accumulator",
     "AccumulatorError",
     "BackpressureError",
+    "CheckpointError",
     "ComputationGraph",
     "Criteria",
     "FireList",

@@ -5,12 +5,24 @@ from typing import Any, Self, final, overload
 
 from typing_extensions import disjoint_base
 
-__all__ = ["MAX_BATCH", "Engine", "FireList", "FireResult", "Route", "__version__", "compile_graph"]
+__all__ = [
+    "MAX_BATCH",
+    "Engine",
+    "FireList",
+    "FireResult",
+    "Route",
+    "__version__",
+    "compile_graph",
+    "decode_checkpoint",
+    "encode_checkpoint",
+]
 
 __version__: str
 MAX_BATCH: int
 
 def compile_graph(spec: dict[str, Any]) -> list[str]: ...
+def encode_checkpoint(value: Any, codec: str = "bincode", *, component: str = "value") -> bytes: ...
+def decode_checkpoint(data: bytes, *, component: str = "value") -> Any: ...
 @final
 class Route:
     """A routing node's choice: only the nodes on branch ``label`` run."""

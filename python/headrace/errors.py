@@ -7,6 +7,7 @@ from typing import Any
 __all__ = [
     "AccumulatorError",
     "BackpressureError",
+    "CheckpointError",
     "GraphDefinitionError",
     "HeadraceError",
     "NodeError",
@@ -73,3 +74,9 @@ class BackpressureError(HeadraceError):
     def __init__(self, message: str, *, capacity: int | None = None) -> None:
         super().__init__(message)
         self.capacity = capacity
+
+
+class CheckpointError(HeadraceError):
+    """State could not be checkpointed or restored: an unsupported value type
+    (named with its path), or a corrupted, truncated or unreadable checkpoint
+    (named with its key)."""

@@ -27,6 +27,7 @@ error_class!(payload_error, "PayloadError");
 error_class!(node_error, "NodeError");
 error_class!(accumulator_error, "AccumulatorError");
 error_class!(backpressure_error, "BackpressureError");
+error_class!(checkpoint_error, "CheckpointError");
 
 /// Builds an instance of `class(message, **kwargs)` as a `PyErr`.
 pub fn raise(class: &Bound<'_, PyType>, message: String, kwargs: &[(&str, Bound<'_, PyAny>)]) -> PyErr {

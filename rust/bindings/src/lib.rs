@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 mod calls;
+mod convert;
 mod engine;
 mod errors;
 mod fire;
@@ -29,6 +30,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<fire::FireList>()?;
     m.add_class::<fire::Route>()?;
     m.add_function(wrap_pyfunction!(compile_graph, m)?)?;
+    m.add_function(wrap_pyfunction!(convert::encode_checkpoint, m)?)?;
+    m.add_function(wrap_pyfunction!(convert::decode_checkpoint, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("MAX_BATCH", headrace_core::driver::MAX_BATCH)?;
     Ok(())

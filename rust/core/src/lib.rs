@@ -7,6 +7,7 @@
 
 mod accumulator;
 pub mod channel;
+pub mod checkpoint;
 pub mod dead_letter;
 pub mod driver;
 mod executor;

@@ -1,0 +1,150 @@
+//! Python values ↔ checkpoint values.
+//!
+//! Only exact built-in types are accepted: a subclass (defaultdict, IntEnum,
+//! a str subclass) would come back as its base type, so it is refused with the
+//! path and type named instead of being silently changed (or pickled).
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+
+use headrace_core::checkpoint::{self, CodecError, CodecId, Value};
+
+use crate::errors;
+
+const SUPPORTED: &str = "None, bool, int, float, str, bytes, list, tuple, and dict with str keys";
+/// Nesting deeper than this is refused rather than risking the stack.
+pub const MAX_DEPTH: usize = 256;
+
+/// Converts `obj`; `path` names where it sits (e.g. "state['book'][3]") for errors.
+pub fn to_value(obj: &Bound<'_, PyAny>, path: &mut String, depth: usize) -> Result<Value, String> {
+    if depth > MAX_DEPTH {
+        return Err(format!("{path}: nested deeper than {MAX_DEPTH} levels"));
+    }
+    if obj.is_none() {
+        return Ok(Value::None);
+    }
+    if let Ok(b) = obj.cast_exact::<PyBool>() {
+        return Ok(Value::Bool(b.is_true()));
+    }
+    if let Ok(i) = obj.cast_exact::<PyInt>() {
+        return Ok(match i.extract::<i64>() {
+            Ok(v) => Value::Int(v),
+            Err(_) => Value::BigInt(i.str().map_err(|e| e.to_string())?.to_string()),
+        });
+    }
+    if let Ok(f) = obj.cast_exact::<PyFloat>() {
+        return Ok(Value::Float(f.value()));
+    }
+    if let Ok(s) = obj.cast_exact::<PyString>() {
+        return Ok(Value::Str(s.to_str().map_err(|e| format!("{path}: {e}"))?.to_string()));
+    }
+    if let Ok(b) = obj.cast_exact::<PyBytes>() {
+        return Ok(Value::Bytes(b.as_bytes().to_vec()));
+    }
+    if let Ok(l) = obj.cast_exact::<PyList>() {
+        return Ok(Value::List(items(l.iter(), path, depth)?));
+    }
+    if let Ok(t) = obj.cast_exact::<PyTuple>() {
+        return Ok(Value::Tuple(items(t.iter(), path, depth)?));
+    }
+    if let Ok(d) = obj.cast_exact::<PyDict>() {
+        let mut out = Vec::with_capacity(d.len());
+        for (k, v) in d.iter() {
+            let Ok(key) = k.cast_exact::<PyString>() else {
+                let ty = k.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+                return Err(format!("{path}: dict key {} has type {ty}; checkpointed dicts need str keys", repr(&k)));
+            };
+            let key = key.to_str().map_err(|e| format!("{path}: {e}"))?.to_string();
+            let len = path.len();
+            path.push_str(&format!("['{}']", key.replace('\\', "\\\\").replace('\'', "\\'")));
+            let value = to_value(&v, path, depth + 1)?;
+            path.truncate(len);
+            out.push((key, value));
+        }
+        return Ok(Value::Dict(out));
+    }
+    let ty = obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into());
+    Err(format!("{path}: type {ty} cannot be checkpointed (supported: {SUPPORTED})"))
+}
+
+fn items<'py>(iter: impl Iterator<Item = Bound<'py, PyAny>>, path: &mut String, depth: usize) -> Result<Vec<Value>, String> {
+    let mut out = Vec::new();
+    for (i, item) in iter.enumerate() {
+        let len = path.len();
+        path.push_str(&format!("[{i}]"));
+        out.push(to_value(&item, path, depth + 1)?);
+        path.truncate(len);
+    }
+    Ok(out)
+}
+
+fn repr(obj: &Bound<'_, PyAny>) -> String {
+    obj.repr().map(|r| r.to_string()).unwrap_or_else(|_| "?".into())
+}
+
+pub fn to_python(py: Python<'_>, value: Value) -> PyResult<Py<PyAny>> {
+    Ok(match value {
+        Value::None => py.None(),
+        Value::Bool(b) => PyBool::new(py, b).to_owned().into_any().unbind(),
+        Value::Int(i) => i.into_pyobject(py)?.into_any().unbind(),
+        Value::BigInt(digits) => py.get_type::<PyInt>().call1((digits,))?.unbind(),
+        Value::Float(f) => PyFloat::new(py, f).into_any().unbind(),
+        Value::Str(s) => PyString::new(py, &s).into_any().unbind(),
+        Value::Bytes(b) => PyBytes::new(py, &b).into_any().unbind(),
+        Value::List(items) => {
+            let list = PyList::empty(py);
+            for v in items {
+                list.append(to_python(py, v)?)?;
+            }
+            list.into_any().unbind()
+        }
+        Value::Tuple(items) => {
+            let objs = items.into_iter().map(|v| to_python(py, v)).collect::<PyResult<Vec<_>>>()?;
+            PyTuple::new(py, objs)?.into_any().unbind()
+        }
+        Value::Dict(entries) => {
+            let dict = PyDict::new(py);
+            for (k, v) in entries {
+                dict.set_item(k, to_python(py, v)?)?;
+            }
+            dict.into_any().unbind()
+        }
+    })
+}
+
+pub fn codec(name: &str) -> PyResult<CodecId> {
+    CodecId::parse(name).ok_or_else(|| {
+        PyValueError::new_err(format!("checkpoint codec must be 'bincode', 'msgpack' or 'json', got '{name}'"))
+    })
+}
+
+pub fn checkpoint_error(py: Python<'_>, message: String) -> PyErr {
+    match errors::checkpoint_error(py) {
+        Ok(cls) => errors::raise(cls, message, &[]),
+        Err(e) => e,
+    }
+}
+
+pub fn codec_error(py: Python<'_>, what: &str, e: CodecError) -> PyErr {
+    checkpoint_error(py, format!("{what}: {e}"))
+}
+
+/// Encodes one Python value as a sealed checkpoint blob.
+#[pyfunction]
+#[pyo3(signature = (value, codec = "bincode", *, component = "value"))]
+pub fn encode_checkpoint<'py>(py: Python<'py>, value: &Bound<'py, PyAny>, codec: &str, component: &str) -> PyResult<Bound<'py, PyBytes>> {
+    let id = self::codec(codec)?;
+    let mut path = component.to_string();
+    let v = to_value(value, &mut path, 0).map_err(|e| checkpoint_error(py, format!("component '{component}': {e}")))?;
+    let bytes = py.detach(|| checkpoint::encode(&v, id)).map_err(|e| codec_error(py, component, e))?;
+    Ok(PyBytes::new(py, &bytes))
+}
+
+/// Decodes a checkpoint blob made by `encode_checkpoint` (any codec).
+#[pyfunction]
+#[pyo3(signature = (data, *, component = "value"))]
+pub fn decode_checkpoint(py: Python<'_>, data: &[u8], component: &str) -> PyResult<Py<PyAny>> {
+    let v: Value = py.detach(|| checkpoint::decode(data)).map_err(|e| codec_error(py, &format!("component '{component}'"), e))?;
+    to_python(py, v)
+}

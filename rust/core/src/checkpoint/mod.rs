@@ -1,0 +1,12 @@
+//! Checkpoints: the value model, the envelope and the payload codecs.
+
+pub mod codec;
+pub mod envelope;
+pub mod value;
+
+pub use codec::{decode, encode};
+pub use envelope::{CodecError, CodecId};
+pub use value::Value;
+
+#[cfg(test)]
+mod tests;
