@@ -10,6 +10,7 @@ from typing import Any, Literal, Self
 from headrace import _core
 from headrace._durations import seconds
 from headrace._polling import Poller, call_poll
+from headrace.checkpoint import CheckpointStore, CheckpointWriter, open_store
 from headrace.errors import AccumulatorError, HeadraceError
 from headrace.graph import ComputationGraph
 
@@ -44,8 +45,17 @@ class Runtime(_core.Engine):
             of microseconds; the default 50 µs spin halves push-to-fire latency
             for event streams that keep it busy, at the price of up to 50 µs of
             CPU each time it goes idle. 0 never spins.
-        store: Where state is checkpointed. Only "memory" (the default) exists
-            in this version.
+        store: Where state is checkpointed: None (default: nothing is saved),
+            "memory://NAME" (this process), "sqlite:///PATH" or
+            "postgresql://...", or a CheckpointStore. With a store, the
+            runtime restores the last checkpoint before it accepts any event.
+        tenant: The tenant the checkpoint is stored under.
+        checkpoint_every: Checkpoint after this many fires (default 1000).
+        checkpoint_interval: ...and at most this long after the first change
+            that is not yet saved (default "1s"); None: by count only.
+        checkpoint_codec: "bincode" (default), "msgpack" or "json" (readable).
+        on_corrupt: An unreadable checkpoint: "refuse" to start (default,
+            raising CheckpointError naming it) or "start_empty".
     """
 
     def __new__(
@@ -60,28 +70,62 @@ class Runtime(_core.Engine):
         retry_backoff: float | str = 0.1,
         dead_letter_limit: int = 10_000,
         idle_spin: float | str = "50us",
-        store: str | None = None,
+        store: str | CheckpointStore | None = None,
+        tenant: str = "public",
+        checkpoint_every: int = 1000,
+        checkpoint_interval: float | str | None = "1s",
+        checkpoint_codec: str = "bincode",
+        on_corrupt: str = "refuse",
     ) -> Self:
         if not isinstance(graph, ComputationGraph):
             raise TypeError(f"Runtime needs a ComputationGraph, got {type(graph).__name__}")
-        if store not in (None, "memory"):
-            raise HeadraceError(
-                f"store {store!r} is not available in this version of headrace; use store='memory'"
-            )
         if on_fire is not None and not callable(on_fire):
             raise TypeError(f"on_fire must be callable, got {on_fire!r}")
-        return super().__new__(
-            cls,
-            graph.engine_spec(),
-            mode=mode,
-            on_fire=on_fire,
-            capacity=capacity,
-            push_timeout=None if push_timeout is None else seconds(push_timeout, what="push_timeout"),
-            max_attempts=max_attempts,
-            retry_backoff=seconds(retry_backoff, what="retry_backoff") if retry_backoff else 0.0,
-            dead_letter_limit=dead_letter_limit,
-            idle_spin=seconds(idle_spin, what="idle_spin") if idle_spin else 0.0,
-        )
+        if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be a non-negative integer, got {checkpoint_every!r}")
+        opened = store is not None and not isinstance(store, CheckpointStore)
+        the_store = open_store(store) if store is not None else None
+        writer = None
+        restore: dict[str, bytes] | None = None
+        key = f"of graph '{graph.name}' (tenant '{tenant}')"
+        try:
+            if the_store is not None:
+                key = f"of graph '{graph.name}' (tenant '{tenant}') in {the_store.describe()}"
+                restore = the_store.load(tenant, graph.name)
+                writer = CheckpointWriter(the_store, tenant, graph.name)
+            self = super().__new__(
+                cls,
+                graph.engine_spec(),
+                mode=mode,
+                on_fire=on_fire,
+                capacity=capacity,
+                push_timeout=None if push_timeout is None else seconds(push_timeout, what="push_timeout"),
+                max_attempts=max_attempts,
+                retry_backoff=seconds(retry_backoff, what="retry_backoff") if retry_backoff else 0.0,
+                dead_letter_limit=dead_letter_limit,
+                idle_spin=seconds(idle_spin, what="idle_spin") if idle_spin else 0.0,
+                checkpoint_writer=writer,
+                checkpoint_codec=checkpoint_codec,
+                checkpoint_every_fires=checkpoint_every,
+                checkpoint_interval=None
+                if checkpoint_interval is None
+                else seconds(checkpoint_interval, what="checkpoint_interval"),
+                restore=restore,
+                checkpoint_key=key,
+                on_corrupt=on_corrupt,
+            )
+        except BaseException:
+            if writer is not None:
+                writer.close()
+            if opened and the_store is not None:
+                the_store.close()
+            raise
+        self._writer = writer
+        self._store = the_store if opened else None
+        return self
+
+    _writer: CheckpointWriter | None
+    _store: CheckpointStore | None
 
     def __init__(self, graph: ComputationGraph, **_options: Any) -> None:
         self._graph = graph
@@ -127,13 +171,42 @@ class Runtime(_core.Engine):
         self.set_health(name, "live")
         return self.push(name, value)
 
+    def checkpoint(self, timeout: float | None = 30.0) -> None:
+        """Checkpoints everything accepted so far and waits until it is durable.
+
+        Raises:
+            HeadraceError: the runtime has no store.
+            CheckpointError: it could not be taken or written within ``timeout``.
+        """
+        before = self.request_checkpoint()
+        assert self._writer is not None  # request_checkpoint raised otherwise
+        self._writer.wait(before, timeout)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters, health and dead letters; with a store, also ``checkpoint``
+        (last time, size, duration, failures, store health). A failing store
+        shows as health "degraded" while it lasts."""
+        s = super().stats()
+        if self._writer is not None:
+            cp = self._writer.stats()
+            s["checkpoint"] = cp
+            if cp["health"] != "ok" and s["health"] == "live":
+                s["health"] = "degraded"
+        return s
+
     def close(self) -> None:
         """Stops polling, flushes batch accumulators (firing on what they
-        emit), and stops the processor. Idempotent."""
+        emit), takes a final checkpoint, and stops. Idempotent."""
         poller, self._poller = self._poller, None
         if poller is not None:
             poller.stop()
         super().close()
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
+        store, self._store = self._store, None
+        if store is not None:
+            store.close()
 
     def __enter__(self) -> Runtime:
         return self

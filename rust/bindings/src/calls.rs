@@ -7,8 +7,13 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 use pyo3::Borrowed;
 
+use headrace_core::checkpoint::snapshot::{encode_components, EngineSnapshot};
+use headrace_core::checkpoint::Value as CheckpointValue;
 use headrace_core::host::{Calls, Codec, NodeOutput, Report};
+use pyo3::types::PyDict;
+use std::sync::atomic::Ordering::SeqCst;
 
+use crate::convert;
 use crate::errors;
 use crate::fire::{FireResult, Kept, Route};
 use crate::graph::Callables;
@@ -218,6 +223,47 @@ impl Calls<Value, PyErr> for PyCalls<'_, '_> {
 
     fn describe(&mut self, error: &PyErr) -> String {
         error.to_string()
+    }
+
+    fn to_value(&mut self, value: &Value) -> Result<CheckpointValue, String> {
+        let mut path = String::from("value");
+        convert::to_value(value.bind(self.py), &mut path, 0)
+    }
+
+    fn persist(&mut self, mut snapshot: EngineSnapshot) -> Result<(), String> {
+        let Some(sink) = &self.cx.checkpoint else { return Ok(()) };
+        let py = self.py;
+        let id = sink.last_id.fetch_add(1, SeqCst) + 1;
+        let sealed = (|| -> Result<Vec<(String, Vec<u8>)>, String> {
+            for (i, (name, acc)) in snapshot.accumulators.iter_mut().enumerate() {
+                if let Some(state) = &self.cx.accs[i].state {
+                    let value = state.bind(py).getattr("value").map_err(|e| e.to_string())?;
+                    let mut path = format!("accumulator '{name}' state.value");
+                    acc.user_state = Some(convert::to_value(&value, &mut path, 0)?);
+                }
+            }
+            let codec = sink.codec;
+            py.detach(|| encode_components(&snapshot, codec))
+                .map_err(|(component, e)| format!("component '{component}': {e}"))
+        })();
+        let handed = match sealed {
+            Ok(components) => (|| -> PyResult<()> {
+                let dict = PyDict::new(py);
+                for (name, blob) in components {
+                    dict.set_item(name, PyBytes::new(py, &blob))?;
+                }
+                sink.writer.bind(py).call_method1("submit", (id, dict))?;
+                Ok(())
+            })()
+            .map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        if let Err(message) = &handed {
+            if let Err(e) = sink.writer.bind(py).call_method1("fail", (id, message.as_str())) {
+                e.write_unraisable(py, None);
+            }
+        }
+        handed
     }
 
     fn report(&mut self, report: Report<Value, PyErr>) {

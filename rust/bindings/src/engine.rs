@@ -1,7 +1,7 @@
 //! `Engine`: the running graph. `headrace.Runtime` subclasses it in Python, so
 //! `rt.push(...)` lands here directly, with no Python frame in between.
 
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
@@ -17,7 +17,9 @@ use headrace_core::processor::{Config, Input, Now, Processor};
 use crate::calls::{decode, InlineOutcome, PyCalls};
 use crate::errors;
 use crate::fire::{FireList, FireResult, Kept, Names};
-use crate::graph::{self, Callables};
+use crate::convert;
+use crate::graph::{self, Callables, CheckpointSink};
+use crate::restore::{self, OnCorrupt};
 use crate::inline::{Inline, InlineGuard, InlineState};
 use crate::stats;
 use crate::threaded::ThreadState;
@@ -47,6 +49,8 @@ pub struct Engine {
     dead_letters: Arc<DeadLetters<Value>>,
     push_timeout: Option<Duration>,
     closed: AtomicBool,
+    /// Stream positions found in the checkpoint restored at start.
+    restored_positions: Vec<(usize, String, i32, i64)>,
 }
 
 fn duration(seconds: Option<f64>, what: &str) -> PyResult<Option<Duration>> {
@@ -62,7 +66,7 @@ fn duration(seconds: Option<f64>, what: &str) -> PyResult<Option<Duration>> {
 #[pymethods]
 impl Engine {
     #[new]
-    #[pyo3(signature = (spec, *, mode, on_fire=None, capacity=65536, push_timeout=None, max_attempts=3, retry_backoff=0.1, dead_letter_limit=10000, idle_spin=5e-5))]
+    #[pyo3(signature = (spec, *, mode, on_fire=None, capacity=65536, push_timeout=None, max_attempts=3, retry_backoff=0.1, dead_letter_limit=10000, idle_spin=5e-5, checkpoint_writer=None, checkpoint_codec="bincode", checkpoint_every_fires=1000, checkpoint_interval=None, restore=None, checkpoint_key="", on_corrupt="refuse"))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -75,21 +79,41 @@ impl Engine {
         retry_backoff: f64,
         dead_letter_limit: usize,
         idle_spin: f64,
+        checkpoint_writer: Option<Py<PyAny>>,
+        checkpoint_codec: &str,
+        checkpoint_every_fires: u64,
+        checkpoint_interval: Option<f64>,
+        restore: Option<&Bound<'_, PyDict>>,
+        checkpoint_key: &str,
+        on_corrupt: &str,
     ) -> PyResult<Self> {
         if capacity == 0 || max_attempts == 0 {
             return Err(pyo3::exceptions::PyValueError::new_err("capacity and max_attempts must be at least 1"));
         }
+        let on_corrupt = OnCorrupt::parse(on_corrupt)?;
+        let checkpointing = checkpoint_writer.is_some();
         let config = Config {
             max_attempts,
             retry_backoff: duration(Some(retry_backoff), "retry_backoff")?.unwrap_or_default(),
             dead_letter_limit,
+            checkpoint_fires: if checkpointing { checkpoint_every_fires } else { 0 },
+            checkpoint_interval: if checkpointing { duration(checkpoint_interval, "checkpoint_interval")? } else { None },
         };
         let parsed = graph::parse(spec)?;
         let codecs = parsed.accs.iter().map(|a| a.codec).collect();
-        let callables = Arc::new(graph::compile(py, parsed, on_fire)?);
+        let mut compiled = graph::compile(py, parsed, on_fire)?;
+        compiled.checkpoint = match checkpoint_writer {
+            Some(writer) => Some(CheckpointSink { writer, codec: convert::codec(checkpoint_codec)?, last_id: AtomicU64::new(0) }),
+            None => None,
+        };
+        let callables = Arc::new(compiled);
         let names = callables.names.clone();
         let plan = callables.plan.clone();
-        let processor: Proc = Processor::new(plan.clone(), config);
+        let mut processor: Proc = Processor::new(plan.clone(), config);
+        if let Some(components) = restore {
+            restore::restore(py, &mut processor, &callables, components, checkpoint_key, on_corrupt)?;
+        }
+        let restored_positions = processor.positions();
         let metrics = processor.metrics().clone();
         let dead_letters = processor.dead_letters().clone();
         let mode = match mode {
@@ -115,6 +139,7 @@ impl Engine {
             dead_letters,
             push_timeout: duration(push_timeout, "push_timeout")?,
             closed: AtomicBool::new(false),
+            restored_positions,
         })
     }
 
@@ -266,7 +291,12 @@ impl Engine {
         }
         match &self.mode {
             Mode::Inline(_) => {
-                let result = self.run_inline(py, |p, calls| p.shutdown(calls, &Now::lazy()));
+                let result = self.run_inline(py, |p, calls| {
+                    p.shutdown(calls, &Now::lazy());
+                    if p.checkpoints_enabled() {
+                        let _ = p.checkpoint(calls);
+                    }
+                });
                 self.lock_inline(py)?.callables = None;
                 // Raising here would mask whatever ended the `with` block; the
                 // failure is in stats and was given to on_fire.
@@ -292,6 +322,67 @@ impl Engine {
                 Ok(())
             }
         }
+    }
+
+    /// Asks for a checkpoint of everything accepted so far. Returns the id of
+    /// the last checkpoint handed to the writer before this call: any checkpoint
+    /// with a larger id covers this request (the writer's `wait` takes it).
+    fn request_checkpoint(&self, py: Python<'_>) -> PyResult<u64> {
+        let Some(before) = self.last_checkpoint_id() else {
+            return Err(errors::raise(
+                errors::headrace_error(py)?,
+                format!("graph '{}' has no checkpoint store (pass store=... to Runtime)", self.graph),
+                &[],
+            ));
+        };
+        match &self.mode {
+            Mode::Inline(_) => {
+                let mut failure = None;
+                self.run_inline(py, |p, calls| failure = p.checkpoint(calls).err())?;
+                if let Some(message) = failure {
+                    return Err(convert::checkpoint_error(py, format!("graph '{}': {message}", self.graph)));
+                }
+            }
+            Mode::Thread(t) => self.send(t, py, Item::Checkpoint, None, false)?,
+        }
+        Ok(before)
+    }
+
+    /// Stops firing: events are still accepted and accumulated; fires wait.
+    /// Durable with a store: a paused graph restarts paused.
+    fn pause(&self, py: Python<'_>) -> PyResult<()> {
+        self.set_paused(py, true)
+    }
+
+    /// Resumes firing, and fires for what was accepted while paused.
+    fn resume(&self, py: Python<'_>) -> PyResult<()> {
+        self.set_paused(py, false)
+    }
+
+    /// Pushes one raw message from a stream source, with its position
+    /// (topic, partition, offset). It is decoded on the processor thread (a bad
+    /// payload is counted and logged, not raised), and once taken into state its
+    /// next offset is what checkpoints save.
+    fn push_from_source(&self, py: Python<'_>, name: &Bound<'_, PyString>, data: Vec<u8>, topic: String, partition: i32, offset: i64) -> PyResult<()> {
+        let acc = self.acc_index_of(py, name)?;
+        let input = Input::Bytes { data, codec: self.codecs[acc] };
+        let position = (topic, partition, offset + 1);
+        match &self.mode {
+            Mode::Inline(_) => self
+                .run_inline(py, |p, calls| {
+                    let now = &Now::lazy();
+                    p.ingest_from_source(acc, input, position, calls, now);
+                    p.settle(calls, now);
+                })
+                .map(|_| ()),
+            Mode::Thread(t) => self.send(t, py, Item::SourceEvent { acc, input, position }, self.push_timeout, false),
+        }
+    }
+
+    /// Stream positions restored from the checkpoint:
+    /// `[(accumulator, topic, partition, next offset), ...]`.
+    fn restored_positions(&self) -> Vec<(String, String, i32, i64)> {
+        self.restored_positions.iter().map(|(a, t, p, o)| (self.acc_names[*a].clone(), t.clone(), *p, *o)).collect()
     }
 
     /// Counters, health and dead letters (see `headrace.Runtime.stats`).
@@ -384,6 +475,10 @@ fn inline_step(
     outcome.target = processor.next_seq();
     let mut calls = PyCalls { py, cx, inline: Some(&mut outcome) };
     f(processor, &mut calls);
+    if processor.checkpoint_due(&Now::lazy()) {
+        // A failure is reported to the writer (stats) and retried next time.
+        let _ = processor.checkpoint(&mut calls);
+    }
     outcome
 }
 
@@ -455,6 +550,19 @@ impl Engine {
 }
 
 impl Engine {
+    /// Id of the last checkpoint handed to the writer, if there is a store.
+    fn last_checkpoint_id(&self) -> Option<u64> {
+        let guard = self.callables.lock().unwrap_or_else(|p| p.into_inner());
+        guard.as_ref()?.checkpoint.as_ref().map(|s| s.last_id.load(SeqCst))
+    }
+
+    fn set_paused(&self, py: Python<'_>, paused: bool) -> PyResult<()> {
+        match &self.mode {
+            Mode::Inline(_) => self.run_inline(py, |p, calls| p.set_paused(paused, calls, &Now::lazy())).map(|_| ()),
+            Mode::Thread(t) => self.send(t, py, Item::Pause(paused), None, false),
+        }
+    }
+
     /// Resolves an accumulator name. Names in user code are usually interned
     /// string literals, the very objects the engine interned: try identity first.
     fn acc_index_of(&self, py: Python<'_>, name: &Bound<'_, PyString>) -> PyResult<usize> {

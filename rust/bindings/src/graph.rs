@@ -37,6 +37,17 @@ pub struct Callables {
     pub on_fire: Option<Py<PyAny>>,
     /// Interned once so that building a fire's outputs allocates no strings.
     pub names: Arc<Names>,
+    /// Where checkpoints go; None without a store.
+    pub checkpoint: Option<CheckpointSink>,
+}
+
+/// The Python checkpoint writer (`submit(id, components)`, `fail(id, message)`)
+/// and the codec to seal components with.
+pub struct CheckpointSink {
+    pub writer: Py<PyAny>,
+    pub codec: headrace_core::checkpoint::CodecId,
+    /// Id of the last checkpoint handed to the writer.
+    pub last_id: std::sync::atomic::AtomicU64,
 }
 
 impl Callables {
@@ -48,7 +59,11 @@ impl Callables {
         for n in &self.nodes {
             visit.call(&n.function)?;
         }
-        visit.call(&self.on_fire)
+        visit.call(&self.on_fire)?;
+        if let Some(sink) = &self.checkpoint {
+            visit.call(&sink.writer)?;
+        }
+        Ok(())
     }
 }
 
@@ -192,5 +207,6 @@ pub fn compile(py: Python<'_>, parsed: Parsed, on_fire: Option<Py<PyAny>>) -> Py
         accs: parsed.accs,
         nodes,
         on_fire,
+        checkpoint: None,
     })
 }

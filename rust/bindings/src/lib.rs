@@ -11,6 +11,7 @@ mod errors;
 mod fire;
 mod graph;
 mod inline;
+mod restore;
 mod stats;
 mod threaded;
 

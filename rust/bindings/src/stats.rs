@@ -70,6 +70,7 @@ pub fn build<'py>(
     d.set_item("queue_depth", queue_depth)?;
     d.set_item("queue_capacity", queue_capacity)?;
     d.set_item("pending", metrics.pending.load(Relaxed))?;
+    d.set_item("paused", metrics.paused.load(Relaxed))?;
     let accs = PyDict::new(py);
     for (name, m) in names.iter().zip(&metrics.accumulators) {
         let a = PyDict::new(py);

@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use crate::checkpoint::Value;
 use crate::host::Calls;
 use crate::processor::Now;
 use crate::spec::AccKind;
@@ -122,6 +123,37 @@ impl<V> AccState<V> {
         };
         buffer.clear();
         flushed
+    }
+
+    /// (polling last value, batch buffer, state window) for a checkpoint.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn export<X>(
+        &self,
+        conv: &mut dyn FnMut(&V) -> Result<Value, X>,
+    ) -> Result<(Option<Value>, Vec<Value>, Vec<Value>), X> {
+        Ok(match self {
+            AccState::Plain => (None, Vec::new(), Vec::new()),
+            AccState::Polling { last } => (last.as_ref().map(&mut *conv).transpose()?, Vec::new(), Vec::new()),
+            AccState::Batch { buffer, .. } => (None, buffer.iter().map(&mut *conv).collect::<Result<_, X>>()?, Vec::new()),
+            AccState::State { window, .. } => (None, Vec::new(), window.iter().map(&mut *conv).collect::<Result<_, X>>()?),
+        })
+    }
+
+    /// Restores what [`AccState::export`] saved. A restored batch buffer gets a
+    /// fresh flush deadline.
+    pub(crate) fn import(&mut self, saved_last: Option<V>, saved_buffer: Vec<V>, saved_window: Vec<V>, now: Instant) {
+        match self {
+            AccState::Plain => {}
+            AccState::Polling { last } => *last = saved_last,
+            AccState::Batch { buffer, interval, due, .. } => {
+                *buffer = saved_buffer;
+                *due = if buffer.is_empty() { None } else { interval.map(|i| now + i) };
+            }
+            AccState::State { window, capacity } => {
+                let skip = saved_window.len().saturating_sub(*capacity);
+                *window = saved_window.into_iter().skip(skip).collect();
+            }
+        }
     }
 
     pub(crate) fn flush_due(&self) -> Option<Instant> {

@@ -16,9 +16,14 @@ use crate::processor::Input;
 /// What travels through the merge channel.
 pub enum Item<V> {
     Event { acc: usize, input: Input<V> },
+    /// A stream source's message; `position` is (topic, partition, next offset).
+    SourceEvent { acc: usize, input: Input<V>, position: (String, i32, i64) },
     /// Fire once on the current inputs (`fire()`).
     Fire,
-    /// Flush batches, settle, and end the loop.
+    /// Take a checkpoint now, behind everything already queued.
+    Checkpoint,
+    Pause(bool),
+    /// Flush batches, settle, checkpoint, and end the loop.
     Stop,
 }
 

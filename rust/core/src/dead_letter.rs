@@ -63,6 +63,10 @@ impl<V> DeadLetters<V> {
         self.inner.try_lock().ok().map(|inner| f(&inner.0))
     }
 
+    pub(crate) fn add_dropped(&self, n: u64) {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).1 += n;
+    }
+
     /// Removes and returns every kept entry.
     pub fn take(&self) -> Vec<DeadLetter<V>> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());

@@ -18,6 +18,14 @@ pub trait Attach<V, E> {
 /// interpreter between batches.
 pub const MAX_BATCH: usize = 1024;
 
+/// Takes a checkpoint if a store is configured; a failure is reported to the
+/// host by `persist` (and retried at the next checkpoint).
+fn checkpoint<V, E>(processor: &mut Processor<V, E>, calls: &mut dyn Calls<V, E>) {
+    if processor.checkpoints_enabled() {
+        let _ = processor.checkpoint(calls);
+    }
+}
+
 /// Polls the channel for up to `spin` before the caller parks on it. Waking a
 /// parked thread costs tens of microseconds on a VM; an event that arrives
 /// within the spin window skips that.
@@ -97,17 +105,33 @@ pub fn run<V, E>(
                             unsettled = true;
                         }
                     }
-                    Item::Fire => {
+                    Item::SourceEvent { acc, input, position } => {
+                        processor.ingest_from_source(acc, input, position, calls, now);
+                        if per_event {
+                            processor.settle(calls, now);
+                        } else {
+                            unsettled = true;
+                        }
+                    }
+                    control => {
+                        // Control items act on everything queued before them.
                         if unsettled {
                             processor.settle(calls, now);
                             unsettled = false;
                         }
-                        processor.fire_manual(calls, now);
-                    }
-                    Item::Stop => {
-                        processor.shutdown(calls, now);
-                        unsettled = false;
-                        running = false;
+                        match control {
+                            Item::Fire => {
+                                processor.fire_manual(calls, now);
+                            }
+                            Item::Checkpoint => checkpoint(processor, calls),
+                            Item::Pause(paused) => processor.set_paused(paused, calls, now),
+                            Item::Stop => {
+                                processor.shutdown(calls, now);
+                                checkpoint(processor, calls);
+                                running = false;
+                            }
+                            Item::Event { .. } | Item::SourceEvent { .. } => unreachable!("handled above"),
+                        }
                     }
                 }
             }
@@ -115,7 +139,11 @@ pub fn run<V, E>(
                 processor.settle(calls, now);
             }
             if running {
-                processor.on_timer(calls, &Now::lazy());
+                let later = Now::lazy();
+                processor.on_timer(calls, &later);
+                if processor.checkpoint_due(&later) {
+                    checkpoint(processor, calls);
+                }
             }
         });
         progress.complete(n);

@@ -8,6 +8,9 @@ use std::time::{Duration, SystemTime};
 
 use smallvec::SmallVec;
 
+use crate::checkpoint::snapshot::EngineSnapshot;
+use crate::checkpoint::Value;
+
 /// Terminal results of one fire; most graphs have one or two terminals.
 pub type Outputs<V> = SmallVec<[(usize, V); 2]>;
 
@@ -86,5 +89,9 @@ pub trait Calls<V, E> {
     fn list(&mut self, items: &mut dyn Iterator<Item = &V>) -> V;
     /// Text for logs and stats.
     fn describe(&mut self, error: &E) -> String;
+    /// The value as a checkpoint value, or why it cannot be one.
+    fn to_value(&mut self, value: &V) -> Result<Value, String>;
+    /// Hands a snapshot over to be written (the host adds the state it owns).
+    fn persist(&mut self, snapshot: EngineSnapshot) -> Result<(), String>;
     fn report(&mut self, report: Report<V, E>);
 }

@@ -4,7 +4,7 @@
 //! here as relaxed atomics (or a short-held lock for texts), so reading stats
 //! never waits for a fire.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -100,6 +100,7 @@ pub struct Metrics {
     pub last_fired_at_us: AtomicU64,
     /// Boundaries accepted but not yet fired (sequential strategy).
     pub pending: AtomicUsize,
+    pub paused: AtomicBool,
     last_error: Mutex<Option<String>>,
 }
 
@@ -112,6 +113,7 @@ impl Metrics {
             retries: AtomicU64::new(0),
             last_fired_at_us: AtomicU64::new(0),
             pending: AtomicUsize::new(0),
+            paused: AtomicBool::new(false),
             last_error: Mutex::new(None),
         }
     }

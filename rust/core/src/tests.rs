@@ -31,6 +31,26 @@ struct Fake {
     nodes: Vec<NodeFn>,
     fires: Vec<Fired>,
     acc_failures: usize,
+    saved: Vec<crate::checkpoint::snapshot::EngineSnapshot>,
+}
+
+fn to_cp(v: &Val) -> crate::checkpoint::Value {
+    use crate::checkpoint::Value as C;
+    match v {
+        Val::Nil => C::None,
+        Val::Int(i) => C::Int(*i),
+        Val::List(l) => C::List(l.iter().map(to_cp).collect()),
+    }
+}
+
+fn from_cp(v: crate::checkpoint::Value) -> Result<Val, String> {
+    use crate::checkpoint::Value as C;
+    match v {
+        C::None => Ok(Val::Nil),
+        C::Int(i) => Ok(Val::Int(i)),
+        C::List(l) => l.into_iter().map(from_cp).collect::<Result<_, _>>().map(Val::List),
+        other => Err(format!("unexpected {other:?}")),
+    }
 }
 
 impl Calls<Val, String> for Fake {
@@ -68,6 +88,13 @@ impl Calls<Val, String> for Fake {
     }
     fn describe(&mut self, error: &String) -> String {
         error.clone()
+    }
+    fn to_value(&mut self, value: &Val) -> Result<crate::checkpoint::Value, String> {
+        Ok(to_cp(value))
+    }
+    fn persist(&mut self, snapshot: crate::checkpoint::snapshot::EngineSnapshot) -> Result<(), String> {
+        self.saved.push(snapshot);
+        Ok(())
     }
     fn report(&mut self, report: Report<Val, String>) {
         match report {
@@ -107,8 +134,8 @@ fn echo() -> NodeFn {
 
 fn setup(spec: &GraphSpec, nodes: Vec<NodeFn>) -> (Processor<Val, String>, Fake) {
     let plan = Arc::new(Plan::compile(spec).expect("valid graph"));
-    let processor = Processor::new(plan, Config { max_attempts: 3, retry_backoff: Duration::ZERO, dead_letter_limit: 100 });
-    (processor, Fake { nodes, fires: vec![], acc_failures: 0 })
+    let processor = Processor::new(plan, Config { max_attempts: 3, retry_backoff: Duration::ZERO, dead_letter_limit: 100, ..Config::default() });
+    (processor, Fake { nodes, fires: vec![], acc_failures: 0, saved: vec![] })
 }
 
 fn push(p: &mut Processor<Val, String>, f: &mut Fake, acc: usize, v: Val) -> u64 {
@@ -482,4 +509,99 @@ fn driver_closes_progress_even_when_it_panics() {
     assert!(handle.join().is_err());
     assert!(!waiter.wait_for(1, None), "a waiter must be released, not hang");
     assert!(waiter.is_closed());
+}
+
+fn mixed_graph(strategy: InputStrategy) -> GraphSpec {
+    graph(
+        vec![
+            acc("tick", AccKind::Passthrough),
+            acc("fills", AccKind::Batch { max_buffer_size: Some(4), flush_interval: None }),
+            acc("recent", AccKind::State { capacity: 3 }),
+            acc("cfg", AccKind::Polling { interval: Duration::from_secs(1) }),
+        ],
+        vec![node("n", &["tick", "fills", "recent", "cfg"])],
+        CriteriaKind::Any,
+        &["tick", "recent"],
+        strategy,
+    )
+}
+
+fn encode_all(snap: &crate::checkpoint::snapshot::EngineSnapshot) -> crate::checkpoint::snapshot::EngineSnapshot {
+    use crate::checkpoint::{decode, encode, CodecId};
+    let mut out = crate::checkpoint::snapshot::EngineSnapshot::default();
+    for (name, a) in &snap.accumulators {
+        out.accumulators.push((name.clone(), decode(&encode(a, CodecId::Bincode).unwrap()).unwrap()));
+    }
+    out.reactor = decode(&encode(&snap.reactor, CodecId::Msgpack).unwrap()).unwrap();
+    out.sources = decode(&encode(&snap.sources, CodecId::Json).unwrap()).unwrap();
+    out.control = decode(&encode(&snap.control, CodecId::Bincode).unwrap()).unwrap();
+    out
+}
+
+#[test]
+fn restore_continues_exactly_where_the_snapshot_was_taken() {
+    for strategy in [InputStrategy::Latest, InputStrategy::Sequential] {
+        let spec = mixed_graph(strategy);
+        let script: Vec<(usize, i64)> =
+            (0..60).map(|i| ((i * 7 % 4) as usize, if i % 5 == 0 { 3 } else { i as i64 })).collect();
+        let (split_a, split_b) = script.split_at(31);
+
+        // Uninterrupted run.
+        let (mut whole, mut fw) = setup(&spec, vec![echo()]);
+        for (a, v) in &script {
+            push(&mut whole, &mut fw, *a, Val::Int(*v));
+        }
+
+        // Run, snapshot, restore into a new processor, continue.
+        let (mut first, mut f1) = setup(&spec, vec![echo()]);
+        for (a, v) in split_a {
+            push(&mut first, &mut f1, *a, Val::Int(*v));
+        }
+        let now = Now::lazy();
+        first.ingest_from_source(0, Input::Value(Val::Nil), ("t".into(), 2, 41), &mut f1, &now);
+        let snap = first.export(&mut |v: &Val| Ok::<_, String>(to_cp(v))).unwrap();
+        let (mut second, mut f2) = setup(&spec, vec![echo()]);
+        let skipped = second.import(encode_all(&snap), &mut from_cp).unwrap();
+        assert!(skipped.names.is_empty(), "{skipped:?}");
+        assert_eq!(second.positions(), vec![(0, "t".to_string(), 2, 41)]);
+        for (a, v) in split_b {
+            push(&mut second, &mut f2, *a, Val::Int(*v));
+        }
+        let tail: Vec<Val> = fw.fires[f1.fires.len()..].iter().map(|x| x.outputs[0].1.clone()).collect();
+        let resumed: Vec<Val> = f2.fires.iter().map(|x| x.outputs[0].1.clone()).collect();
+        assert_eq!(resumed, tail, "{strategy:?}");
+        assert_eq!(second.cache(), whole.cache());
+    }
+}
+
+#[test]
+fn pause_holds_fires_and_resume_releases_them() {
+    let (mut p, mut f) = setup(&one_acc(InputStrategy::Sequential), vec![echo()]);
+    let now = Now::lazy();
+    p.set_paused(true, &mut f, &now);
+    push(&mut p, &mut f, 0, Val::Int(1));
+    push(&mut p, &mut f, 0, Val::Int(2));
+    assert!(f.fires.is_empty());
+    let snap = p.export(&mut |v: &Val| Ok::<_, String>(to_cp(v))).unwrap();
+    assert!(snap.control.paused && snap.reactor.queue.len() == 2);
+    p.set_paused(false, &mut f, &now);
+    assert_eq!(f.fires.len(), 2);
+}
+
+#[test]
+fn checkpoint_policy_counts_fires() {
+    let spec = one_acc(InputStrategy::Sequential);
+    let plan = Arc::new(Plan::compile(&spec).unwrap());
+    let config = Config { checkpoint_fires: 3, ..Config::default() };
+    let mut p: Processor<Val, String> = Processor::new(plan, config);
+    let mut f = Fake { nodes: vec![echo()], fires: vec![], acc_failures: 0, saved: vec![] };
+    let now = Now::lazy();
+    for i in 0..7 {
+        push(&mut p, &mut f, 0, Val::Int(i));
+        if p.checkpoint_due(&now) {
+            p.checkpoint(&mut f).unwrap();
+        }
+    }
+    assert_eq!(f.saved.len(), 2);
+    assert_eq!(f.saved[1].reactor.fires, 6);
 }

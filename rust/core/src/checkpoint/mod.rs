@@ -2,6 +2,7 @@
 
 pub mod codec;
 pub mod envelope;
+pub mod snapshot;
 pub mod value;
 
 pub use codec::{decode, encode};

@@ -5,11 +5,13 @@
 //! at a time: the driver loop in thread mode, the pushing caller in inline mode.
 
 use std::cell::Cell;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::marker::PhantomData;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+
+mod state;
 
 use crate::accumulator::{AccState, Flushed, Taken};
 use crate::dead_letter::{DeadLetter, DeadLetters, Stage};
@@ -29,6 +31,10 @@ pub struct Config {
     pub retry_backoff: Duration,
     /// Dead-letter entries kept; older ones are dropped and counted.
     pub dead_letter_limit: usize,
+    /// Checkpoint after this many fires (0: not by count).
+    pub checkpoint_fires: u64,
+    /// Checkpoint this long after the first unsaved change (None: not by time).
+    pub checkpoint_interval: Option<Duration>,
 }
 
 impl Default for Config {
@@ -37,6 +43,8 @@ impl Default for Config {
             max_attempts: 3,
             retry_backoff: Duration::from_millis(100),
             dead_letter_limit: 10_000,
+            checkpoint_fires: 0,
+            checkpoint_interval: None,
         }
     }
 }
@@ -111,6 +119,14 @@ pub struct Processor<V, E> {
     /// Wall clock and monotonic clock read together once, so that a fire's
     /// wall-clock start costs no second clock read.
     anchor: (SystemTime, Instant),
+    /// Stream sources: (accumulator, topic, partition) -> next offset to read,
+    /// for every message already taken into accumulator state.
+    positions: BTreeMap<(usize, String, i32), i64>,
+    /// While paused, boundaries are accepted and cached but nothing fires.
+    paused: bool,
+    /// Fires at the last checkpoint, and whether anything changed since.
+    checkpointed_fires: u64,
+    unsaved_since: Option<Instant>,
     _error: PhantomData<fn() -> E>,
 }
 
@@ -143,6 +159,10 @@ impl<V, E> Processor<V, E> {
             attempts: 0,
             retry_at: None,
             anchor: (SystemTime::now(), Instant::now()),
+            positions: BTreeMap::new(),
+            paused: false,
+            checkpointed_fires: 0,
+            unsaved_since: None,
             _error: PhantomData,
         }
     }
@@ -179,16 +199,20 @@ impl<V, E> Processor<V, E> {
     /// deadline or a retry after backoff.
     pub fn next_deadline(&self) -> Option<Instant> {
         let flush = self.accs.iter().filter_map(AccState::flush_due).min();
-        match (flush, self.retry_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let checkpoint = match (self.unsaved_since, self.config.checkpoint_interval) {
+            (Some(since), Some(every)) => Some(since + every),
+            _ => None,
+        };
+        [flush, self.retry_at, checkpoint].into_iter().flatten().min()
     }
 
     /// Takes one event into accumulator `acc`. Returns the event's sequence number.
     /// Fires happen in [`Processor::settle`].
     pub fn ingest(&mut self, acc: usize, input: Input<V>, calls: &mut dyn Calls<V, E>, now: &Now) -> u64 {
         let seq = self.take_seq();
+        if self.unsaved_since.is_none() && self.checkpoints_enabled() {
+            self.unsaved_since = Some(now.get());
+        }
         bump(&self.metrics.accumulators[acc].events);
         let event = match input {
             Input::Value(v) => v,
@@ -218,6 +242,39 @@ impl<V, E> Processor<V, E> {
             }
         }
         seq
+    }
+
+    /// Like [`Processor::ingest`], for a message from a stream source: once it is
+    /// taken in, `position` (the next offset to read) is what a checkpoint saves.
+    pub fn ingest_from_source(
+        &mut self,
+        acc: usize,
+        input: Input<V>,
+        position: (String, i32, i64),
+        calls: &mut dyn Calls<V, E>,
+        now: &Now,
+    ) -> u64 {
+        let seq = self.ingest(acc, input, calls, now);
+        let (topic, partition, next) = position;
+        let slot = self.positions.entry((acc, topic, partition)).or_insert(next);
+        *slot = (*slot).max(next);
+        seq
+    }
+
+    /// Pauses or resumes firing. Resuming fires for whatever was accepted meanwhile.
+    pub fn set_paused(&mut self, paused: bool, calls: &mut dyn Calls<V, E>, now: &Now) {
+        self.paused = paused;
+        self.metrics.paused.store(paused, Relaxed);
+        if self.unsaved_since.is_none() && self.checkpoints_enabled() {
+            self.unsaved_since = Some(now.get());
+        }
+        if !paused {
+            self.settle_inner(calls, now, false);
+        }
+    }
+
+    pub fn paused(&self) -> bool {
+        self.paused
     }
 
     /// Fires for whatever the accepted boundaries call for.
@@ -314,6 +371,9 @@ impl<V, E> Processor<V, E> {
     }
 
     fn settle_inner(&mut self, calls: &mut dyn Calls<V, E>, now: &Now, timer: bool) {
+        if self.paused {
+            return;
+        }
         match self.plan.strategy {
             InputStrategy::Latest => while self.settle_latest(calls, now, timer) {},
             InputStrategy::Sequential => self.pump(calls, now, timer),

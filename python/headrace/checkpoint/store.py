@@ -1,0 +1,66 @@
+"""The store protocol, and opening a store from a URL."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+from urllib.parse import parse_qs, urlsplit
+
+__all__ = ["CheckpointStore", "open_store"]
+
+
+@runtime_checkable
+class CheckpointStore(Protocol):
+    """Where checkpoints live, keyed by (tenant, graph, component).
+
+    A checkpoint is a complete set of components: ``save`` replaces the
+    graph's previous set in one transaction, so state and the stream
+    positions that go with it never disagree.
+    """
+
+    def load(self, tenant: str, graph: str) -> dict[str, bytes]:
+        """The graph's components (empty if it has never been checkpointed)."""
+        ...
+
+    def save(self, tenant: str, graph: str, components: dict[str, bytes]) -> None:
+        """Replaces the graph's components, atomically and durably."""
+        ...
+
+    def describe(self) -> str:
+        """Where this store is, for logs and errors (no secrets)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def open_store(target: str | CheckpointStore) -> CheckpointStore:
+    """A store from a URL: ``memory`` / ``memory://name`` (in this process),
+    ``sqlite:///relative.db`` / ``sqlite:////absolute.db`` (``?synchronous=NORMAL``
+    to trade the last commit for speed; FULL by default), or
+    ``postgresql://user@host:port/db``. A store object is returned as is."""
+    if not isinstance(target, str):
+        if isinstance(target, CheckpointStore):
+            return target
+        raise TypeError(f"store must be a URL or a CheckpointStore, got {type(target).__name__}")
+    if target == "memory":
+        target = "memory://default"
+    parts = urlsplit(target)
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    if parts.scheme == "memory":
+        from headrace.checkpoint.memory import MemoryStore
+
+        return MemoryStore(parts.netloc or parts.path or "default")
+    if parts.scheme == "sqlite":
+        from headrace.checkpoint.sqlite import SqliteStore
+
+        # sqlite:///relative.db -> "relative.db"; sqlite:////abs.db -> "/abs.db"
+        path = parts.path[1:] if parts.path.startswith("/") else parts.path
+        if not path:
+            raise ValueError(f"store URL {target!r} names no database file (e.g. sqlite:///state.db)")
+        return SqliteStore(path, synchronous=query.get("synchronous", "FULL"))
+    if parts.scheme in ("postgresql", "postgres"):
+        from headrace.checkpoint.postgres import PostgresStore
+
+        return PostgresStore(target)
+    raise ValueError(
+        f"unknown store URL {target!r}: use memory://NAME, sqlite:///PATH or postgresql://..."
+    )

@@ -1,0 +1,163 @@
+"""The checkpoint writer: takes sealed snapshots from the processor and
+writes them to the store on its own thread, so the processor never waits for
+disk or network.
+
+Every snapshot is complete, so when writes fall behind only the newest pending
+one is written (group commit by coalescing). A failing store is retried with
+backoff, and the newest snapshot is what gets written once it is back.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from headrace.checkpoint.store import CheckpointStore
+from headrace.errors import CheckpointError
+
+__all__ = ["CheckpointWriter"]
+
+log = logging.getLogger("headrace")
+
+
+class CheckpointWriter:
+    def __init__(
+        self,
+        store: CheckpointStore,
+        tenant: str,
+        graph: str,
+        *,
+        backoff: tuple[float, float] = (0.05, 2.0),
+    ) -> None:
+        self.store = store
+        self.tenant = tenant
+        self.graph = graph
+        self._backoff = backoff
+        self._cond = threading.Condition()
+        self._pending: tuple[int, dict[str, bytes]] | None = None
+        self._durable_id = 0
+        self._failed_id = 0
+        self._failure: str | None = None
+        self._closing = False
+        self._close_deadline = float("inf")
+        self._count = 0
+        self._failures = 0
+        self._last_at: float | None = None
+        self._last_bytes = 0
+        self._last_seconds: float | None = None
+        self._store_down_since: float | None = None
+        self._thread = threading.Thread(target=self._run, name=f"headrace-checkpoint-{graph}", daemon=True)
+        self._thread.start()
+
+    # --- called by the engine (processor thread, interpreter attached: keep short) ---
+
+    def submit(self, checkpoint_id: int, components: dict[str, bytes]) -> None:
+        with self._cond:
+            self._pending = (checkpoint_id, components)
+            self._cond.notify_all()
+
+    def fail(self, checkpoint_id: int, message: str) -> None:
+        """The engine could not build checkpoint ``checkpoint_id`` (e.g. a state
+        value of an unsupported type)."""
+        log.error("graph '%s': checkpoint %d not taken: %s", self.graph, checkpoint_id, message)
+        with self._cond:
+            self._failures += 1
+            self._failed_id = max(self._failed_id, checkpoint_id)
+            self._failure = message
+            self._cond.notify_all()
+
+    # --- called by users of the runtime ---
+
+    def wait(self, after_id: int, timeout: float | None = None) -> None:
+        """Waits until a checkpoint newer than ``after_id`` is durable.
+
+        Raises:
+            CheckpointError: it could not be taken or written before ``timeout``.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._durable_id <= after_id:
+                if self._failed_id > after_id and self._pending is None:
+                    raise CheckpointError(f"graph '{self.graph}': checkpoint failed: {self._failure}")
+                if self._closing and not self._thread.is_alive():
+                    raise CheckpointError(f"graph '{self.graph}': checkpoint writer stopped: {self._failure}")
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise CheckpointError(
+                        f"graph '{self.graph}': checkpoint not durable after {timeout} s"
+                        + (f" (store {self.store.describe()}: {self._failure})" if self._failure else "")
+                    )
+                self._cond.wait(remaining)
+
+    def stats(self) -> dict[str, Any]:
+        with self._cond:
+            return {
+                "store": self.store.describe(),
+                "health": "failing" if self._store_down_since is not None else "ok",
+                "checkpoints": self._count,
+                "failures": self._failures,
+                "last_checkpoint_at": self._last_at,
+                "last_checkpoint_bytes": self._last_bytes,
+                "last_checkpoint_seconds": self._last_seconds,
+                "last_error": self._failure,
+                "pending": self._pending is not None,
+            }
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Writes what is pending, then stops. A store still failing after
+        ``timeout`` loses only that last snapshot (logged)."""
+        with self._cond:
+            self._closing = True
+            self._close_deadline = time.monotonic() + timeout
+            self._cond.notify_all()
+        self._thread.join(timeout + 5)
+
+    # --- the writer thread ---
+
+    def _run(self) -> None:
+        delay = self._backoff[0]
+        while True:
+            with self._cond:
+                while self._pending is None and not self._closing:
+                    self._cond.wait()
+                if self._pending is None:
+                    return
+                checkpoint_id, components = self._pending
+            started = time.monotonic()
+            try:
+                self.store.save(self.tenant, self.graph, components)
+            except Exception as e:  # noqa: BLE001 - any store failure is retried
+                text = f"{type(e).__name__}: {e}".strip()
+                with self._cond:
+                    self._failures += 1
+                    self._failure = f"store {self.store.describe()} failed: {text}"
+                    if self._store_down_since is None:
+                        self._store_down_since = time.time()
+                        log.error("graph '%s': checkpoint store failing: %s", self.graph, text)
+                    if self._closing and time.monotonic() >= self._close_deadline:
+                        log.error("graph '%s': giving up on checkpoint %d at close", self.graph, checkpoint_id)
+                        self._pending = None
+                        self._cond.notify_all()
+                        return
+                    self._cond.wait(delay)
+                delay = min(delay * 2, self._backoff[1])
+                continue
+            elapsed = time.monotonic() - started
+            delay = self._backoff[0]
+            with self._cond:
+                if self._store_down_since is not None:
+                    log.warning(
+                        "graph '%s': checkpoint store back after %.1f s", self.graph, time.time() - self._store_down_since
+                    )
+                self._store_down_since = None
+                self._durable_id = max(self._durable_id, checkpoint_id)
+                if self._pending is not None and self._pending[0] == checkpoint_id:
+                    self._pending = None
+                self._count += 1
+                self._last_at = time.time()
+                self._last_bytes = sum(len(v) for v in components.values())
+                self._last_seconds = elapsed
+                self._failure = None if self._failed_id <= checkpoint_id else self._failure
+                self._cond.notify_all()
