@@ -6,6 +6,11 @@ cd "$(dirname "$0")/.."
 
 scripts/bootstrap.sh test
 
+echo "== PostgreSQL (for the checkpoint tests)"
+HEADRACE_TEST_POSTGRES="$(scripts/postgres.sh start)"
+export HEADRACE_TEST_POSTGRES
+trap 'scripts/postgres.sh stop' EXIT
+
 echo "== cargo test (headrace-core)"
 cargo test --quiet -p headrace-core
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import os
+import uuid
+
 import pytest
 from hypothesis import HealthCheck, settings
 
@@ -57,3 +60,28 @@ def harness(mode: str) -> Iterator[Any]:
     yield make
     for h in made:
         h.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The test PostgreSQL server (scripts/postgres.sh start). In CI its absence
+    is a failure, never a skip."""
+    url = os.environ.get("HEADRACE_TEST_POSTGRES")
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail("HEADRACE_TEST_POSTGRES is not set: CI must run the PostgreSQL tests (make test)")
+        pytest.skip("no test PostgreSQL: run `scripts/postgres.sh start` and set HEADRACE_TEST_POSTGRES")
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    """A durable store. Tests stay apart on PostgreSQL through the `tenant` fixture."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/state.db"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def tenant() -> str:
+    return f"t-{uuid.uuid4().hex[:12]}"

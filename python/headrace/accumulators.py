@@ -32,6 +32,16 @@ Codec = Literal["json", "msgpack"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class _NoState:
+    """Marks a stream accumulator declared without state (None is a valid initial state)."""
+
+    def __repr__(self) -> str:
+        return "<no state>"
+
+
+_NO_STATE: Any = _NoState()
+
+
 class State:
     """Mutable state handed to a stream accumulator as its second argument.
 
@@ -163,7 +173,7 @@ def stream_accumulator(
     topic: str,
     group: str | None = None,
     broker: str = "KAFKA_BROKER",
-    state: Any = None,
+    state: Any = _NO_STATE,
     config: Mapping[str, Any] | None = None,
     name: str | None = None,
     codec: Codec = "json",
@@ -178,7 +188,7 @@ def stream_accumulator(
 
     def wrap(f: Callable[..., Any]) -> Accumulator:
         n = _name_of(f, name)
-        has_state = state is not None
+        has_state = state is not _NO_STATE
         if has_state:
             _check_arity(f, n, 2, "two arguments (event, state) because it declares state=")
         else:
@@ -192,7 +202,7 @@ def stream_accumulator(
             "broker": broker,
             "config": dict(config or {}),
         }
-        return Accumulator(n, "stream", f, _codec(codec, n), settings, state, has_state)
+        return Accumulator(n, "stream", f, _codec(codec, n), settings, state if has_state else None, has_state)
 
     return wrap
 

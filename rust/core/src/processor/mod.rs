@@ -308,10 +308,14 @@ impl<V, E> Processor<V, E> {
         self.settle_inner(calls, now, true);
     }
 
-    /// Flushes every batch buffer and fires for what that produces.
+    /// Stopping. Without a store, batch buffers are flushed (and fired for),
+    /// since nothing else would keep those events. With one, they are left for
+    /// the final checkpoint, so a restart continues exactly where this run stopped.
     pub fn shutdown(&mut self, calls: &mut dyn Calls<V, E>, now: &Now) {
-        let seq = self.take_seq();
-        self.flush_batches(seq, calls);
+        if !self.checkpoints_enabled() {
+            let seq = self.take_seq();
+            self.flush_batches(seq, calls);
+        }
         self.settle_inner(calls, now, false);
     }
 
