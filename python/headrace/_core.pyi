@@ -15,6 +15,7 @@ __all__ = [
     "compile_graph",
     "decode_checkpoint",
     "encode_checkpoint",
+    "read_component",
 ]
 
 __version__: str
@@ -23,6 +24,7 @@ MAX_BATCH: int
 def compile_graph(spec: dict[str, Any]) -> list[str]: ...
 def encode_checkpoint(value: Any, codec: str = "bincode", *, component: str = "value") -> bytes: ...
 def decode_checkpoint(data: bytes, *, component: str = "value") -> Any: ...
+def read_component(name: str, data: bytes) -> str: ...
 @final
 class Route:
     """A routing node's choice: only the nodes on branch ``label`` run."""

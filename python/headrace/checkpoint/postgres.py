@@ -36,14 +36,21 @@ def _redacted(url: str) -> str:
 
 
 class PostgresStore:
-    def __init__(self, url: str, *, connect_timeout: float = 10.0, max_size: int = 2) -> None:
+    def __init__(
+        self, url: str, *, connect_timeout: float = 10.0, checkout_timeout: float = 2.0, max_size: int = 2
+    ) -> None:
+        """``checkout_timeout`` bounds how long a save waits for a connection:
+        short, so that an outage shows in health within seconds (saves are
+        retried by the writer meanwhile)."""
         self._url = url
         self._pool = ConnectionPool(
             url,
             min_size=1,
             max_size=max_size,
-            timeout=connect_timeout,
+            timeout=checkout_timeout,
             kwargs={"connect_timeout": max(1, int(connect_timeout))},
+            # After a server restart, pooled connections are dead: check on checkout.
+            check=ConnectionPool.check_connection,
             open=False,
         )
         self._pool.open(wait=True, timeout=connect_timeout)

@@ -148,3 +148,25 @@ pub fn decode_checkpoint(py: Python<'_>, data: &[u8], component: &str) -> PyResu
     let v: Value = py.detach(|| checkpoint::decode(data)).map_err(|e| codec_error(py, &format!("component '{component}'"), e))?;
     to_python(py, v)
 }
+
+/// Decodes one stored checkpoint component and returns it as JSON text (the
+/// readable mapping), for inspection and debugging.
+#[pyfunction]
+pub fn read_component(py: Python<'_>, name: &str, data: Vec<u8>) -> PyResult<String> {
+    use headrace_core::checkpoint::snapshot::decode_components;
+    let snap = py
+        .detach(|| decode_components(&[(name.to_string(), data)]))
+        .map_err(|(component, e)| codec_error(py, &format!("component '{component}'"), e))?;
+    let text = if let Some((_, acc)) = snap.accumulators.first() {
+        serde_json::to_string(acc)
+    } else if name == headrace_core::checkpoint::snapshot::REACTOR {
+        serde_json::to_string(&snap.reactor)
+    } else if name == headrace_core::checkpoint::snapshot::SOURCES {
+        serde_json::to_string(&snap.sources)
+    } else if name == headrace_core::checkpoint::snapshot::CONTROL {
+        serde_json::to_string(&snap.control)
+    } else {
+        return Err(checkpoint_error(py, format!("unknown checkpoint component '{name}'")));
+    };
+    text.map_err(|e| checkpoint_error(py, format!("component '{name}': {e}")))
+}

@@ -33,6 +33,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(compile_graph, m)?)?;
     m.add_function(wrap_pyfunction!(convert::encode_checkpoint, m)?)?;
     m.add_function(wrap_pyfunction!(convert::decode_checkpoint, m)?)?;
+    m.add_function(wrap_pyfunction!(convert::read_component, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("MAX_BATCH", headrace_core::driver::MAX_BATCH)?;
     Ok(())
