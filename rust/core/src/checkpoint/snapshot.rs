@@ -101,8 +101,14 @@ pub struct EngineSnapshot {
     pub control: ControlSnapshot,
 }
 
-/// Seals every component of `snap` with `codec`: `(component name, blob)` pairs.
-pub fn encode_components(snap: &EngineSnapshot, codec: CodecId) -> Result<Vec<(String, Vec<u8>)>, (String, CodecError)> {
+/// Sealed components as stored: `(component name, blob)`.
+pub type Components = Vec<(String, Vec<u8>)>;
+
+/// A component that could not be sealed or opened, and why.
+pub type ComponentError = (String, CodecError);
+
+/// Seals every component of `snap` with `codec`.
+pub fn encode_components(snap: &EngineSnapshot, codec: CodecId) -> Result<Components, ComponentError> {
     let seal = |name: String, r: Result<Vec<u8>, CodecError>| r.map(|b| (name.clone(), b)).map_err(|e| (name, e));
     let mut out = Vec::with_capacity(snap.accumulators.len() + 3);
     for (name, a) in &snap.accumulators {
@@ -116,7 +122,7 @@ pub fn encode_components(snap: &EngineSnapshot, codec: CodecId) -> Result<Vec<(S
 
 /// Opens stored components (any codec each). A component that cannot be read
 /// is reported by name; unknown component names are ignored (newer writers).
-pub fn decode_components(components: &[(String, Vec<u8>)]) -> Result<EngineSnapshot, (String, CodecError)> {
+pub fn decode_components(components: &[(String, Vec<u8>)]) -> Result<EngineSnapshot, ComponentError> {
     let mut snap = EngineSnapshot::default();
     for (name, blob) in components {
         let named = |e: CodecError| (name.clone(), e);
