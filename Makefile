@@ -12,8 +12,9 @@ dev:             ## editable install for development (rebuilds the extension)
 	.venv/bin/python -m pip install --quiet -e ".[test]"
 
 bench:           ## the benchmark suite: one table, JSON in bench-results/
-	scripts/bootstrap.sh
-	.venv/bin/python -m benches
+	scripts/bootstrap.sh postgres
+	HEADRACE_BENCH_POSTGRES="$$(scripts/postgres.sh start)" .venv/bin/python -m benches; \
+	  status=$$?; scripts/postgres.sh stop; exit $$status
 
 bench-quick:     ## a small, fast run of the same suite
 	scripts/bootstrap.sh

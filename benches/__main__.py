@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from benches import workloads
+from benches import checkpoints, workloads
 from benches.workloads import Result
 
 
@@ -47,8 +47,14 @@ def main() -> int:
     results += workloads.w2(500_000 // scale, args.runs)
     results += workloads.w3_inline(max(100_000 // scale, 10_000))
     results += workloads.w3_thread(max(20_000 // scale, 2_000))
+    results += checkpoints.w1_checkpointed(1_000_000 // scale, args.runs)
+    costs = checkpoints.all_costs()
 
     print(table(results))
+    print()
+    print(checkpoints.table(costs))
+    if checkpoints.postgres_url() is None:
+        print("(no PostgreSQL: set HEADRACE_BENCH_POSTGRES, or run `make bench`, which starts one)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S")
@@ -59,6 +65,7 @@ def main() -> int:
         "cpus": os.cpu_count(),
         "quick": args.quick,
         "results": [asdict(r) | {"ratio": r.ratio} for r in results],
+        "checkpoint_costs": checkpoints.summary(costs),
     }
     for name in (f"bench-{stamp}.json", "latest.json"):
         (out / name).write_text(json.dumps(payload, indent=2))

@@ -16,10 +16,38 @@ const SUPPORTED: &str = "None, bool, int, float, str, bytes, list, tuple, and di
 /// Nesting deeper than this is refused rather than risking the stack.
 pub const MAX_DEPTH: usize = 256;
 
-/// Converts `obj`; `path` names where it sits (e.g. "state['book'][3]") for errors.
+/// Converts `obj`; on failure, `path` (where `obj` sits, e.g. "state") is
+/// extended to the offending value ("state['book'][3]") for the message.
 pub fn to_value(obj: &Bound<'_, PyAny>, path: &mut String, depth: usize) -> Result<Value, String> {
+    convert(obj, depth).map_err(|failure| {
+        for segment in failure.path.iter().rev() {
+            path.push_str(segment);
+        }
+        format!("{path}: {}", failure.message)
+    })
+}
+
+/// Why a value could not be converted, and the path to it (innermost last,
+/// built only on the way out of a failure: the success path allocates no text).
+struct Failure {
+    path: Vec<String>,
+    message: String,
+}
+
+impl Failure {
+    fn new(message: String) -> Self {
+        Failure { path: Vec::new(), message }
+    }
+
+    fn at(mut self, segment: String) -> Self {
+        self.path.push(segment);
+        self
+    }
+}
+
+fn convert(obj: &Bound<'_, PyAny>, depth: usize) -> Result<Value, Failure> {
     if depth > MAX_DEPTH {
-        return Err(format!("{path}: nested deeper than {MAX_DEPTH} levels"));
+        return Err(Failure::new(format!("nested deeper than {MAX_DEPTH} levels")));
     }
     if obj.is_none() {
         return Ok(Value::None);
@@ -27,54 +55,49 @@ pub fn to_value(obj: &Bound<'_, PyAny>, path: &mut String, depth: usize) -> Resu
     if let Ok(b) = obj.cast_exact::<PyBool>() {
         return Ok(Value::Bool(b.is_true()));
     }
-    if let Ok(i) = obj.cast_exact::<PyInt>() {
-        return Ok(match i.extract::<i64>() {
-            Ok(v) => Value::Int(v),
-            Err(_) => Value::BigInt(i.str().map_err(|e| e.to_string())?.to_string()),
-        });
-    }
     if let Ok(f) = obj.cast_exact::<PyFloat>() {
         return Ok(Value::Float(f.value()));
     }
+    if let Ok(i) = obj.cast_exact::<PyInt>() {
+        return Ok(match i.extract::<i64>() {
+            Ok(v) => Value::Int(v),
+            Err(_) => Value::BigInt(i.str().map_err(|e| Failure::new(e.to_string()))?.to_string()),
+        });
+    }
     if let Ok(s) = obj.cast_exact::<PyString>() {
-        return Ok(Value::Str(s.to_str().map_err(|e| format!("{path}: {e}"))?.to_string()));
+        return Ok(Value::Str(s.to_str().map_err(|e| Failure::new(e.to_string()))?.to_string()));
     }
     if let Ok(b) = obj.cast_exact::<PyBytes>() {
         return Ok(Value::Bytes(b.as_bytes().to_vec()));
     }
     if let Ok(l) = obj.cast_exact::<PyList>() {
-        return Ok(Value::List(items(l.iter(), path, depth)?));
+        return items(l.len(), l.iter(), depth).map(Value::List);
     }
     if let Ok(t) = obj.cast_exact::<PyTuple>() {
-        return Ok(Value::Tuple(items(t.iter(), path, depth)?));
+        return items(t.len(), t.iter(), depth).map(Value::Tuple);
     }
     if let Ok(d) = obj.cast_exact::<PyDict>() {
         let mut out = Vec::with_capacity(d.len());
         for (k, v) in d.iter() {
             let Ok(key) = k.cast_exact::<PyString>() else {
                 let ty = k.get_type().name().map(|n| n.to_string()).unwrap_or_default();
-                return Err(format!("{path}: dict key {} has type {ty}; checkpointed dicts need str keys", repr(&k)));
+                return Err(Failure::new(format!("dict key {} has type {ty}; checkpointed dicts need str keys", repr(&k))));
             };
-            let key = key.to_str().map_err(|e| format!("{path}: {e}"))?.to_string();
-            let len = path.len();
-            path.push_str(&format!("['{}']", key.replace('\\', "\\\\").replace('\'', "\\'")));
-            let value = to_value(&v, path, depth + 1)?;
-            path.truncate(len);
-            out.push((key, value));
+            let key = key.to_str().map_err(|e| Failure::new(e.to_string()))?;
+            let value = convert(&v, depth + 1)
+                .map_err(|f| f.at(format!("['{}']", key.replace('\\', "\\\\").replace('\'', "\\'"))))?;
+            out.push((key.to_string(), value));
         }
         return Ok(Value::Dict(out));
     }
     let ty = obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into());
-    Err(format!("{path}: type {ty} cannot be checkpointed (supported: {SUPPORTED})"))
+    Err(Failure::new(format!("type {ty} cannot be checkpointed (supported: {SUPPORTED})")))
 }
 
-fn items<'py>(iter: impl Iterator<Item = Bound<'py, PyAny>>, path: &mut String, depth: usize) -> Result<Vec<Value>, String> {
-    let mut out = Vec::new();
+fn items<'py>(len: usize, iter: impl Iterator<Item = Bound<'py, PyAny>>, depth: usize) -> Result<Vec<Value>, Failure> {
+    let mut out = Vec::with_capacity(len);
     for (i, item) in iter.enumerate() {
-        let len = path.len();
-        path.push_str(&format!("[{i}]"));
-        out.push(to_value(&item, path, depth + 1)?);
-        path.truncate(len);
+        out.push(convert(&item, depth + 1).map_err(|f| f.at(format!("[{i}]")))?);
     }
     Ok(out)
 }
