@@ -375,7 +375,7 @@ impl Engine {
                     p.settle(calls, now);
                 })
                 .map(|_| ()),
-            Mode::Thread(t) => self.send(t, py, Item::SourceEvent { acc, input, position }, self.push_timeout, false),
+            Mode::Thread(t) => self.send(t, py, Item::SourceEvent { acc, input, position: Box::new(position) }, self.push_timeout, false),
         }
     }
 

@@ -16,8 +16,9 @@ use crate::processor::Input;
 /// What travels through the merge channel.
 pub enum Item<V> {
     Event { acc: usize, input: Input<V> },
-    /// A stream source's message; `position` is (topic, partition, next offset).
-    SourceEvent { acc: usize, input: Input<V>, position: (String, i32, i64) },
+    /// A stream source's message; `position` is (topic, partition, next offset),
+    /// boxed so that every item in the channel stays small.
+    SourceEvent { acc: usize, input: Input<V>, position: Box<(String, i32, i64)> },
     /// Fire once on the current inputs (`fire()`).
     Fire,
     /// Take a checkpoint now, behind everything already queued.

@@ -106,7 +106,7 @@ pub fn run<V, E>(
                         }
                     }
                     Item::SourceEvent { acc, input, position } => {
-                        processor.ingest_from_source(acc, input, position, calls, now);
+                        processor.ingest_from_source(acc, input, *position, calls, now);
                         if per_event {
                             processor.settle(calls, now);
                         } else {

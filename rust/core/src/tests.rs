@@ -605,3 +605,9 @@ fn checkpoint_policy_counts_fires() {
     assert_eq!(f.saved.len(), 2);
     assert_eq!(f.saved[1].reactor.fires, 6);
 }
+
+#[test]
+fn channel_items_stay_small() {
+    // Every slot of the merge channel is this big: keep rare payloads boxed.
+    assert!(std::mem::size_of::<Item<Val>>() <= 48, "{}", std::mem::size_of::<Item<Val>>());
+}
