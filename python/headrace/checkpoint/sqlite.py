@@ -29,6 +29,9 @@ class SqliteStore:
             raise ValueError(f"sqlite synchronous must be OFF, NORMAL, FULL or EXTRA, got {synchronous!r}")
         self.path = Path(path)
         self.synchronous = synchronous
+        # The component names last written per graph: while they stay the same
+        # (the usual case) a save is one upsert, with no DELETE of stale ones.
+        self._names: dict[tuple[str, str], frozenset[str]] = {}
         # One connection, used from the caller's thread (load) and the writer's
         # (save); the lock serialises them. sqlite3 releases the GIL while it works.
         self._lock = threading.Lock()
@@ -56,20 +59,26 @@ class SqliteStore:
 
     def save(self, tenant: str, graph: str, components: dict[str, bytes]) -> None:
         now = time.time()
+        names = frozenset(components)
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                self._conn.execute(
-                    "DELETE FROM headrace_checkpoint WHERE tenant = ? AND graph = ?", (tenant, graph)
-                )
+                if self._names.get((tenant, graph)) != names:
+                    self._conn.execute(
+                        "DELETE FROM headrace_checkpoint WHERE tenant = ? AND graph = ?", (tenant, graph)
+                    )
                 self._conn.executemany(
-                    "INSERT INTO headrace_checkpoint (tenant, graph, component, data, written_at) VALUES (?, ?, ?, ?, ?)",
+                    "INSERT INTO headrace_checkpoint (tenant, graph, component, data, written_at)"
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant, graph, component)"
+                    " DO UPDATE SET data = excluded.data, written_at = excluded.written_at",
                     [(tenant, graph, c, d, now) for c, d in components.items()],
                 )
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
+                self._names.pop((tenant, graph), None)
                 raise
+            self._names[(tenant, graph)] = names
 
     def describe(self) -> str:
         return f"sqlite:///{self.path} (synchronous={self.synchronous})"
