@@ -42,7 +42,7 @@ def last(applied, batched):
 
 
 with hr.Runtime(
-    graph, mode=mode, store=store, tenant=tenant, checkpoint_every=50, checkpoint_interval="10ms"  # type: ignore[arg-type]
+    graph, mode=mode, store=store, tenant=tenant, checkpoint_every=50, checkpoint_interval="10ms", sources=False  # type: ignore[arg-type]
 ) as rt:
     positions = {(t, p): o for _, t, p, o in rt.restored_positions()}
     start = positions.get(("events", 0), 0)

@@ -53,7 +53,7 @@ def test_stream_accumulator_accepts_pushes_and_keeps_its_state(harness) -> None:
         return {"exposure": state.value}
 
     assert exposure.config["group"] == "exposure_group" and exposure.config["broker"] == "KAFKA_BROKER"
-    h = harness(graph_over(exposure))
+    h = harness(graph_over(exposure), sources=False)
     for e in [{"side": "buy", "qty": 5}, {"side": "sell", "qty": 2}]:
         h.push("exposure", e)
     assert h.outputs("seen") == [({"exposure": 5.0},), ({"exposure": 3.0},)]

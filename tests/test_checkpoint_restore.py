@@ -59,7 +59,8 @@ def build(strategy: str) -> hr.ComputationGraph:
 
 def run(events: list[tuple[str, Any]], **options: Any) -> list[Any]:
     fires: list[hr.FireResult] = []
-    with hr.Runtime(build(options.pop("strategy")), on_fire=fires.append, **options) as rt:
+    # The stream accumulator is fed by pushes here, not by a broker.
+    with hr.Runtime(build(options.pop("strategy")), on_fire=fires.append, sources=False, **options) as rt:
         for name, value in events:
             rt.push(name, value)
         rt.drain(timeout=10)
@@ -85,7 +86,7 @@ def test_thread_latest_restores_the_final_state(store_url, tenant) -> None:
     options = {"store": store_url, "tenant": tenant}
     run(EVENTS[:11], mode="thread", strategy="latest", **options)
     run(EVENTS[11:], mode="thread", strategy="latest", **options)
-    with hr.Runtime(build("latest"), **options) as rt:
+    with hr.Runtime(build("latest"), sources=False, **options) as rt:
         result = rt.fire()
     assert result is not None
     restored = result.outputs["view"]
@@ -215,7 +216,7 @@ def test_periodic_checkpoints_by_count_and_interval(tmp_path) -> None:
         while rt.stats()["checkpoint"]["checkpoints"] < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert rt.stats()["checkpoint"]["checkpoints"] >= 1
-    with hr.Runtime(build("sequential"), mode="thread", store=url, checkpoint_every=0, checkpoint_interval="50ms") as rt:
+    with hr.Runtime(build("sequential"), mode="thread", store=url, checkpoint_every=0, checkpoint_interval="50ms", sources=False) as rt:
         rt.push("ticks", 99)
         import time
 

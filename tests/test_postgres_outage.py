@@ -32,7 +32,7 @@ def wait_for(predicate, timeout: float, what: str) -> None:
 
 
 def test_postgres_restart_while_running(postgres_url, tenant) -> None:
-    with hr.Runtime(graph(), mode="thread", store=postgres_url, tenant=tenant, checkpoint_interval="50ms") as rt:
+    with hr.Runtime(graph(), mode="thread", store=postgres_url, tenant=tenant, checkpoint_interval="50ms", sources=False) as rt:
         for i in range(100):
             rt.push("counted", i)
         rt.checkpoint(timeout=30)

@@ -175,10 +175,14 @@ def stream_accumulator(
     broker: str = "KAFKA_BROKER",
     state: Any = _NO_STATE,
     config: Mapping[str, Any] | None = None,
+    dead_letter_topic: str | None = None,
     name: str | None = None,
     codec: Codec = "json",
 ) -> Callable[[Callable[..., Any]], Accumulator]:
     """Declares a stream accumulator fed by a broker topic (and by pushes).
+
+    Undecodable messages are counted and logged and, with
+    ``dead_letter_topic``, forwarded there (with their origin in headers).
 
     ``broker`` names a variable resolved from ``HEADRACE_VAR_<broker>`` when
     the source starts; ``group`` defaults to ``<name>_group``. With ``state=``
@@ -201,6 +205,7 @@ def stream_accumulator(
             "group": group if group is not None else f"{n}_group",
             "broker": broker,
             "config": dict(config or {}),
+            "dead_letter_topic": dead_letter_topic,
         }
         return Accumulator(n, "stream", f, _codec(codec, n), settings, state if has_state else None, has_state)
 

@@ -13,6 +13,7 @@ from headrace._polling import Poller, call_poll
 from headrace.checkpoint import CheckpointStore, CheckpointWriter, open_store
 from headrace.errors import AccumulatorError, HeadraceError
 from headrace.graph import ComputationGraph
+from headrace.sources.runner import StreamRunner
 
 __all__ = ["Mode", "Runtime"]
 
@@ -56,6 +57,8 @@ class Runtime(_core.Engine):
         checkpoint_codec: "bincode" (default), "msgpack" or "json" (readable).
         on_corrupt: An unreadable checkpoint: "refuse" to start (default,
             raising CheckpointError naming it) or "start_empty".
+        sources: Start the stream accumulators' broker sources (thread mode
+            only; default True). False: stream accumulators take pushes only.
     """
 
     def __new__(
@@ -76,6 +79,7 @@ class Runtime(_core.Engine):
         checkpoint_interval: float | str | None = "1s",
         checkpoint_codec: str = "bincode",
         on_corrupt: str = "refuse",
+        sources: bool = True,
     ) -> Self:
         if not isinstance(graph, ComputationGraph):
             raise TypeError(f"Runtime needs a ComputationGraph, got {type(graph).__name__}")
@@ -88,6 +92,7 @@ class Runtime(_core.Engine):
         writer = None
         restore: dict[str, bytes] | None = None
         key = f"of graph '{graph.name}' (tenant '{tenant}')"
+        hook = _UndecodableHook()
         try:
             if the_store is not None:
                 key = f"of graph '{graph.name}' (tenant '{tenant}') in {the_store.describe()}"
@@ -113,6 +118,7 @@ class Runtime(_core.Engine):
                 restore=restore,
                 checkpoint_key=key,
                 on_corrupt=on_corrupt,
+                on_undecodable=hook,
             )
         except BaseException:
             if writer is not None:
@@ -122,14 +128,27 @@ class Runtime(_core.Engine):
             raise
         self._writer = writer
         self._store = the_store if opened else None
+        self._hook = hook
         return self
 
     _writer: CheckpointWriter | None
     _store: CheckpointStore | None
+    _hook: _UndecodableHook
 
-    def __init__(self, graph: ComputationGraph, **_options: Any) -> None:
+    def __init__(self, graph: ComputationGraph, **options: Any) -> None:
         self._graph = graph
         self._poller: Poller | None = None
+        self._sources: list[StreamRunner] = []
+        if self.mode == "thread" and options.get("sources", True):
+            streams = [a for a in graph.accumulators if a.kind == "stream"]
+            try:
+                self._sources = [StreamRunner(self, a, self._writer) for a in streams]
+            except BaseException:
+                self.close()
+                raise
+            self._hook.targets.update({r.name: r.undecodable for r in self._sources})
+            for runner in self._sources:
+                runner.start()
         polling = [a for a in graph.accumulators if a.kind == "polling"]
         if self.mode == "thread" and polling:
             self._poller = Poller(self, polling)
@@ -200,10 +219,15 @@ class Runtime(_core.Engine):
         poller, self._poller = self._poller, None
         if poller is not None:
             poller.stop()
+        sources, self._sources = getattr(self, "_sources", []), []
+        for runner in sources:
+            runner.stop_reading()
         super().close()
         writer, self._writer = self._writer, None
         if writer is not None:
             writer.close()
+        for runner in sources:
+            runner.close()  # commits what the final checkpoint covered
         store, self._store = self._store, None
         if store is not None:
             store.close()
@@ -222,3 +246,15 @@ class Runtime(_core.Engine):
     def __repr__(self) -> str:
         state = "closed" if self.closed else "running"
         return f"<headrace.Runtime graph={self.graph_name!r} mode={self.mode!r} {state}>"
+
+
+class _UndecodableHook:
+    """Routes undecodable stream messages to their source's dead-letter topic."""
+
+    def __init__(self) -> None:
+        self.targets: dict[str, Any] = {}
+
+    def __call__(self, accumulator: str, data: bytes, topic: str, partition: int, offset: int, error: str) -> None:
+        target = self.targets.get(accumulator)
+        if target is not None:
+            target(data, topic, partition, offset, error)

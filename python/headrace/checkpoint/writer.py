@@ -16,12 +16,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from headrace.checkpoint.store import CheckpointStore
 from headrace.errors import CheckpointError
 
-__all__ = ["CheckpointWriter"]
+__all__ = ["CheckpointWriter", "Position"]
+
+#: (accumulator, topic, partition, next offset)
+Position = tuple[str, str, int, int]
 
 log = logging.getLogger("headrace")
 
@@ -44,7 +48,8 @@ class CheckpointWriter:
         self.graph = graph
         self._backoff = backoff
         self._cond = threading.Condition()
-        self._pending: tuple[int, dict[str, bytes]] | None = None
+        self._pending: tuple[int, dict[str, bytes], list[Position]] | None = None
+        self._listeners: list[Callable[[list[Position]], None]] = []
         self._durable_id = 0
         self._failed_id = 0
         self._failure: str | None = None
@@ -61,10 +66,15 @@ class CheckpointWriter:
 
     # --- called by the engine (processor thread, interpreter attached: keep short) ---
 
-    def submit(self, checkpoint_id: int, components: dict[str, bytes]) -> None:
+    def submit(self, checkpoint_id: int, components: dict[str, bytes], positions: list[Position] | None = None) -> None:
         with self._cond:
-            self._pending = (checkpoint_id, components)
+            self._pending = (checkpoint_id, components, list(positions or ()))
             self._cond.notify_all()
+
+    def on_durable(self, listener: Callable[[list[Position]], None]) -> None:
+        """Calls ``listener(positions)`` (on the writer thread) after each
+        checkpoint is durable, with the stream positions it covers."""
+        self._listeners.append(listener)
 
     def fail(self, checkpoint_id: int, message: str) -> None:
         """The engine could not build checkpoint ``checkpoint_id`` (e.g. a state
@@ -148,7 +158,7 @@ class CheckpointWriter:
                         break
                     self._cond.wait(rest)
                 assert self._pending is not None
-                checkpoint_id, components = self._pending
+                checkpoint_id, components, positions = self._pending
             started = time.monotonic()
             try:
                 self.store.save(self.tenant, self.graph, components)
@@ -186,3 +196,8 @@ class CheckpointWriter:
                 self._last_seconds = elapsed
                 self._failure = None if self._failed_id <= checkpoint_id else self._failure
                 self._cond.notify_all()
+            for listener in self._listeners:
+                try:
+                    listener(positions)
+                except Exception:  # noqa: BLE001 - a listener must not stop the writer
+                    log.exception("graph '%s': checkpoint listener failed", self.graph)

@@ -152,6 +152,31 @@ impl PyCalls<'_, '_> {
         self.keep_or_log(wrapped.unwrap_or_else(|e| e));
     }
 
+    /// A stream message that cannot be decoded does not stop the stream: it is
+    /// counted (in stats), logged with where it came from and its first bytes,
+    /// and handed to the source's dead-letter hook if it has one.
+    fn undecodable_message(&mut self, acc: usize, error: PyErr, data: Vec<u8>, position: (String, i32, i64)) {
+        let py = self.py;
+        let name = &self.cx.plan.accumulators[acc].name;
+        let (topic, partition, offset) = position;
+        let head = PyBytes::new(py, &data[..data.len().min(64)]);
+        let shown = head.repr().map(|r| r.to_string()).unwrap_or_default();
+        errors::log(
+            py,
+            "warning",
+            &format!(
+                "accumulator '{name}': skipped undecodable message {topic}[{partition}]@{offset} ({} bytes, starting {shown}): {error}",
+                data.len()
+            ),
+        );
+        if let Some(hook) = &self.cx.on_undecodable {
+            let args = (name.as_str(), PyBytes::new(py, &data), topic, partition, offset, error.to_string());
+            if let Err(e) = hook.bind(py).call1(args) {
+                errors::log(py, "error", &format!("accumulator '{name}': dead-letter hook failed: {e}"));
+            }
+        }
+    }
+
     /// Inline: the first failure is raised when the call is done. Thread mode:
     /// nobody is waiting, so the failure is logged (and counted in stats).
     fn keep_or_log(&mut self, error: PyErr) {
@@ -252,7 +277,15 @@ impl Calls<Value, PyErr> for PyCalls<'_, '_> {
                 for (name, blob) in components {
                     dict.set_item(name, PyBytes::new(py, &blob))?;
                 }
-                sink.writer.bind(py).call_method1("submit", (id, dict))?;
+                // The positions this checkpoint covers: once it is durable, the
+                // sources may commit them to their brokers.
+                let positions: Vec<(&str, &str, i32, i64)> = snapshot
+                    .sources
+                    .positions
+                    .iter()
+                    .map(|p| (p.accumulator.as_str(), p.topic.as_str(), p.partition, p.offset))
+                    .collect();
+                sink.writer.bind(py).call_method1("submit", (id, dict, positions))?;
                 Ok(())
             })()
             .map_err(|e| e.to_string()),
@@ -299,7 +332,10 @@ impl Calls<Value, PyErr> for PyCalls<'_, '_> {
                 }
             }
             Report::AccumulatorFailed { acc, error, .. } => self.accumulator_failure(acc, error, false),
-            Report::DecodeFailed { acc, error, .. } => self.accumulator_failure(acc, error, true),
+            Report::DecodeFailed { acc, error, data, position, .. } => match position {
+                Some(position) => self.undecodable_message(acc, error, data, position),
+                None => self.accumulator_failure(acc, error, true),
+            },
         }
     }
 }

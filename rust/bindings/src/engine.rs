@@ -66,7 +66,7 @@ fn duration(seconds: Option<f64>, what: &str) -> PyResult<Option<Duration>> {
 #[pymethods]
 impl Engine {
     #[new]
-    #[pyo3(signature = (spec, *, mode, on_fire=None, capacity=65536, push_timeout=None, max_attempts=3, retry_backoff=0.1, dead_letter_limit=10000, idle_spin=5e-5, checkpoint_writer=None, checkpoint_codec="bincode", checkpoint_every_fires=1000, checkpoint_interval=None, restore=None, checkpoint_key="", on_corrupt="refuse"))]
+    #[pyo3(signature = (spec, *, mode, on_fire=None, capacity=65536, push_timeout=None, max_attempts=3, retry_backoff=0.1, dead_letter_limit=10000, idle_spin=5e-5, checkpoint_writer=None, checkpoint_codec="bincode", checkpoint_every_fires=1000, checkpoint_interval=None, restore=None, checkpoint_key="", on_corrupt="refuse", on_undecodable=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -86,6 +86,7 @@ impl Engine {
         restore: Option<&Bound<'_, PyDict>>,
         checkpoint_key: &str,
         on_corrupt: &str,
+        on_undecodable: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
         if capacity == 0 || max_attempts == 0 {
             return Err(pyo3::exceptions::PyValueError::new_err("capacity and max_attempts must be at least 1"));
@@ -106,6 +107,7 @@ impl Engine {
             Some(writer) => Some(CheckpointSink { writer, codec: convert::codec(checkpoint_codec)?, last_id: AtomicU64::new(0) }),
             None => None,
         };
+        compiled.on_undecodable = on_undecodable;
         let callables = Arc::new(compiled);
         let names = callables.names.clone();
         let plan = callables.plan.clone();
@@ -377,6 +379,47 @@ impl Engine {
                 .map(|_| ()),
             Mode::Thread(t) => self.send(t, py, Item::SourceEvent { acc, input, position: Box::new(position) }, self.push_timeout, false),
         }
+    }
+
+    /// Pushes a batch of confluent-kafka messages (or any objects with
+    /// `value()`, `topic()`, `partition()`, `offset()` and `error()`) from a
+    /// stream source, in one crossing. Messages whose `error()` is set are not
+    /// pushed; they are returned for the source to handle.
+    fn push_messages<'py>(&self, py: Python<'py>, name: &Bound<'py, PyString>, messages: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
+        let acc = self.acc_index_of(py, name)?;
+        let codec = self.codecs[acc];
+        let failed = PyList::empty(py);
+        let mut items = Vec::new();
+        for m in messages.try_iter()? {
+            let m = m?;
+            if !m.call_method0(pyo3::intern!(py, "error"))?.is_none() {
+                failed.append(m)?;
+                continue;
+            }
+            let value = m.call_method0(pyo3::intern!(py, "value"))?;
+            let data = if value.is_none() { Vec::new() } else { value.extract::<Vec<u8>>()? };
+            let topic: String = m.call_method0(pyo3::intern!(py, "topic"))?.extract()?;
+            let partition: i32 = m.call_method0(pyo3::intern!(py, "partition"))?.extract()?;
+            let offset: i64 = m.call_method0(pyo3::intern!(py, "offset"))?.extract()?;
+            items.push((Input::Bytes { data, codec }, (topic, partition, offset + 1)));
+        }
+        match &self.mode {
+            Mode::Inline(_) => {
+                self.run_inline(py, |p, calls| {
+                    let now = &Now::lazy();
+                    for (input, position) in items {
+                        p.ingest_from_source(acc, input, position, calls, now);
+                        p.settle(calls, now);
+                    }
+                })?;
+            }
+            Mode::Thread(t) => {
+                for (input, position) in items {
+                    self.send(t, py, Item::SourceEvent { acc, input, position: Box::new(position) }, self.push_timeout, false)?;
+                }
+            }
+        }
+        Ok(failed)
     }
 
     /// Stream positions restored from the checkpoint:

@@ -39,6 +39,9 @@ pub struct Callables {
     pub names: Arc<Names>,
     /// Where checkpoints go; None without a store.
     pub checkpoint: Option<CheckpointSink>,
+    /// Called as `(accumulator, data, topic, partition, offset, error)` for an
+    /// undecodable stream message (a dead-letter topic, for instance).
+    pub on_undecodable: Option<Py<PyAny>>,
 }
 
 /// The Python checkpoint writer (`submit(id, components)`, `fail(id, message)`)
@@ -60,6 +63,7 @@ impl Callables {
             visit.call(&n.function)?;
         }
         visit.call(&self.on_fire)?;
+        visit.call(&self.on_undecodable)?;
         if let Some(sink) = &self.checkpoint {
             visit.call(&sink.writer)?;
         }
@@ -208,5 +212,6 @@ pub fn compile(py: Python<'_>, parsed: Parsed, on_fire: Option<Py<PyAny>>) -> Py
         nodes,
         on_fire,
         checkpoint: None,
+        on_undecodable: None,
     })
 }

@@ -67,8 +67,9 @@ pub enum Report<V, E> {
     Fired(FireRecord<V, E>),
     /// An accumulator function raised; the event is in the dead-letter list.
     AccumulatorFailed { acc: usize, seq: u64, error: E },
-    /// Raw bytes could not be decoded; the event was dropped and counted.
-    DecodeFailed { acc: usize, seq: u64, error: E },
+    /// Raw bytes could not be decoded; the event was dropped and counted. For
+    /// a stream source's message, `position` is (topic, partition, offset).
+    DecodeFailed { acc: usize, seq: u64, error: E, data: Vec<u8>, position: Option<(String, i32, i64)> },
 }
 
 /// The host's side of one attached session.

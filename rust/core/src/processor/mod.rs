@@ -209,6 +209,17 @@ impl<V, E> Processor<V, E> {
     /// Takes one event into accumulator `acc`. Returns the event's sequence number.
     /// Fires happen in [`Processor::settle`].
     pub fn ingest(&mut self, acc: usize, input: Input<V>, calls: &mut dyn Calls<V, E>, now: &Now) -> u64 {
+        self.ingest_at(acc, input, None, calls, now)
+    }
+
+    fn ingest_at(
+        &mut self,
+        acc: usize,
+        input: Input<V>,
+        position: Option<&(String, i32, i64)>,
+        calls: &mut dyn Calls<V, E>,
+        now: &Now,
+    ) -> u64 {
         let seq = self.take_seq();
         if self.unsaved_since.is_none() && self.checkpoints_enabled() {
             self.unsaved_since = Some(now.get());
@@ -221,7 +232,9 @@ impl<V, E> Processor<V, E> {
                 Err(error) => {
                     let text = calls.describe(&error);
                     self.metrics.accumulators[acc].record_error(text);
-                    calls.report(Report::DecodeFailed { acc, seq, error });
+                    // `position` holds the next offset; report the message's own.
+                    let position = position.map(|(t, p, next)| (t.clone(), *p, next - 1));
+                    calls.report(Report::DecodeFailed { acc, seq, error, data, position });
                     return seq;
                 }
             },
@@ -254,7 +267,7 @@ impl<V, E> Processor<V, E> {
         calls: &mut dyn Calls<V, E>,
         now: &Now,
     ) -> u64 {
-        let seq = self.ingest(acc, input, calls, now);
+        let seq = self.ingest_at(acc, input, Some(&position), calls, now);
         let (topic, partition, next) = position;
         let slot = self.positions.entry((acc, topic, partition)).or_insert(next);
         *slot = (*slot).max(next);

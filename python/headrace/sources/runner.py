@@ -1,0 +1,232 @@
+"""Runs one stream accumulator's source on its own thread (thread mode).
+
+Delivery: the consumer never auto-commits. Messages go into the engine with
+their positions; a checkpoint saves state and positions together; only
+positions a durable checkpoint covers are committed to the broker. On start,
+partitions are read from the checkpointed positions. Before partitions are
+revoked in a rebalance, a checkpoint is forced and their positions committed.
+At-least-once end to end; exactly-once for the engine's own state.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from confluent_kafka import KafkaError
+
+from headrace.sources.backend import (
+    Assignment,
+    Partition,
+    StreamBackend,
+    StreamConfig,
+    resolve_broker,
+    stream_backend,
+)
+
+if TYPE_CHECKING:
+    from headrace.accumulators import Accumulator
+    from headrace.checkpoint.writer import CheckpointWriter, Position
+    from headrace.runtime import Runtime
+
+__all__ = ["StreamRunner"]
+
+log = logging.getLogger("headrace")
+
+BATCH = 1000
+POLL_SECONDS = 0.05
+
+
+class StreamRunner:
+    def __init__(self, runtime: Runtime, acc: Accumulator, writer: CheckpointWriter | None) -> None:
+        cfg = acc.config
+        self.name = acc.name
+        self.config = StreamConfig(
+            accumulator=acc.name,
+            type=str(cfg["type"]),
+            topic=str(cfg["topic"]),
+            group=str(cfg["group"]),
+            broker=resolve_broker(str(cfg["broker"]), acc.name),
+            broker_variable=str(cfg["broker"]),
+            options=dict(cfg["config"]),
+        )
+        self._factory = stream_backend(self.config.type)
+        self._runtime = weakref.ref(runtime)
+        self._has_store = writer is not None
+        # Positions the restored checkpoint holds: where reading starts, once.
+        self._restored: dict[Partition, int] = {
+            (t, p): o for a, t, p, o in runtime.restored_positions() if a == self.name
+        }
+        self._lock = threading.Lock()
+        self._durable: dict[Partition, int] = {}
+        self._committed: dict[Partition, int] = {}
+        self._stop = threading.Event()
+        self._backend: StreamBackend | None = None
+        self._dead_letters = _DeadLetterTopic(self.config, str(cfg["dead_letter_topic"])) if cfg.get("dead_letter_topic") else None
+        if writer is not None:
+            writer.on_durable(self._on_durable)
+        self._thread = threading.Thread(target=self._run, name=f"headrace-source-{acc.name}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop_reading(self, timeout: float = 10.0) -> None:
+        """Stops consuming (pushes stop); the consumer stays open for a final commit."""
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def close(self) -> None:
+        """Commits what the final checkpoint covered, then leaves the group."""
+        backend, self._backend = self._backend, None
+        if backend is None:
+            return
+        try:
+            self._commit(backend)
+        finally:
+            backend.close()
+            if self._dead_letters is not None:
+                self._dead_letters.close()
+
+    def undecodable(self, data: bytes, topic: str, partition: int, offset: int, error: str) -> None:
+        if self._dead_letters is not None:
+            self._dead_letters.send(data, topic, partition, offset, error)
+
+    # --- callbacks -------------------------------------------------------------------
+
+    def _on_durable(self, positions: list[Position]) -> None:
+        with self._lock:
+            for acc, topic, partition, offset in positions:
+                if acc == self.name:
+                    self._durable[(topic, partition)] = offset
+
+    def _assigned(self, partitions: list[Partition]) -> dict[Partition, int]:
+        with self._lock:
+            # The checkpoint decides where a restored partition resumes (the broker's
+            # committed offset can only be behind it). Only once: a partition that
+            # comes back later resumes where its last owner committed.
+            starts = {p: self._restored.pop(p) for p in partitions if p in self._restored}
+        log.info("source '%s': assigned %s (from checkpoint: %s)", self.name, partitions, starts)
+        return starts
+
+    def _revoked(self, partitions: list[Partition]) -> None:
+        rt = self._runtime()
+        if rt is not None and self._has_store:
+            try:
+                rt.checkpoint(timeout=30)  # everything read so far is now durable
+            except Exception as e:  # noqa: BLE001 - the new owner will re-read; state stays consistent
+                log.error("source '%s': checkpoint before revocation failed: %s", self.name, e)
+        if self._backend is not None:
+            self._commit(self._backend, only=set(partitions))
+        with self._lock:
+            for p in partitions:
+                self._durable.pop(p, None)
+                self._committed.pop(p, None)
+                self._restored.pop(p, None)
+
+    # --- the thread ------------------------------------------------------------------
+
+    def _commit(self, backend: StreamBackend, only: set[Partition] | None = None) -> None:
+        with self._lock:
+            due = {
+                p: o
+                for p, o in self._durable.items()
+                if self._committed.get(p) != o and (only is None or p in only)
+            }
+        if not due:
+            return
+        try:
+            backend.commit(due)
+        except Exception as e:  # noqa: BLE001 - retried with the next durable checkpoint
+            log.warning("source '%s': commit failed (retried later): %s", self.name, e)
+            return
+        with self._lock:
+            self._committed.update(due)
+
+    def _health(self, state: str, error: str | None = None) -> bool:
+        rt = self._runtime()
+        if rt is None or rt.closed:
+            return False
+        rt.set_health(self.name, state, error)
+        return True
+
+    def _connect(self) -> StreamBackend | None:
+        delay, last = 0.1, None
+        while not self._stop.is_set():
+            backend = None
+            try:
+                backend = self._factory(self.config)
+                backend.connect(Assignment(self._assigned, self._revoked))
+                return backend
+            except Exception as e:  # noqa: BLE001 - retried: the broker or topic may appear
+                text = str(e)
+                if text != last:
+                    log.error("source '%s': %s (retrying)", self.name, text)
+                    last = text
+                if not self._health("disconnected", text):
+                    return None
+                if backend is not None:
+                    backend.close()
+            self._stop.wait(delay)
+            delay = min(delay * 2, 5.0)
+        return None
+
+    def _run(self) -> None:
+        if not self._health("connecting"):
+            return
+        backend = self._connect()
+        if backend is None:
+            return
+        self._backend = backend
+        live = True
+        self._health("live")
+        while not self._stop.is_set():
+            self._commit(backend)
+            try:
+                messages = backend.receive(BATCH, POLL_SECONDS)
+            except Exception as e:  # noqa: BLE001 - keep consuming
+                log.error("source '%s': receive failed: %s", self.name, e)
+                messages = []
+            if messages:
+                rt = self._runtime()
+                if rt is None or rt.closed:
+                    return
+                for failed in rt.push_messages(self.name, messages):
+                    self._message_error(failed)
+                if not live:
+                    live = self._health("live")
+            elif not backend.connected():
+                if live:
+                    live = not self._health("disconnected", f"lost Kafka broker {self.config.broker}")
+            elif not live:
+                live = self._health("live")
+
+    def _message_error(self, message: Any) -> None:
+        error = message.error()
+        if error.code() == KafkaError._PARTITION_EOF:  # noqa: SLF001
+            return
+        log.warning("source '%s': %s", self.name, error.str())
+        if error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+            self._health("disconnected", f"topic '{self.config.topic}' no longer exists on {self.config.broker}")
+
+
+class _DeadLetterTopic:
+    """Undecodable messages, forwarded as they were, with where they came from."""
+
+    def __init__(self, config: StreamConfig, topic: str) -> None:
+        from confluent_kafka import Producer
+
+        self.topic = topic
+        self._producer = Producer({"bootstrap.servers": config.broker, "logger": log})
+
+    def send(self, data: bytes, topic: str, partition: int, offset: int, error: str) -> None:
+        headers: list[tuple[str, str | bytes | None]] = [
+            ("headrace.source", f"{topic}[{partition}]@{offset}".encode()),
+            ("headrace.error", error.encode()[:1024]),
+        ]
+        self._producer.produce(self.topic, value=data, headers=headers)
+        self._producer.poll(0)
+
+    def close(self) -> None:
+        self._producer.flush(10)
