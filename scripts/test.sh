@@ -10,6 +10,10 @@ echo "== PostgreSQL (for the checkpoint tests)"
 HEADRACE_TEST_POSTGRES="$(scripts/postgres.sh start)"
 export HEADRACE_TEST_POSTGRES
 trap 'scripts/postgres.sh stop' EXIT
+echo "== Kafka broker (for the stream source tests)"
+HEADRACE_TEST_KAFKA="$(scripts/kafka.sh start)"
+export HEADRACE_TEST_KAFKA
+trap 'scripts/postgres.sh stop; scripts/kafka.sh stop' EXIT
 
 echo "== cargo test (headrace-core)"
 cargo test --quiet -p headrace-core

@@ -85,3 +85,14 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
 @pytest.fixture
 def tenant() -> str:
     return f"t-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> str:
+    """The test Kafka broker (scripts/kafka.sh start). In CI its absence is a failure."""
+    address = os.environ.get("HEADRACE_TEST_KAFKA")
+    if not address:
+        if os.environ.get("CI"):
+            pytest.fail("HEADRACE_TEST_KAFKA is not set: CI must run the Kafka tests (make test)")
+        pytest.skip("no test Kafka broker: run `scripts/kafka.sh start` and set HEADRACE_TEST_KAFKA")
+    return address

@@ -206,6 +206,9 @@ class Runtime(_core.Engine):
         (last time, size, duration, failures, store health). A failing store
         shows as health "degraded" while it lasts."""
         s = super().stats()
+        sources = getattr(self, "_sources", [])
+        if sources:
+            s["sources"] = {r.name: r.stats() for r in sources}
         if self._writer is not None:
             cp = self._writer.stats()
             s["checkpoint"] = cp

@@ -62,6 +62,7 @@ class StreamRunner:
         self._lock = threading.Lock()
         self._durable: dict[Partition, int] = {}
         self._committed: dict[Partition, int] = {}
+        self._assigned_now: set[Partition] = set()
         self._stop = threading.Event()
         self._backend: StreamBackend | None = None
         self._dead_letters = _DeadLetterTopic(self.config, str(cfg["dead_letter_topic"])) if cfg.get("dead_letter_topic") else None
@@ -89,6 +90,17 @@ class StreamRunner:
             if self._dead_letters is not None:
                 self._dead_letters.close()
 
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "type": self.config.type,
+                "topic": self.config.topic,
+                "group": self.config.group,
+                "broker": self.config.broker,
+                "partitions": sorted(self._assigned_now),
+                "committed": {f"{t}[{p}]": o for (t, p), o in sorted(self._committed.items())},
+            }
+
     def undecodable(self, data: bytes, topic: str, partition: int, offset: int, error: str) -> None:
         if self._dead_letters is not None:
             self._dead_letters.send(data, topic, partition, offset, error)
@@ -107,12 +119,14 @@ class StreamRunner:
             # committed offset can only be behind it). Only once: a partition that
             # comes back later resumes where its last owner committed.
             starts = {p: self._restored.pop(p) for p in partitions if p in self._restored}
+            self._assigned_now.update(partitions)
         log.info("source '%s': assigned %s (from checkpoint: %s)", self.name, partitions, starts)
         return starts
 
     def _revoked(self, partitions: list[Partition]) -> None:
         rt = self._runtime()
-        if rt is not None and self._has_store:
+        # A closed runtime has taken its final checkpoint already.
+        if rt is not None and self._has_store and not rt.closed:
             try:
                 rt.checkpoint(timeout=30)  # everything read so far is now durable
             except Exception as e:  # noqa: BLE001 - the new owner will re-read; state stays consistent
@@ -121,6 +135,7 @@ class StreamRunner:
             self._commit(self._backend, only=set(partitions))
         with self._lock:
             for p in partitions:
+                self._assigned_now.discard(p)
                 self._durable.pop(p, None)
                 self._committed.pop(p, None)
                 self._restored.pop(p, None)
