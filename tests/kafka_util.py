@@ -20,12 +20,15 @@ def new_topic(broker: str, partitions: int = 1, name: str | None = None) -> str:
 
 def produce(broker: str, topic: str, values: Iterable[bytes], partition: int | None = None) -> None:
     producer = Producer({"bootstrap.servers": broker, "linger.ms": 5})
+    extra = {} if partition is None else {"partition": partition}
     for value in values:
-        if partition is None:
-            producer.produce(topic, value)
-        else:
-            producer.produce(topic, value, partition=partition)
-    assert producer.flush(30) == 0
+        while True:
+            try:
+                producer.produce(topic, value, **extra)
+                break
+            except BufferError:  # the local queue is full: let deliveries drain
+                producer.poll(0.1)
+    assert producer.flush(60) == 0
 
 
 def read_all(broker: str, topic: str, count: int, timeout: float = 30) -> list[tuple[bytes, dict[str, bytes]]]:
