@@ -13,8 +13,8 @@ dev:             ## editable install for development (rebuilds the extension)
 
 bench:           ## the benchmark suite: one table, JSON in bench-results/
 	scripts/bootstrap.sh postgres
-	HEADRACE_BENCH_POSTGRES="$$(scripts/postgres.sh start)" .venv/bin/python -m benches; \
-	  status=$$?; scripts/postgres.sh stop; exit $$status
+	HEADRACE_BENCH_POSTGRES="$$(scripts/postgres.sh start)" HEADRACE_BENCH_KAFKA="$$(scripts/kafka.sh start)" \
+	  .venv/bin/python -m benches; status=$$?; scripts/postgres.sh stop; scripts/kafka.sh stop; exit $$status
 
 bench-quick:     ## a small, fast run of the same suite
 	scripts/bootstrap.sh

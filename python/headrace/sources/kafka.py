@@ -91,9 +91,16 @@ class KafkaBackend:
         log.warning("kafka (accumulator '%s'): partitions lost: %s", self.config.accumulator, partitions)
 
     def receive(self, max_messages: int, timeout: float) -> list[Any]:
-        messages: list[Any] = self._consumer.consume(max_messages, timeout)
-        if messages:
-            self._down.clear()
+        # consume(n, timeout) waits for n messages *or* the timeout: a trickle
+        # would wait the whole timeout each time. Block for the first message
+        # only, then take what is already there without waiting.
+        first = self._consumer.poll(timeout)
+        if first is None:
+            return []
+        self._down.clear()
+        messages: list[Any] = [first]
+        if max_messages > 1:
+            messages.extend(self._consumer.consume(max_messages - 1, 0))
         return messages
 
     def commit(self, positions: Mapping[Partition, int]) -> None:
