@@ -27,6 +27,7 @@ from headrace.errors import (
 )
 from headrace.graph import ComputationGraph, Criteria, when_all, when_any
 from headrace.runtime import Runtime
+from headrace.sources import StreamBackend, StreamConfig, StreamError, register_stream_backend
 
 _Sequence.register(FireList)
 
@@ -48,9 +49,13 @@ __all__ = [
     "Route",
     "Runtime",
     "State",
+    "StreamBackend",
+    "StreamConfig",
+    "StreamError",
     "batch_accumulator",
     "passthrough_accumulator",
     "polling_accumulator",
+    "register_stream_backend",
     "state_accumulator",
     "stream_accumulator",
     "when_all",

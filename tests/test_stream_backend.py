@@ -1,0 +1,108 @@
+"""The StreamBackend protocol: any registered backend feeds stream accumulators
+with the same delivery rules as Kafka (no broker needed here)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import headrace as hr
+from kafka_util import wait_for
+
+
+class Message:
+    def __init__(self, value: bytes, topic: str, partition: int, offset: int) -> None:
+        self._v, self._t, self._p, self._o = value, topic, partition, offset
+
+    def value(self) -> bytes:
+        return self._v
+
+    def topic(self) -> str:
+        return self._t
+
+    def partition(self) -> int:
+        return self._p
+
+    def offset(self) -> int:
+        return self._o
+
+    def error(self) -> None:
+        return None
+
+
+LOG: list[bytes] = []
+COMMITS: list[dict[tuple[str, int], int]] = []
+
+
+class ListBackend:
+    """A 'broker' that is a Python list: partition 0 of one topic."""
+
+    def __init__(self, config: hr.StreamConfig) -> None:
+        self.config = config
+        self.next = 0
+        self.lock = threading.Lock()
+
+    def connect(self, assignment: Any) -> None:
+        starts = assignment.assigned([(self.config.topic, 0)])
+        self.next = starts.get((self.config.topic, 0), 0)
+
+    def receive(self, max_messages: int, timeout: float) -> list[Any]:
+        with self.lock:
+            out = [Message(LOG[i], self.config.topic, 0, i) for i in range(self.next, min(len(LOG), self.next + max_messages))]
+            self.next += len(out)
+        if not out:
+            threading.Event().wait(timeout)
+        return out
+
+    def commit(self, positions: Mapping[tuple[str, int], int]) -> None:
+        COMMITS.append(dict(positions))
+
+    def connected(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+def graph() -> hr.ComputationGraph:
+    @hr.stream_accumulator(type="list", topic="numbers", broker="LIST_BROKER", state=0)
+    def total(event, state):
+        state.value += event
+        return state.value
+
+    g = hr.ComputationGraph("sum", accumulators=[total], input_strategy="sequential")
+    g.node(name="n")(lambda total: total)
+    return g
+
+
+def test_a_registered_backend_feeds_the_graph_and_resumes_from_checkpoints(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("HEADRACE_VAR_LIST_BROKER", "in-process")
+    hr.register_stream_backend("list", ListBackend)
+    LOG[:] = [str(i).encode() for i in range(1, 11)]
+    COMMITS.clear()
+    store = f"sqlite:///{tmp_path}/s.db"
+    with hr.Runtime(graph(), mode="thread", store=store) as rt:
+        wait_for(lambda: rt.stats()["fire_count"] == 10, 10, "ten fires")
+        rt.checkpoint()
+        wait_for(lambda: bool(COMMITS) and COMMITS[-1] == {("numbers", 0): 10}, 10, "a commit after the checkpoint")
+    LOG.extend(str(i).encode() for i in range(11, 21))
+    fires: list[hr.FireResult] = []
+    with hr.Runtime(graph(), mode="thread", store=store, on_fire=fires.append) as rt:
+        wait_for(lambda: len(fires) == 10, 10, "the next ten")
+    assert fires[-1].outputs["n"] == sum(range(1, 21))  # resumed at offset 10, nothing twice
+
+
+def test_unknown_backend_type_is_named(monkeypatch) -> None:
+    monkeypatch.setenv("HEADRACE_VAR_KAFKA_BROKER", "x")
+
+    @hr.stream_accumulator(type="pigeon", topic="t")
+    def a(event):
+        return event
+
+    g = hr.ComputationGraph("g", accumulators=[a])
+    g.node(name="n")(lambda a: a)
+    import pytest
+
+    with pytest.raises(hr.HeadraceError, match="no stream backend 'pigeon'"):
+        hr.Runtime(g, mode="thread")
