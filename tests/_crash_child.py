@@ -10,20 +10,14 @@ import sys
 import time
 
 import headrace as hr
+from exactly_once import INITIAL, check
 
 store, tenant, total, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 
 
-@hr.stream_accumulator(topic="events", state={"next": 0, "applied": 0, "violations": []})
+@hr.stream_accumulator(topic="events", state=INITIAL)
 def applied(event, state):
-    # Exactly-once check in the state itself: a replayed event (event < next) or
-    # a skipped one (event > next) is recorded, and checkpointed with the rest.
-    s = state.value
-    if event != s["next"]:
-        s["violations"].append([s["next"], event])
-    s["next"] = event + 1
-    s["applied"] += 1
-    return event
+    return check(event, state)
 
 
 @hr.batch_accumulator(max_buffer_size=7)

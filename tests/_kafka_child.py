@@ -10,6 +10,7 @@ import sys
 import time
 
 import headrace as hr
+from exactly_once import INITIAL, check
 
 store, topic, total, group = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 done = [False]
@@ -20,18 +21,14 @@ done = [False]
 @hr.stream_accumulator(
     topic=topic,
     group=group,
-    state={"next": 0, "applied": 0, "violations": []},
+    state=INITIAL,
     config={"group.instance.id": f"{group}-member", "session.timeout.ms": 10000},
 )
 def seen(event, state):
-    s = state.value
-    if event != s["next"]:
-        s["violations"].append([s["next"], event])  # replayed into state, or skipped
-    s["next"] = event + 1
-    s["applied"] += 1
+    check(event, state)
     if event % 100 == 0:
         time.sleep(0.001)  # throttled, so that kills land mid-stream
-    if s["next"] == total:
+    if state.value["next"] == total:
         done[0] = True
     return event
 

@@ -10,6 +10,7 @@ import pytest
 
 import headrace as hr
 from headrace.checkpoint import inspect
+from exactly_once import INITIAL, check
 from kafka_util import new_topic, produce, read_all, wait_for
 
 
@@ -126,14 +127,9 @@ def test_batch_vwap_over_n_trades(broker_env) -> None:
 
 
 def counting_graph(topic: str) -> hr.ComputationGraph:
-    @hr.stream_accumulator(topic=topic, state={"next": 0, "applied": 0, "violations": []})
+    @hr.stream_accumulator(topic=topic, state=INITIAL)
     def seen(event, state):
-        s = state.value
-        if event != s["next"]:
-            s["violations"].append([s["next"], event])
-        s["next"] = event + 1
-        s["applied"] += 1
-        return event
+        return check(event, state)
 
     g = hr.ComputationGraph("counting", accumulators=[seen], input_strategy="sequential")
     g.node(name="n")(lambda seen: seen)

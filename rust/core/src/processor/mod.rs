@@ -439,22 +439,11 @@ impl<V, E> Processor<V, E> {
                 break;
             }
             let attempt = head.attempts + 1;
+            let seq = head.seq;
             let last_try = attempt >= self.config.max_attempts;
-            let fire = Fire { trigger: Trigger::Boundary(acc), seq: head.seq, attempt, dead_letter_on_failure: last_try };
-            let result = execute(
-                &mut self.executor,
-                &self.plan,
-                &self.cache,
-                &self.metrics,
-                &mut self.next_fire_id,
-            self.anchor,
-                fire,
-                Some((acc, &head.value)),
-                calls,
-            );
-            match result {
+            let fire = Fire { trigger: Trigger::Boundary(acc), seq, attempt, dead_letter_on_failure: last_try };
+            match self.run(fire, true, calls) {
                 Ok(()) => {
-                    let seq = head.seq;
                     self.retry_at = None;
                     self.pop_into_cache();
                     self.flush_batches(seq, calls);
