@@ -1,0 +1,123 @@
+"""Loading a package's graph and applying its manifest.
+
+As in the seed, the manifest's settings override the code's declarations: an
+accumulator declared as passthrough in code becomes a Kafka stream when
+package.toml says so, and ``reaction_mode``/``input_strategy`` replace the
+graph's own.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from typing import Any
+
+from headrace.accumulators import (
+    _NO_STATE,
+    Accumulator,
+    batch_accumulator,
+    passthrough_accumulator,
+    polling_accumulator,
+    state_accumulator,
+    stream_accumulator,
+)
+from headrace.errors import GraphDefinitionError
+from headrace.graph import ComputationGraph, Criteria
+from headrace.packages.manifest import AccumulatorEntry, Manifest, ManifestError, parse_manifest
+
+__all__ = ["apply_manifest", "load_graph"]
+
+
+def load_graph(root: Path, manifest: Manifest | None = None) -> ComputationGraph:
+    """Imports the package's entry graph (with ``root`` on the import path) and
+    applies the manifest to it."""
+    manifest = manifest or parse_manifest((root / "package.toml").read_text(encoding="utf-8"))
+    module_name = manifest.entry_module
+    # A module of the same name from another package must not be reused.
+    for name in [m for m in sys.modules if m == module_name or m.startswith(module_name + ".")]:
+        del sys.modules[name]
+    sys.path.insert(0, str(root))
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:
+        raise ManifestError([f"metadata.entry: importing '{module_name}' failed: {type(e).__name__}: {e}"]) from e
+    finally:
+        sys.path.remove(str(root))
+    graph = getattr(module, manifest.entry_attribute, None)
+    if not isinstance(graph, ComputationGraph):
+        raise ManifestError(
+            [f"metadata.entry: '{manifest.entry}' is {type(graph).__name__}, not a headrace.ComputationGraph"]
+        )
+    if graph.name != manifest.graph_name:
+        raise ManifestError(
+            [f"metadata.graph_name: '{manifest.graph_name}', but the entry's graph is named '{graph.name}'"]
+        )
+    return apply_manifest(graph, manifest)
+
+
+def _redeclare(acc: Accumulator, entry: AccumulatorEntry) -> Accumulator:
+    cfg: dict[str, Any] = {**(acc.config if acc.kind == entry.accumulator_type else {}), **entry.config}
+    fn, name = acc.function, acc.name
+    kind = entry.accumulator_type
+    if kind == "passthrough":
+        return passthrough_accumulator(name=name, codec=acc.codec)(fn)
+    if kind == "stream":
+        return stream_accumulator(
+            type=str(cfg.get("type", "kafka")),
+            topic=cfg["topic"],
+            group=cfg.get("group"),
+            broker=str(cfg.get("broker", "KAFKA_BROKER")),
+            state=acc.initial_state if acc.has_state else _NO_STATE,
+            config=cfg.get("config") or {},
+            dead_letter_topic=cfg.get("dead_letter_topic"),
+            name=name,
+            codec=acc.codec,
+        )(fn)
+    if kind == "polling":
+        if "interval" not in cfg:
+            raise GraphDefinitionError("config.interval is required for a polling accumulator")
+        return polling_accumulator(interval=cfg["interval"], name=name)(fn)
+    if kind == "batch":
+        return batch_accumulator(
+            flush_interval=cfg.get("flush_interval"), max_buffer_size=cfg.get("max_buffer_size"), name=name, codec=acc.codec
+        )(fn)
+    if "capacity" not in cfg:
+        raise GraphDefinitionError("config.capacity is required for a state accumulator")
+    return state_accumulator(capacity=cfg["capacity"], name=name, codec=acc.codec)(fn)
+
+
+def apply_manifest(graph: ComputationGraph, manifest: Manifest) -> ComputationGraph:
+    """A new graph with the manifest's declarations in place of the code's."""
+    names = [a.name for a in graph.accumulators]
+    problems = []
+    entries: dict[str, AccumulatorEntry] = {}
+    for i, entry in enumerate(manifest.accumulators):
+        if entry.name not in names:
+            problems.append(
+                f"metadata.accumulators[{i}].name: the graph has no accumulator '{entry.name}' (it has: {', '.join(names)})"
+            )
+        entries[entry.name] = entry
+    accumulators = []
+    for acc in graph.accumulators:
+        declared = entries.get(acc.name)
+        if declared is None:
+            accumulators.append(acc)
+            continue
+        index = next(i for i, e in enumerate(manifest.accumulators) if e.name == acc.name)
+        try:
+            accumulators.append(_redeclare(acc, declared))
+        except GraphDefinitionError as e:
+            problems.append(f"metadata.accumulators[{index}]: {e}")
+    if problems:
+        raise ManifestError(problems)
+    criteria = graph.criteria
+    if manifest.reaction_mode is not None:
+        criteria = Criteria(manifest.reaction_mode, graph.criteria.members)  # type: ignore[arg-type]
+    result = ComputationGraph(
+        graph.name, accumulators, criteria, manifest.input_strategy or graph.input_strategy  # type: ignore[arg-type]
+    )
+    for node in graph.nodes:
+        routes = {label: list(targets) for label, targets in node.routes} if node.routes else None
+        result.node(name=node.name, routes=routes)(node.function)
+    return result
