@@ -1,0 +1,140 @@
+"""API keys: who may do what to which tenant's graphs.
+
+A key is ``clk_`` (kept for compatibility with the seed's tooling) followed
+by 256 random bits. The server stores only its SHA-256 (a fast hash is right
+for random secrets; argon2 is for human passwords and costs ~110 ms a check),
+looks keys up by hash, and compares in constant time. Each key has a tenant,
+a role (read < write < admin) and optionally the graphs it is limited to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from headrace.errors import HeadraceError
+
+__all__ = ["ROLES", "AuthError", "Grant", "KeyStore", "authorize", "generate_key", "hash_key"]
+
+PREFIX = "clk_"
+ROLES = ("read", "write", "admin")
+_RANK = {role: i for i, role in enumerate(ROLES)}
+
+
+class AuthError(HeadraceError):
+    """A request that may not proceed; ``status`` is the HTTP status to answer."""
+
+    def __init__(self, message: str, *, status: int, code: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What a key may do."""
+
+    key_id: str
+    tenant: str
+    role: str
+    #: Graph names the key is limited to; empty: every graph of its tenant.
+    graphs: tuple[str, ...] = ()
+    label: str = ""
+    created_at: float = 0.0
+
+
+def generate_key() -> str:
+    return PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def authorize(grant: Grant | None, *, tenant: str, action: str, graph: str | None = None) -> None:
+    """Raises AuthError unless ``grant`` allows ``action`` (a role: read, write
+    or admin) on ``tenant`` (and ``graph``). Another tenant's graphs, and graphs
+    outside a key's scopes, answer 404, not 403: their existence is not revealed."""
+    if grant is None:
+        raise AuthError("missing or unknown API key", status=401, code="unauthorized")
+    if grant.tenant != tenant or (graph is not None and grant.graphs and graph not in grant.graphs):
+        raise AuthError("not found", status=404, code="not_found")
+    if _RANK[grant.role] < _RANK[action]:
+        raise AuthError(f"this key's role is '{grant.role}'; this needs '{action}'", status=403, code="forbidden")
+
+
+class KeyStore:
+    """Keys in a SQLite file of the server's data folder (hashes only)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        with self._lock:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute(
+                """CREATE TABLE IF NOT EXISTS headrace_api_key (
+                    key_id TEXT PRIMARY KEY, key_hash TEXT NOT NULL UNIQUE, tenant TEXT NOT NULL,
+                    role TEXT NOT NULL, graphs TEXT NOT NULL, label TEXT NOT NULL,
+                    created_at REAL NOT NULL, revoked_at REAL)"""
+            )
+
+    def create(self, tenant: str, role: str, graphs: tuple[str, ...] = (), label: str = "") -> tuple[str, Grant]:
+        """A new key: returns the key (shown once, never stored) and its grant."""
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
+        if not tenant:
+            raise ValueError("tenant must be a non-empty string")
+        key = generate_key()
+        grant = Grant(secrets.token_hex(6), tenant, role, tuple(graphs), label, time.time())
+        with self._lock:
+            self._conn.execute(
+                "INSERT INTO headrace_api_key VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
+                (grant.key_id, hash_key(key), tenant, role, ",".join(graphs), label, grant.created_at),
+            )
+        return key, grant
+
+    def lookup(self, key: str | None) -> Grant | None:
+        """The grant of an active key, or None."""
+        if not key or not key.startswith(PREFIX):
+            return None
+        digest = hash_key(key)
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT key_id, key_hash, tenant, role, graphs, label, created_at FROM headrace_api_key"
+                " WHERE key_hash = ? AND revoked_at IS NULL",
+                (digest,),
+            ).fetchone()
+        # The index found the row; compare again in constant time all the same.
+        if row is None or not hmac.compare_digest(row[1], digest):
+            return None
+        return Grant(row[0], row[2], row[3], tuple(g for g in row[4].split(",") if g), row[5], row[6])
+
+    def list(self, tenant: str | None = None) -> list[Grant]:
+        query = "SELECT key_id, tenant, role, graphs, label, created_at FROM headrace_api_key WHERE revoked_at IS NULL"
+        args: tuple[str, ...] = ()
+        if tenant is not None:
+            query += " AND tenant = ?"
+            args = (tenant,)
+        with self._lock:
+            rows = self._conn.execute(query + " ORDER BY created_at", args).fetchall()
+        return [Grant(r[0], r[1], r[2], tuple(g for g in r[3].split(",") if g), r[4], r[5]) for r in rows]
+
+    def revoke(self, key_id: str, tenant: str | None = None) -> bool:
+        """Revokes a key by id (within ``tenant`` if given); False if none matched."""
+        query = "UPDATE headrace_api_key SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL"
+        args: tuple[object, ...] = (time.time(), key_id)
+        if tenant is not None:
+            query += " AND tenant = ?"
+            args = (*args, tenant)
+        with self._lock:
+            return self._conn.execute(query, args).rowcount == 1
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
