@@ -82,21 +82,32 @@ except Exception:
 PY
 }
 
+launch() {
+  nohup java -Xms256m -Xmx512m -XX:+UseSerialGC \
+    -Dlog4j.configuration="file:$DIR/log4j.properties" \
+    -cp "$LIBS/*" kafka.Kafka "$DIR/server.properties" >"$DIR/stdout.log" 2>&1 &
+  echo $! >"$DIR/broker.pid"
+}
+
 start() {
   fetch
   configure
-  if ! running; then
-    nohup java -Xms256m -Xmx512m -XX:+UseSerialGC \
-      -Dlog4j.configuration="file:$DIR/log4j.properties" \
-      -cp "$LIBS/*" kafka.Kafka "$DIR/server.properties" >"$DIR/stdout.log" 2>&1 &
-    echo $! >"$DIR/broker.pid"
-  fi
-  for _ in $(seq 1 120); do
+  running || launch
+  local binds=0
+  for _ in $(seq 1 240); do
     if ready; then echo "$ADDR"; return 0; fi
-    running || { echo "error: the broker exited; see $DIR/stdout.log and $DIR/broker.log" >&2; tail -n 20 "$DIR/stdout.log" >&2; exit 1; }
+    if ! running; then
+      # Right after a stop the port can still be held (TIME_WAIT): wait, relaunch.
+      if grep -q "Address already in use" "$DIR/stdout.log" && [ "$binds" -lt 30 ]; then
+        binds=$((binds + 1)); sleep 2; launch; continue
+      fi
+      echo "error: the broker exited; see $DIR/stdout.log and $DIR/broker.log" >&2
+      tail -n 20 "$DIR/stdout.log" >&2
+      exit 1
+    fi
     sleep 0.5
   done
-  echo "error: the broker did not become ready in 60 s; see $DIR/broker.log" >&2
+  echo "error: the broker did not become ready in 120 s; see $DIR/broker.log" >&2
   exit 1
 }
 
