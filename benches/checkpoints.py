@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import statistics
 import tempfile
 import time
 from dataclasses import dataclass
@@ -119,7 +118,3 @@ def all_costs() -> list[Cost]:
 
 def summary(costs: list[Cost]) -> list[dict[str, object]]:
     return [c.__dict__ for c in costs]
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values)

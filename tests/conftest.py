@@ -62,16 +62,21 @@ def harness(mode: str) -> Iterator[Any]:
         h.close()
 
 
+def _service(variable: str, what: str, start: str) -> str:
+    """A test server's address from `variable`. In CI its absence is a failure,
+    never a skip; elsewhere the tests that need it are skipped."""
+    address = os.environ.get(variable)
+    if not address:
+        if os.environ.get("CI"):
+            pytest.fail(f"{variable} is not set: CI must run the {what} tests (make test)")
+        pytest.skip(f"no test {what}: run `{start}` and set {variable}")
+    return address
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
-    """The test PostgreSQL server (scripts/postgres.sh start). In CI its absence
-    is a failure, never a skip."""
-    url = os.environ.get("HEADRACE_TEST_POSTGRES")
-    if not url:
-        if os.environ.get("CI"):
-            pytest.fail("HEADRACE_TEST_POSTGRES is not set: CI must run the PostgreSQL tests (make test)")
-        pytest.skip("no test PostgreSQL: run `scripts/postgres.sh start` and set HEADRACE_TEST_POSTGRES")
-    return url
+    """The test PostgreSQL server (scripts/postgres.sh start)."""
+    return _service("HEADRACE_TEST_POSTGRES", "PostgreSQL", "scripts/postgres.sh start")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -89,10 +94,5 @@ def tenant() -> str:
 
 @pytest.fixture(scope="session")
 def kafka_broker() -> str:
-    """The test Kafka broker (scripts/kafka.sh start). In CI its absence is a failure."""
-    address = os.environ.get("HEADRACE_TEST_KAFKA")
-    if not address:
-        if os.environ.get("CI"):
-            pytest.fail("HEADRACE_TEST_KAFKA is not set: CI must run the Kafka tests (make test)")
-        pytest.skip("no test Kafka broker: run `scripts/kafka.sh start` and set HEADRACE_TEST_KAFKA")
-    return address
+    """The test Kafka broker (scripts/kafka.sh start)."""
+    return _service("HEADRACE_TEST_KAFKA", "Kafka broker", "scripts/kafka.sh start")

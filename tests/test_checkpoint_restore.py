@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from typing import Any
 
 import pytest
@@ -210,16 +211,12 @@ def test_periodic_checkpoints_by_count_and_interval(tmp_path) -> None:
     with hr.Runtime(build("sequential"), store=url, checkpoint_every=5, checkpoint_interval=None) as rt:
         for i in range(12):
             rt.push("ticks", i)
-        import time
-
         deadline = time.monotonic() + 5
         while rt.stats()["checkpoint"]["checkpoints"] < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert rt.stats()["checkpoint"]["checkpoints"] >= 1
     with hr.Runtime(build("sequential"), mode="thread", store=url, checkpoint_every=0, checkpoint_interval="50ms", sources=False) as rt:
         rt.push("ticks", 99)
-        import time
-
         deadline = time.monotonic() + 5
         while rt.stats()["checkpoint"]["checkpoints"] < 1 and time.monotonic() < deadline:
             time.sleep(0.01)
