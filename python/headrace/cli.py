@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from headrace.errors import HeadraceError
 from headrace.packages import build_package
 from headrace.server.auth import KeyStore
+from headrace.server.config import DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, ENV, ServerConfig
 
 app = typer.Typer(help="headrace: low-latency computation graphs.", no_args_is_help=True, add_completion=False)
 
@@ -94,3 +98,127 @@ def keys_revoke(
     finally:
         store.close()
     typer.echo(f"revoked {key_id}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(envvar=ENV["host"], help="Address to listen on.")] = DEFAULT_HOST,
+    port: Annotated[int, typer.Option(envvar=ENV["port"], help="Port to listen on.")] = DEFAULT_PORT,
+    data_dir: Annotated[
+        Path, typer.Option("--data-dir", "-d", envvar=ENV["data_dir"], help="Packages, keys, logs, SQLite state.")
+    ] = DEFAULT_DATA_DIR,
+    store: Annotated[
+        str | None,
+        typer.Option(envvar=ENV["store"], help="Checkpoint store URL (default: sqlite:///DATA_DIR/state.db)."),
+    ] = None,
+    admin_tenant: Annotated[
+        str, typer.Option(envvar=ENV["admin_tenant"], help="Tenant of the first admin key.")
+    ] = "public",
+    init: Annotated[
+        bool, typer.Option("--init", help="Create the first admin key, print it once, then serve.")
+    ] = False,
+    heartbeat_timeout: Annotated[
+        float, typer.Option(envvar=ENV["heartbeat_timeout"], help="Seconds of silence before a worker is killed.")
+    ] = 10.0,
+    crash_limit: Annotated[
+        int, typer.Option(envvar=ENV["crash_limit"], help="Crashes within --crash-window that stop restarts.")
+    ] = 5,
+    crash_window: Annotated[float, typer.Option(envvar=ENV["crash_window"], help="Seconds.")] = 60.0,
+) -> None:
+    """Runs the server: the HTTP/WebSocket API and one worker process per graph.
+
+    The first admin key comes from --init (printed once) or HEADRACE_ADMIN_KEY."""
+    import logging
+
+    from headrace.server.run import open_keys, serve as run_server
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = ServerConfig(
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        store=store,
+        admin_key=os.environ.get(ENV["admin_key"]) or None,
+        admin_tenant=admin_tenant,
+        heartbeat_timeout=heartbeat_timeout,
+        crash_limit=crash_limit,
+        crash_window=crash_window,
+    )
+    try:
+        keys = open_keys(config)
+    except ValueError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    if init:
+        if any(g.role == "admin" for g in keys.list(admin_tenant)):
+            typer.echo(f"tenant '{admin_tenant}' already has an admin key; --init creates none", err=True)
+        else:
+            key, grant = keys.create(admin_tenant, "admin", label="serve --init")
+            typer.echo(key)
+            typer.echo(f"admin key {grant.key_id} for tenant '{admin_tenant}': shown once, store it now", err=True)
+    keys.close()
+    run_server(config)
+
+
+@app.command()
+def upload(
+    archive: Annotated[Path, typer.Argument(help="A package archive (headrace package builds one).")],
+    url: Annotated[str, typer.Option(envvar="HEADRACE_URL", help="The server's base URL.")] = "http://127.0.0.1:8080",
+    key: Annotated[str | None, typer.Option(envvar="HEADRACE_KEY", help="An admin API key.")] = None,
+    tenant: Annotated[str, typer.Option(help="Tenant to upload to.")] = "public",
+    wait: Annotated[float, typer.Option(help="Seconds to wait until the graph runs (0: do not wait).")] = 60.0,
+) -> None:
+    """Uploads a package archive and waits until its graph is running."""
+    import httpx
+    import orjson
+
+    if key is None:
+        typer.echo("error: an API key is needed (--key or HEADRACE_KEY)", err=True)
+        raise typer.Exit(2)
+    if not archive.is_file():
+        typer.echo(f"error: {archive} is not a file", err=True)
+        raise typer.Exit(2)
+    headers = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=url, headers=headers, timeout=120.0) as client:
+        try:
+            with archive.open("rb") as f:
+                r = client.post(
+                    f"/v1/tenants/{tenant}/workflows", files={"file": (archive.name, f, "application/octet-stream")}
+                )
+        except httpx.HTTPError as e:
+            typer.echo(f"error: could not reach {url}: {e}", err=True)
+            raise typer.Exit(1) from None
+        body: Any = _json_or_text(r)
+        if r.status_code >= 300:
+            typer.echo(f"error: upload refused ({r.status_code}): {_message(body)}", err=True)
+            for problem in body.get("problems", []) if isinstance(body, dict) else []:
+                typer.echo(f"  - {problem}", err=True)
+            raise typer.Exit(1)
+        graph = body["graph"]
+        typer.echo(f"uploaded {body['package']} {body['version']}: graph '{graph}'", err=True)
+        deadline = time.monotonic() + wait
+        state = body.get("state")
+        while wait > 0 and time.monotonic() < deadline:
+            r = client.get(f"/v1/health/graphs/{graph}")
+            detail = _json_or_text(r)
+            state = detail.get("health", {}).get("state") if isinstance(detail, dict) else None
+            if state in ("running", "crash_loop"):
+                break
+            time.sleep(0.25)
+        sys.stdout.write(orjson.dumps({**body, "state": state}, option=orjson.OPT_INDENT_2).decode() + "\n")
+        if state == "crash_loop":
+            typer.echo(f"error: graph '{graph}' is crash-looping: {detail.get('last_error')}", err=True)
+            raise typer.Exit(1)
+
+
+def _json_or_text(r: Any) -> Any:
+    try:
+        return r.json()
+    except ValueError:
+        return r.text
+
+
+def _message(body: Any) -> str:
+    if isinstance(body, dict):
+        return f"{body.get('error')} [{body.get('code')}]"
+    return str(body)[:500]

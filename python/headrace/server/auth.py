@@ -99,6 +99,24 @@ class KeyStore:
             )
         return key, grant
 
+    def ensure(self, key: str, tenant: str, role: str, label: str = "") -> Grant:
+        """Registers a key chosen by the operator (e.g. from an environment
+        variable) if it is not registered yet; returns its grant."""
+        if not key.startswith(PREFIX) or len(key) < len(PREFIX) + 32:
+            raise ValueError(f"a key must be '{PREFIX}' followed by at least 32 random characters")
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
+        existing = self.lookup(key)
+        if existing is not None:
+            return existing
+        grant = Grant(secrets.token_hex(6), tenant, role, (), label, time.time())
+        with self._lock:
+            self._conn.execute(
+                "INSERT INTO headrace_api_key VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
+                (grant.key_id, hash_key(key), tenant, role, "", label, grant.created_at),
+            )
+        return grant
+
     def lookup(self, key: str | None) -> Grant | None:
         """The grant of an active key, or None."""
         if not key or not key.startswith(PREFIX):

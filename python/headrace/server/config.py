@@ -1,0 +1,104 @@
+"""The server's settings, each readable from an environment variable.
+
+``headrace serve`` takes every setting as an option or from the variable named
+in :data:`ENV`; the docker-compose file and the Dockerfile set the same
+names, and a test checks that they agree.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from headrace.packages.archive import Limits
+
+__all__ = ["ENV", "ServerConfig", "ServerLimits"]
+
+#: Setting -> the environment variable it is read from.
+ENV = {
+    "host": "HEADRACE_HOST",
+    "port": "HEADRACE_PORT",
+    "data_dir": "HEADRACE_DATA_DIR",
+    "store": "HEADRACE_STORE",
+    "admin_key": "HEADRACE_ADMIN_KEY",
+    "admin_tenant": "HEADRACE_ADMIN_TENANT",
+    "heartbeat_timeout": "HEADRACE_HEARTBEAT_TIMEOUT",
+    "crash_limit": "HEADRACE_CRASH_LIMIT",
+    "crash_window": "HEADRACE_CRASH_WINDOW",
+}
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+DEFAULT_DATA_DIR = Path("headrace-data")
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """Every bound the server enforces (documented in the README)."""
+
+    #: JSON request bodies (inject, fire, keys).
+    max_body_bytes: int = 1024 * 1024
+    #: One WebSocket frame (one event, or one reactor command).
+    max_frame_bytes: int = 1024 * 1024
+    #: A request's headers must arrive within this many seconds of its first byte.
+    header_deadline: float = 10.0
+    #: Events a WebSocket producer may have sent but not yet had acknowledged;
+    #: beyond it the server stops reading that socket until acks catch up.
+    max_unacked_events: int = 65536
+    #: Fires kept per graph for ``GET .../fires`` (they survive restarts).
+    fire_log_size: int = 1000
+    #: How long a push waits for room in a worker's queue before it is refused.
+    push_timeout: float = 5.0
+    package: Limits = field(default_factory=Limits)
+
+    @property
+    def max_upload_bytes(self) -> int:
+        # The multipart envelope around the archive is small; 64 KiB is ample.
+        return self.package.max_archive_bytes + 64 * 1024
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """What ``headrace serve`` runs with."""
+
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    data_dir: Path = DEFAULT_DATA_DIR
+    #: Checkpoint store URL; None: ``sqlite:///<data_dir>/state.db``.
+    store: str | None = None
+    #: A key to register as admin of ``admin_tenant`` at start (idempotent).
+    admin_key: str | None = None
+    admin_tenant: str = "public"
+    limits: ServerLimits = field(default_factory=ServerLimits)
+    #: Seconds without a heartbeat before a worker counts as hung and is killed.
+    heartbeat_timeout: float = 10.0
+    #: Restart backoff: first delay, cap, and the crash-loop breaker (this many
+    #: crashes within ``crash_window`` seconds stop the restarts).
+    restart_initial: float = 0.2
+    restart_max: float = 30.0
+    crash_limit: int = 5
+    crash_window: float = 60.0
+
+    @property
+    def store_url(self) -> str:
+        return self.store or f"sqlite:///{(self.data_dir / 'state.db').resolve()}"
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> ServerConfig:
+        """Settings from the environment, with explicit ``overrides`` on top."""
+        values: dict[str, object] = {}
+        for name, var in ENV.items():
+            raw = os.environ.get(var)
+            if raw is None or raw == "":
+                continue
+            if name in ("port", "crash_limit"):
+                values[name] = int(raw)
+            elif name in ("heartbeat_timeout", "crash_window"):
+                values[name] = float(raw)
+            elif name == "data_dir":
+                values[name] = Path(raw)
+            else:
+                values[name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]

@@ -1,0 +1,174 @@
+"""The supervisor: the registry of packages and one worker per graph."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+from headrace.packages import ManifestError, PackageError, extract_package, parse_manifest
+from headrace.server.config import ServerConfig
+from headrace.supervisor.process import GraphWorker, WorkerSpec, check_package
+from headrace.supervisor.registry import PackageRecord, Registry
+
+__all__ = ["DeployError", "Supervisor"]
+
+log = logging.getLogger("headrace.supervisor")
+
+
+class DeployError(Exception):
+    """An upload that cannot be deployed; ``code`` is the API's error slug."""
+
+    def __init__(self, message: str, code: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.problems = problems or [message]
+
+
+class Supervisor:
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.registry = Registry(config.data_dir / "server.db")
+        self.workers: dict[tuple[str, str], GraphWorker] = {}
+        self.restarts_total = 0
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    # --- lifecycle ----------------------------------------------------------
+
+    async def start(self) -> None:
+        """Starts a worker for every registered graph."""
+        for record in self.registry.list():
+            self._start(record)
+
+    async def shutdown(self) -> None:
+        """Checkpoints and stops every worker."""
+        await asyncio.gather(*(w.stop() for w in self.workers.values()), return_exceptions=True)
+        self.registry.close()
+
+    def _start(self, record: PackageRecord) -> GraphWorker:
+        spec = WorkerSpec(record.tenant, record.graph, Path(record.path), record.version)
+        worker = GraphWorker(spec, self.config, on_restart=self._count_restart)
+        worker.accumulators = [a for a in record.accumulators.split(",") if a]
+        worker.record = record
+        self.workers[(record.tenant, record.graph)] = worker
+        worker.start()
+        return worker
+
+    def _count_restart(self, worker: GraphWorker) -> None:
+        self.restarts_total += 1
+
+    def _lock(self, tenant: str, graph: str) -> asyncio.Lock:
+        return self._locks.setdefault((tenant, graph), asyncio.Lock())
+
+    # --- queries ------------------------------------------------------------
+
+    def graphs(self, tenant: str) -> list[GraphWorker]:
+        return [w for (t, _), w in sorted(self.workers.items()) if t == tenant]
+
+    def worker(self, tenant: str, graph: str) -> GraphWorker | None:
+        return self.workers.get((tenant, graph))
+
+    def ready(self) -> tuple[bool, str]:
+        states = [w.state for w in self.workers.values()]
+        down = sum(1 for s in states if s in ("crash_loop", "restarting"))
+        starting = sum(1 for s in states if s == "starting")
+        if down:
+            return False, f"{down} graph(s) crashed"
+        if starting:
+            return False, f"{starting} graph(s) starting"
+        return True, f"{len(states)} graph(s) running"
+
+    # --- deploys ------------------------------------------------------------
+
+    async def deploy(self, tenant: str, archive: bytes) -> tuple[PackageRecord, PackageRecord | None]:
+        """Checks an uploaded archive, loads it in a throwaway worker, and then
+        replaces the graph's running version (the old worker checkpoints and
+        stops; the new one restores the accumulators that still exist).
+
+        Raises:
+            DeployError: naming what is wrong; nothing running is touched.
+        """
+        incoming = self.config.data_dir / "packages" / ".incoming" / uuid.uuid4().hex
+        try:
+            try:
+                root = extract_package(archive, incoming, self.config.limits.package)
+                manifest = parse_manifest((root / "package.toml").read_text(encoding="utf-8"))
+            except PackageError as e:
+                raise DeployError(str(e), e.code) from e
+            except ManifestError as e:
+                raise DeployError(str(e), "bad_manifest", e.problems) from e
+            report = await check_package(root)
+            if report.get("event") != "ok":
+                code = str(report.get("code", "package_error"))
+                problems = report.get("problems") or [str(report.get("error"))]
+                raise DeployError(str(report.get("error")), code, list(problems))
+            graph = manifest.graph_name
+            digest = hashlib.sha256(archive).hexdigest()
+            final = self.config.data_dir / "packages" / tenant / graph / f"{manifest.version}-{digest[:12]}"
+            if final.exists():
+                shutil.rmtree(final)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            (incoming / "archive.tar").write_bytes(archive)
+            incoming.rename(final)
+            package_root = final / root.relative_to(incoming)
+        finally:
+            if incoming.exists():
+                shutil.rmtree(incoming, ignore_errors=True)
+        record = PackageRecord(
+            tenant,
+            graph,
+            manifest.name,
+            manifest.version,
+            str(package_root),
+            digest,
+            len(archive),
+            time.time(),
+            ",".join(report.get("accumulators", [])),
+        )
+        async with self._lock(tenant, graph):
+            old = self.workers.pop((tenant, graph), None)
+            if old is not None:
+                await old.stop()
+            replaced = self.registry.put(record)
+            self._start(record)
+        if replaced is not None and replaced.path != record.path:
+            _remove_version(Path(replaced.path), final)
+        log.info("tenant '%s': deployed graph '%s' %s", tenant, graph, manifest.version)
+        return record, replaced
+
+    async def remove(self, tenant: str, graph: str) -> PackageRecord | None:
+        """Stops the graph and forgets its package; its checkpoints stay in the
+        store, so uploading it again resumes its state."""
+        async with self._lock(tenant, graph):
+            worker = self.workers.pop((tenant, graph), None)
+            if worker is not None:
+                await worker.stop()
+            record = self.registry.delete(tenant, graph)
+        if record is not None:
+            _remove_version(Path(record.path), None)
+        return record
+
+    async def restart(self, tenant: str, graph: str) -> GraphWorker | None:
+        """Restarts a graph's worker (also one stopped by the crash-loop breaker)."""
+        async with self._lock(tenant, graph):
+            record = self.registry.get(tenant, graph)
+            if record is None:
+                return None
+            old = self.workers.pop((tenant, graph), None)
+            if old is not None:
+                await old.stop()
+            return self._start(record)
+
+
+def _remove_version(path: Path, keep: Path | None) -> None:
+    """Deletes an old version's folder (the one holding archive.tar)."""
+    folder = path
+    while folder.parent != folder and not (folder / "archive.tar").exists():
+        folder = folder.parent
+    if (folder / "archive.tar").exists() and folder != keep:
+        shutil.rmtree(folder, ignore_errors=True)
