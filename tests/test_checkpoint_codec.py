@@ -102,3 +102,11 @@ def test_deep_nesting_is_refused_not_a_crash() -> None:
         value = [value]
     with pytest.raises(hr.CheckpointError, match="nested deeper"):
         _core.encode_checkpoint(value)
+
+
+@pytest.mark.parametrize("codec", ["bincode", "msgpack", "json"])
+def test_ints_longer_than_decimal_conversion_allows(codec: str) -> None:
+    # Python refuses str() of ints over 4300 digits; such ints are kept as hex.
+    for value in (1 << 20_000, -(3**12_000), 10**4299):
+        data = _core.encode_checkpoint({"v": value}, codec)
+        assert _core.decode_checkpoint(data) == {"v": value}

@@ -124,6 +124,10 @@ def serve(
         int, typer.Option(envvar=ENV["crash_limit"], help="Crashes within --crash-window that stop restarts.")
     ] = 5,
     crash_window: Annotated[float, typer.Option(envvar=ENV["crash_window"], help="Seconds.")] = 60.0,
+    restart_initial: Annotated[
+        float, typer.Option(envvar=ENV["restart_initial"], help="First restart delay, seconds (doubles per crash).")
+    ] = 0.2,
+    restart_max: Annotated[float, typer.Option(envvar=ENV["restart_max"], help="Longest restart delay, seconds.")] = 30.0,
 ) -> None:
     """Runs the server: the HTTP/WebSocket API and one worker process per graph.
 
@@ -143,6 +147,8 @@ def serve(
         heartbeat_timeout=heartbeat_timeout,
         crash_limit=crash_limit,
         crash_window=crash_window,
+        restart_initial=restart_initial,
+        restart_max=restart_max,
     )
     try:
         keys = open_keys(config)

@@ -65,7 +65,8 @@ def _token(headers: Any, query: Any) -> str | None:
     if auth:
         scheme, _, value = auth.partition(" ")
         return value.strip() if scheme.lower() == "bearer" else None
-    return headers.get("x-api-key") or query.get("token")
+    key: str | None = headers.get("x-api-key") or query.get("token")
+    return key
 
 
 class Api:
@@ -83,6 +84,14 @@ class Api:
         grant = self.grant(request)
         authorize(grant, tenant=tenant if tenant is not None else (grant.tenant if grant else ""), action=action, graph=graph)
         assert grant is not None
+        return grant
+
+    def require_key_admin(self, request: Request, tenant: str) -> Grant:
+        """Key management: an admin key of the tenant that is not limited to
+        some graphs (a limited key could otherwise mint an unlimited one)."""
+        grant = self.require(request, "admin", tenant)
+        if grant.graphs:
+            raise ApiError(403, "keys limited to some graphs cannot manage keys", "forbidden")
         return grant
 
     def graph_or_404(self, grant: Grant, name: str, action: str) -> GraphWorker:
@@ -314,10 +323,12 @@ class Api:
             archive = await request.body()
         if not archive:
             raise ApiError(400, "the upload is empty; send the archive as multipart field 'file'", "missing_file")
+        grant = self.grant(request)
+        assert grant is not None
         try:
-            record, replaced = await self.sup.deploy(tenant, archive)
+            record, replaced = await self.sup.deploy(tenant, archive, allowed=grant.graphs or None)
         except DeployError as e:
-            raise ApiError(400, str(e), e.code, problems=e.problems) from e
+            raise ApiError(e.status, str(e), e.code, problems=e.problems) from e
         body = {**record.public(), "state": "starting", "replaced": replaced.version if replaced else None}
         return json_response(body, 201 if replaced is None else 200)
 
@@ -325,7 +336,11 @@ class Api:
         tenant = request.path_params["tenant"]
         self.require(request, "read", tenant)
         items = []
+        grant = self.grant(request)
+        assert grant is not None
         for r in self.sup.registry.list(tenant):
+            if grant.graphs and r.graph not in grant.graphs:
+                continue
             worker = self.sup.worker(tenant, r.graph)
             items.append({**r.public(), "state": worker.state if worker else "stopped"})
         return json_response({"items": items, "total": len(items)})
@@ -359,13 +374,13 @@ class Api:
 
     async def list_keys(self, request: Request) -> Response:
         tenant = request.path_params["tenant"]
-        self.require(request, "admin", tenant)
+        self.require_key_admin(request, tenant)
         items = [_grant_json(g) for g in self.keys.list(tenant)]
         return json_response({"items": items, "total": len(items)})
 
     async def create_key(self, request: Request) -> Response:
         tenant = request.path_params["tenant"]
-        self.require(request, "admin", tenant)
+        self.require_key_admin(request, tenant)
         body = await self.body(request)
         graphs = body.get("graphs") or []
         if not isinstance(graphs, list) or not all(isinstance(g, str) for g in graphs):
@@ -378,7 +393,7 @@ class Api:
 
     async def revoke_key(self, request: Request) -> Response:
         tenant = request.path_params["tenant"]
-        self.require(request, "admin", tenant)
+        self.require_key_admin(request, tenant)
         if not self.keys.revoke(request.path_params["key_id"], tenant):
             raise ApiError(404, f"no active key with id '{request.path_params['key_id']}'", "not_found")
         return json_response({"revoked": request.path_params["key_id"]})
@@ -460,7 +475,9 @@ async def ws_accumulator(api: Api, ws: WebSocket) -> None:
     ``{"ack": n}`` once a checkpoint holds it, or ``{"refused": n, "code",
     "error"}``; with ``?ack=batch`` one ``{"ack": n}`` covers every frame up to
     n not refused before it. Acks are in frame order. A producer that loses
-    the connection resends every frame it has no ack for."""
+    the connection resends every frame it has no ack for. If no checkpoint
+    can hold an event (its state cannot be encoded), its ack says
+    ``"durable": false`` with the error."""
     name = ws.path_params["name"]
     try:
         grant = api.require(ws, "write")
@@ -483,28 +500,25 @@ async def ws_accumulator(api: Api, ws: WebSocket) -> None:
             if item is None:
                 return
             seq, future = item
-            ok, code, text = await future
+            outcome = await future
             window.release()
-            if not ok:
-                await acks.send({"refused": seq, "code": code, "error": text})
+            if not batch_acks or outcome[1] is not None:
+                await acks.send(_ack(seq, outcome))
                 continue
-            if batch_acks:
-                # Settle everything already answered, then one ack for it all.
-                last = seq
-                while not pending.empty():
-                    peek = pending._queue[0]  # type: ignore[attr-defined]
-                    if peek is None or not peek[1].done():
-                        break
-                    pending.get_nowait()
-                    window.release()
-                    ok2, code2, text2 = peek[1].result()
-                    if not ok2:
-                        await acks.send({"ack": last})
-                        await acks.send({"refused": peek[0], "code": code2, "error": text2})
-                    last = peek[0]
-                await acks.send({"ack": last})
-            else:
-                await acks.send({"ack": seq})
+            # Settle everything already answered, then one ack for the run.
+            last = seq
+            while not pending.empty():
+                peek = pending._queue[0]  # type: ignore[attr-defined]
+                if peek is None or not peek[1].done():
+                    break
+                pending.get_nowait()
+                window.release()
+                other = peek[1].result()
+                if other[1] is not None:  # refused, or not durable: on its own
+                    await acks.send({"ack": last})
+                    await acks.send(_ack(peek[0], other))
+                last = peek[0]
+            await acks.send({"ack": last})
 
     sender = asyncio.create_task(send_acks())
     seq = 0
@@ -533,6 +547,15 @@ async def ws_accumulator(api: Api, ws: WebSocket) -> None:
             await sender
         if not sender.done():
             sender.cancel()
+
+
+def _ack(seq: int, outcome: tuple[bool, str | None, str | None]) -> dict[str, Any]:
+    ok, code, text = outcome
+    if not ok:
+        return {"refused": seq, "code": code, "error": text}
+    if code == "not_durable":
+        return {"ack": seq, "durable": False, "error": text}
+    return {"ack": seq}
 
 
 async def ws_reactor(api: Api, ws: WebSocket) -> None:

@@ -69,6 +69,11 @@ def authorize(grant: Grant | None, *, tenant: str, action: str, graph: str | Non
         raise AuthError(f"this key's role is '{grant.role}'; this needs '{action}'", status=403, code="forbidden")
 
 
+class KeyRevoked(AuthError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=401, code="unauthorized")
+
+
 class KeyStore:
     """Keys in a SQLite file of the server's data folder (hashes only)."""
 
@@ -101,7 +106,12 @@ class KeyStore:
 
     def ensure(self, key: str, tenant: str, role: str, label: str = "") -> Grant:
         """Registers a key chosen by the operator (e.g. from an environment
-        variable) if it is not registered yet; returns its grant."""
+        variable) if it is not registered yet; returns its grant.
+
+        Raises:
+            ValueError: the key is malformed or the role unknown.
+            KeyRevoked: the key was registered and then revoked.
+        """
         if not key.startswith(PREFIX) or len(key) < len(PREFIX) + 32:
             raise ValueError(f"a key must be '{PREFIX}' followed by at least 32 random characters")
         if role not in ROLES:
@@ -109,6 +119,13 @@ class KeyStore:
         existing = self.lookup(key)
         if existing is not None:
             return existing
+        with self._lock:
+            revoked = self._conn.execute(
+                "SELECT 1 FROM headrace_api_key WHERE key_hash = ? AND revoked_at IS NOT NULL", (hash_key(key),)
+            ).fetchone()
+        if revoked:
+            # A revoked key stays revoked, whatever the environment says.
+            raise KeyRevoked("this key was revoked; it is not registered again")
         grant = Grant(secrets.token_hex(6), tenant, role, (), label, time.time())
         with self._lock:
             self._conn.execute(

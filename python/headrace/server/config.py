@@ -26,6 +26,8 @@ ENV = {
     "heartbeat_timeout": "HEADRACE_HEARTBEAT_TIMEOUT",
     "crash_limit": "HEADRACE_CRASH_LIMIT",
     "crash_window": "HEADRACE_CRASH_WINDOW",
+    "restart_initial": "HEADRACE_RESTART_INITIAL",
+    "restart_max": "HEADRACE_RESTART_MAX",
 }
 
 DEFAULT_HOST = "127.0.0.1"
@@ -94,7 +96,7 @@ class ServerConfig:
                 continue
             if name in ("port", "crash_limit"):
                 values[name] = int(raw)
-            elif name in ("heartbeat_timeout", "crash_window"):
+            elif name in ("heartbeat_timeout", "crash_window", "restart_initial", "restart_max"):
                 values[name] = float(raw)
             elif name == "data_dir":
                 values[name] = Path(raw)

@@ -100,4 +100,4 @@ def render_metrics(graphs: list[tuple[GraphWorker, dict[str, Any] | None]]) -> b
             latencies,
         ),
     ]
-    return generate_latest(_Collected(families))  # type: ignore[arg-type]
+    return generate_latest(_Collected(families))

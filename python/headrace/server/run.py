@@ -7,7 +7,7 @@ import logging
 import uvicorn
 
 from headrace.server.app import create_app
-from headrace.server.auth import KeyStore
+from headrace.server.auth import KeyRevoked, KeyStore
 from headrace.server.config import ServerConfig
 from headrace.server.limits import header_deadline_protocol
 
@@ -23,6 +23,8 @@ def open_keys(config: ServerConfig) -> KeyStore:
     if config.admin_key:
         try:
             keys.ensure(config.admin_key, config.admin_tenant, "admin", label="HEADRACE_ADMIN_KEY")
+        except KeyRevoked:
+            log.warning("HEADRACE_ADMIN_KEY was revoked; it stays revoked (unset it, or set a new key)")
         except ValueError as e:
             keys.close()
             raise ValueError(f"HEADRACE_ADMIN_KEY: {e}") from e

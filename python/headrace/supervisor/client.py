@@ -9,6 +9,7 @@ trip (and one group commit) per batch, not per event.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 from typing import Any
 
@@ -30,7 +31,8 @@ class OpFailed(HeadraceError):
         self.code = code
 
 
-#: (accepted, refusal code or None, message or None)
+#: (accepted, code or None, message or None): a refusal's reason, or for an
+#: accepted event "not_durable" when no checkpoint could hold it.
 PushOutcome = tuple[bool, str | None, str | None]
 
 
@@ -92,7 +94,7 @@ class IpcClient:
         batches, self._batches = self._batches, {}
         for (accumulator, codec), (events, futures) in batches.items():
             request = self._send("push", [accumulator, codec, events])
-            request.add_done_callback(lambda r, fs=futures: _settle(r, fs))
+            request.add_done_callback(functools.partial(_settle, futures=futures))
 
     def _send(self, op: str, arg: Any) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -149,7 +151,7 @@ class IpcClient:
             task.cancel()
 
 
-def _settle(request: asyncio.Future[Any], futures: list[asyncio.Future[PushOutcome]]) -> None:
+def _settle(request: asyncio.Future[Any], *, futures: list[asyncio.Future[PushOutcome]]) -> None:
     if request.cancelled():
         outcome: PushOutcome = (False, "unavailable", "request cancelled")
         for f in futures:
@@ -165,8 +167,12 @@ def _settle(request: asyncio.Future[Any], futures: list[asyncio.Future[PushOutco
         return
     result = request.result()
     refused = {i: (code, text) for i, code, text in result["refused"]}
+    # Accepted, but the checkpoint that should hold it failed: say so.
+    accepted: PushOutcome = (
+        (True, None, None) if result.get("durable", True) else (True, "not_durable", result.get("checkpoint_error"))
+    )
     for i, f in enumerate(futures):
         if f.done():
             continue
         r = refused.get(i)
-        f.set_result((True, None, None) if r is None else (False, r[0], r[1]))
+        f.set_result(accepted if r is None else (False, r[0], r[1]))

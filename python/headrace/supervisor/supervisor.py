@@ -23,9 +23,10 @@ log = logging.getLogger("headrace.supervisor")
 class DeployError(Exception):
     """An upload that cannot be deployed; ``code`` is the API's error slug."""
 
-    def __init__(self, message: str, code: str, problems: list[str] | None = None) -> None:
+    def __init__(self, message: str, code: str, problems: list[str] | None = None, status: int = 400) -> None:
         super().__init__(message)
         self.code = code
+        self.status = status
         self.problems = problems or [message]
 
 
@@ -85,8 +86,11 @@ class Supervisor:
 
     # --- deploys ------------------------------------------------------------
 
-    async def deploy(self, tenant: str, archive: bytes) -> tuple[PackageRecord, PackageRecord | None]:
-        """Checks an uploaded archive, loads it in a throwaway worker, and then
+    async def deploy(
+        self, tenant: str, archive: bytes, allowed: tuple[str, ...] | None = None
+    ) -> tuple[PackageRecord, PackageRecord | None]:
+        """Checks an uploaded archive (its graph must be in ``allowed``, if
+        given), loads it in a throwaway worker, and then
         replaces the graph's running version (the old worker checkpoints and
         stops; the new one restores the accumulators that still exist).
 
@@ -102,6 +106,9 @@ class Supervisor:
                 raise DeployError(str(e), e.code) from e
             except ManifestError as e:
                 raise DeployError(str(e), "bad_manifest", e.problems) from e
+            if allowed is not None and manifest.graph_name not in allowed:
+                # As for any graph outside a key's scope: not found, not forbidden.
+                raise DeployError("not found", "not_found", status=404)
             report = await check_package(root)
             if report.get("event") != "ok":
                 code = str(report.get("code", "package_error"))

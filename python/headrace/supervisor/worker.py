@@ -365,4 +365,9 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    code = main(sys.argv[1:])
+    # Everything is checkpointed and closed: skip interpreter finalisation,
+    # which would trip over the daemon thread blocked reading stdin.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

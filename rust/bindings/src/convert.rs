@@ -61,7 +61,7 @@ fn convert(obj: &Bound<'_, PyAny>, depth: usize) -> Result<Value, Failure> {
     if let Ok(i) = obj.cast_exact::<PyInt>() {
         return Ok(match i.extract::<i64>() {
             Ok(v) => Value::Int(v),
-            Err(_) => Value::BigInt(i.str().map_err(|e| Failure::new(e.to_string()))?.to_string()),
+            Err(_) => Value::BigInt(big_int_text(i).map_err(|e| Failure::new(e.to_string()))?),
         });
     }
     if let Ok(s) = obj.cast_exact::<PyString>() {
@@ -111,7 +111,11 @@ pub fn to_python(py: Python<'_>, value: Value) -> PyResult<Py<PyAny>> {
         Value::None => py.None(),
         Value::Bool(b) => PyBool::new(py, b).to_owned().into_any().unbind(),
         Value::Int(i) => i.into_pyobject(py)?.into_any().unbind(),
-        Value::BigInt(digits) => py.get_type::<PyInt>().call1((digits,))?.unbind(),
+        Value::BigInt(digits) => {
+            // Hex ("0x..."/"-0x...") for ints too long for decimal text.
+            let base = if digits.contains('x') { 16 } else { 10 };
+            py.get_type::<PyInt>().call1((digits, base))?.unbind()
+        }
         Value::Float(f) => PyFloat::new(py, f).into_any().unbind(),
         Value::Str(s) => PyString::new(py, &s).into_any().unbind(),
         Value::Bytes(b) => PyBytes::new(py, &b).into_any().unbind(),
@@ -192,4 +196,13 @@ pub fn read_component(py: Python<'_>, name: &str, data: Vec<u8>) -> PyResult<Str
         return Err(checkpoint_error(py, format!("unknown checkpoint component '{name}'")));
     };
     text.map_err(|e| checkpoint_error(py, format!("component '{name}': {e}")))
+}
+
+/// Decimal text, or hex ("0x...") for an int longer than Python's limit on
+/// decimal conversion (4300 digits by default; hex is exempt, and linear).
+fn big_int_text(i: &Bound<'_, PyInt>) -> PyResult<String> {
+    match i.str() {
+        Ok(s) => Ok(s.to_string()),
+        Err(_) => Ok(i.call_method1("__format__", ("#x",))?.extract::<String>()?),
+    }
 }

@@ -326,9 +326,10 @@ impl Engine {
         }
     }
 
-    /// Asks for a checkpoint of everything accepted so far. Returns the id of
-    /// the last checkpoint handed to the writer before this call: any checkpoint
-    /// with a larger id covers this request (the writer's `wait` takes it).
+    /// Takes a checkpoint of everything accepted so far (thread mode: queues
+    /// it and waits until the processor has taken it). Returns an id: every
+    /// checkpoint with a larger id holds what was accepted before this call,
+    /// so the writer's `wait(id)` returns once it is durable.
     fn request_checkpoint(&self, py: Python<'_>) -> PyResult<u64> {
         let Some(before) = self.last_checkpoint_id() else {
             return Err(errors::raise(
@@ -345,9 +346,29 @@ impl Engine {
                     return Err(convert::checkpoint_error(py, format!("graph '{}': {message}", self.graph)));
                 }
             }
-            Mode::Thread(t) => self.send(t, py, Item::Checkpoint, None, false)?,
+            Mode::Thread(t) => {
+                if t.on_own_thread() {
+                    return Err(errors::raise(
+                        errors::headrace_error(py)?,
+                        "a checkpoint requested from inside a fire would wait for itself".into(),
+                        &[],
+                    ));
+                }
+                self.send(t, py, Item::Checkpoint, None, false)?;
+                // Wait until the processor has taken it. Returning the id from
+                // before the request is not enough: a periodic checkpoint taken
+                // while our events were still queued would get a newer id and
+                // satisfy the wait without holding them.
+                let target = t.progress.submitted();
+                let progress = t.progress.clone();
+                if !py.detach(move || progress.wait_for(target, None)) {
+                    return Err(errors::closed(py, &self.graph));
+                }
+            }
         }
-        Ok(before)
+        // Every checkpoint from the one our request produced on holds what was
+        // accepted before the request.
+        Ok(self.last_checkpoint_id().unwrap_or(before).max(before + 1) - 1)
     }
 
     /// Stops firing: events are still accepted and accumulated; fires wait.

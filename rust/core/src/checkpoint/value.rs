@@ -19,7 +19,8 @@ pub enum Value {
     None,
     Bool(bool),
     Int(i64),
-    /// An integer outside i64, as its decimal digits (with a leading '-').
+    /// An integer outside i64, as its decimal digits (with a leading '-'), or
+    /// as hex ("0x..."/"-0x...") when too long for decimal text.
     BigInt(String),
     Float(f64),
     Str(String),
@@ -262,5 +263,8 @@ fn untag(tag: &str, inner: Value) -> Result<Value, String> {
 
 fn is_integer(digits: &str) -> bool {
     let body = digits.strip_prefix('-').unwrap_or(digits);
-    !body.is_empty() && body.bytes().all(|b| b.is_ascii_digit())
+    match body.strip_prefix("0x") {
+        Some(hex) => !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+        None => !body.is_empty() && body.bytes().all(|b| b.is_ascii_digit()),
+    }
 }
