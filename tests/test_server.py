@@ -15,6 +15,7 @@ from typing import Any
 import msgpack
 import pytest
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from server_util import PRICES, Server, package_bytes
 
@@ -291,3 +292,73 @@ def test_metrics(server: Server) -> None:
     assert f'headrace_fire_duration_seconds_bucket{{{labels.replace("tenant", "le=" + chr(34) + "+Inf" + chr(34) + ",tenant")}}} 3.0' in text
     for name in ("headrace_queue_depth", "headrace_worker_restarts_total", "headrace_checkpoint_duration_seconds"):
         assert name in text
+
+
+def test_headrace_upload_command(server: Server, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    archive = tmp_path / "prices-0.1.0.tar.gz"
+    archive.write_bytes(package_bytes("prices", PRICES))
+    env = {**os.environ, "HEADRACE_URL": server.url, "HEADRACE_KEY": server.key}
+    done = subprocess.run([sys.executable, "-m", "headrace", "upload", str(archive)], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["state"] == "running" and "uploaded prices 0.1.0" in done.stderr
+    bad = tmp_path / "bad.tar.gz"
+    bad.write_bytes(package_bytes("prices", PRICES, extra_manifest="\n[extras]\nx = 1\n"))
+    done = subprocess.run([sys.executable, "-m", "headrace", "upload", str(bad)], env=env, capture_output=True, text=True)
+    assert done.returncode == 1 and "upload refused (400)" in done.stderr and "package.toml.extras" in done.stderr
+
+
+def test_serve_init_prints_the_first_admin_key_once(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if k != "HEADRACE_ADMIN_KEY"}
+    port = str(Server(data).port)
+    env.update({"HEADRACE_DATA_DIR": str(data), "HEADRACE_PORT": port})
+    outputs = []
+    for _ in range(2):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "headrace", "serve", "--init"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        try:
+            import httpx
+
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.05)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=30)
+        outputs.append((out, err))
+    (first_out, _), (second_out, second_err) = outputs
+    key = first_out.strip()
+    assert key.startswith("clk_") and len(key) >= 47
+    assert second_out.strip() == "" and "already has an admin key" in second_err
+
+
+def test_websocket_frames_over_the_limit_close_the_socket(server: Server) -> None:
+    server.deploy(package_bytes("prices", PRICES), "prices")
+
+    async def oversized() -> tuple[Any, list[Any]]:
+        replies = []
+        async with connect(f"{server.ws_url}/v1/ws/accumulator/price", additional_headers=server.auth()) as ws:
+            await ws.send(json.dumps({"p": 1}))
+            replies.append(json.loads(await ws.recv()))
+            await ws.send(json.dumps({"p": "x" * (1024 * 1024)}))
+            try:
+                await asyncio.wait_for(ws.recv(), 10)
+            except ConnectionClosed as e:
+                return e.rcvd, replies
+        raise AssertionError("an oversized frame was accepted")
+
+    close, replies = asyncio.run(oversized())
+    assert replies == [{"ack": 1}]
+    assert close is not None and close.code == 1009, close
+    assert server.graph("prices")["events"] == 1
