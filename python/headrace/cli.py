@@ -151,6 +151,7 @@ def serve(
         restart_max=restart_max,
     )
     try:
+        config.check()
         keys = open_keys(config)
     except ValueError as e:
         typer.echo(f"error: {e}", err=True)

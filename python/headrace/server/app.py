@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -29,7 +30,7 @@ from headrace.server.auth import AuthError, Grant, KeyStore, authorize
 from headrace.server.config import ServerConfig
 from headrace.server.limits import BodyLimit, BodyTooLarge
 from headrace.server.metrics import render_metrics
-from headrace.supervisor.client import OpFailed, WorkerUnavailable
+from headrace.supervisor.client import OpFailed, PushBatch, WorkerUnavailable
 from headrace.supervisor.process import GraphWorker
 from headrace.supervisor.supervisor import DeployError, Supervisor
 
@@ -491,34 +492,35 @@ async def ws_accumulator(api: Api, ws: WebSocket) -> None:
     await ws.accept(subprotocol="msgpack" if binary else None)
     acks = Acks(ws, binary)
     key = (worker.spec.tenant, worker.spec.graph)
-    window = asyncio.Semaphore(api.config.limits.max_unacked_events)
-    pending: asyncio.Queue[tuple[int, asyncio.Future[Any]] | None] = asyncio.Queue()
+    limit = api.config.limits.max_unacked_events
+    # Frames in order: (frame number, its push batch, its index in the batch).
+    pending: deque[tuple[int, PushBatch, int]] = deque()
+    arrived = asyncio.Event()
+    room = asyncio.Event()
+    room.set()
 
     async def send_acks() -> None:
         while True:
-            item = await pending.get()
-            if item is None:
-                return
-            seq, future = item
-            outcome = await future
-            window.release()
-            if not batch_acks or outcome[1] is not None:
-                await acks.send(_ack(seq, outcome))
+            if not pending:
+                arrived.clear()
+                await arrived.wait()
                 continue
-            # Settle everything already answered, then one ack for the run.
-            last = seq
-            while not pending.empty():
-                peek = pending._queue[0]  # type: ignore[attr-defined]
-                if peek is None or not peek[1].done():
-                    break
-                pending.get_nowait()
-                window.release()
-                other = peek[1].result()
-                if other[1] is not None:  # refused, or not durable: on its own
-                    await acks.send({"ack": last})
-                    await acks.send(_ack(peek[0], other))
-                last = peek[0]
-            await acks.send({"ack": last})
+            await pending[0][1].done
+            run_end = None  # batch mode: the last frame of a run of plain acks
+            while pending and pending[0][1].done.done():
+                seq, batch, index = pending.popleft()
+                outcome = batch.outcome(index)
+                if batch_acks and outcome[1] is None:
+                    run_end = seq
+                    continue
+                if run_end is not None:
+                    await acks.send({"ack": run_end})
+                    run_end = None
+                await acks.send(_ack(seq, outcome))
+            if run_end is not None:
+                await acks.send({"ack": run_end})
+            if len(pending) < limit:
+                room.set()
 
     sender = asyncio.create_task(send_acks())
     seq = 0
@@ -531,22 +533,23 @@ async def ws_accumulator(api: Api, ws: WebSocket) -> None:
             if data is None:
                 data = message.get("text", "").encode()
             seq += 1
-            await window.acquire()
+            if len(pending) >= limit:
+                # Stop reading (TCP pushes back on the producer) until acks catch up.
+                room.clear()
+                await room.wait()
             current = api.sup.workers.get(key)
             client = current.data if current is not None and current.state == "running" else None
             if client is None:
-                future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
                 state = current.state if current is not None else "deleted"
-                future.set_result((False, "unavailable", f"graph '{key[1]}' is {state}; resend later"))
+                pending.append((seq, PushBatch.refused(f"graph '{key[1]}' is {state}; resend later"), 0))
             else:
-                future = client.push(name, codec, data)
-            pending.put_nowait((seq, future))
+                batch, index = client.push(name, codec, data)
+                pending.append((seq, batch, index))
+            arrived.set()
     finally:
-        pending.put_nowait(None)
-        with contextlib.suppress(Exception):
+        sender.cancel()
+        with contextlib.suppress(BaseException):
             await sender
-        if not sender.done():
-            sender.cancel()
 
 
 def _ack(seq: int, outcome: tuple[bool, str | None, str | None]) -> dict[str, Any]:

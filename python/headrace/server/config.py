@@ -86,6 +86,17 @@ class ServerConfig:
     def store_url(self) -> str:
         return self.store or f"sqlite:///{(self.data_dir / 'state.db').resolve()}"
 
+    def check(self) -> None:
+        """Raises ValueError naming a setting the server cannot run with."""
+        scheme = self.store_url.partition(":")[0]
+        if scheme not in ("sqlite", "postgresql", "postgres"):
+            raise ValueError(
+                f"{ENV['store']}/--store {self.store!r}: the server needs a sqlite:///PATH or "
+                "postgresql://... store (workers are separate processes: memory:// cannot be shared)"
+            )
+        if not 0 < self.port < 65536:
+            raise ValueError(f"{ENV['port']}/--port {self.port}: not a TCP port")
+
     @classmethod
     def from_env(cls, **overrides: object) -> ServerConfig:
         """Settings from the environment, with explicit ``overrides`` on top."""

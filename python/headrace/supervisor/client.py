@@ -16,7 +16,7 @@ from typing import Any
 from headrace.errors import HeadraceError
 from headrace.supervisor.ipc import FrameError, encode, read_frame_async
 
-__all__ = ["IpcClient", "OpFailed", "PushOutcome", "WorkerUnavailable"]
+__all__ = ["IpcClient", "OpFailed", "PushBatch", "PushOutcome", "WorkerUnavailable"]
 
 
 class WorkerUnavailable(HeadraceError):
@@ -42,8 +42,9 @@ class IpcClient:
         self.label = label
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[Any]] = {}
-        self._batches: dict[tuple[str, str | None], tuple[list[bytes], list[asyncio.Future[PushOutcome]]]] = {}
+        self._batches: dict[tuple[str, str | None], PushBatch] = {}
         self._flush_scheduled = False
+        self._pushes_in_flight = 0
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._closed_reason: str | None = None
@@ -70,31 +71,38 @@ class IpcClient:
             return await future
         return await asyncio.wait_for(future, timeout)
 
-    def push(self, accumulator: str, codec: str | None, data: bytes) -> asyncio.Future[PushOutcome]:
-        """Queues one raw event; the future says whether it was accepted
-        (durably) or refused and why. Never raises."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[PushOutcome] = loop.create_future()
+    def push(self, accumulator: str, codec: str | None, data: bytes) -> tuple[PushBatch, int]:
+        """Queues one raw event; returns its batch and its index in it. The
+        batch's ``done`` resolves when the worker answers, and ``outcome(i)``
+        says whether event i was accepted (durably) or refused and why. Never
+        raises. One future per batch, not per event: this is the hot path."""
         if not self.connected:
-            future.set_result((False, "unavailable", self._unavailable_text()))
-            return future
+            return PushBatch.refused(self._unavailable_text()), 0
         key = (accumulator, codec)
         batch = self._batches.get(key)
         if batch is None:
-            batch = self._batches[key] = ([], [])
-        batch[0].append(data)
-        batch[1].append(future)
-        if not self._flush_scheduled:
+            batch = self._batches[key] = PushBatch(asyncio.get_running_loop())
+        batch.events.append(data)
+        if self._pushes_in_flight == 0:
+            # Nothing in flight: send now, a loop turn sooner.
+            self._flush()
+        elif not self._flush_scheduled:
+            # Batch what arrives in this loop turn into one request.
             self._flush_scheduled = True
-            loop.call_soon(self._flush)
-        return future
+            asyncio.get_running_loop().call_soon(self._flush)
+        return batch, len(batch.events) - 1
 
     def _flush(self) -> None:
         self._flush_scheduled = False
         batches, self._batches = self._batches, {}
-        for (accumulator, codec), (events, futures) in batches.items():
-            request = self._send("push", [accumulator, codec, events])
-            request.add_done_callback(functools.partial(_settle, futures=futures))
+        for (accumulator, codec), batch in batches.items():
+            request = self._send("push", [accumulator, codec, batch.events])
+            self._pushes_in_flight += 1
+            request.add_done_callback(functools.partial(self._settled, batch=batch))
+
+    def _settled(self, request: asyncio.Future[Any], *, batch: PushBatch) -> None:
+        self._pushes_in_flight -= 1
+        batch.settle(request)
 
     def _send(self, op: str, arg: Any) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -140,10 +148,8 @@ class IpcClient:
             if not future.done():
                 future.set_exception(WorkerUnavailable(self._unavailable_text()))
         batches, self._batches = self._batches, {}
-        for _, futures in batches.values():
-            for f in futures:
-                if not f.done():
-                    f.set_result((False, "unavailable", self._unavailable_text()))
+        for batch in batches.values():
+            batch.resolve((False, "unavailable", self._unavailable_text()), {})
         if self._writer is not None:
             self._writer.close()
         task = self._reader_task
@@ -151,28 +157,47 @@ class IpcClient:
             task.cancel()
 
 
-def _settle(request: asyncio.Future[Any], *, futures: list[asyncio.Future[PushOutcome]]) -> None:
-    if request.cancelled():
-        outcome: PushOutcome = (False, "unavailable", "request cancelled")
-        for f in futures:
-            if not f.done():
-                f.set_result(outcome)
-        return
-    error = request.exception()
-    if error is not None:
-        code = error.code if isinstance(error, OpFailed) else "unavailable"
-        for f in futures:
-            if not f.done():
-                f.set_result((False, code, str(error)))
-        return
-    result = request.result()
-    refused = {i: (code, text) for i, code, text in result["refused"]}
-    # Accepted, but the checkpoint that should hold it failed: say so.
-    accepted: PushOutcome = (
-        (True, None, None) if result.get("durable", True) else (True, "not_durable", result.get("checkpoint_error"))
-    )
-    for i, f in enumerate(futures):
-        if f.done():
-            continue
-        r = refused.get(i)
-        f.set_result(accepted if r is None else (False, r[0], r[1]))
+class PushBatch:
+    """Events sent to the worker in one push request."""
+
+    __slots__ = ("_default", "_refused", "done", "events")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.events: list[bytes] = []
+        self.done: asyncio.Future[None] = loop.create_future()
+        self._default: PushOutcome = (True, None, None)
+        self._refused: dict[int, PushOutcome] = {}
+
+    @classmethod
+    def refused(cls, text: str) -> PushBatch:
+        batch = cls(asyncio.get_running_loop())
+        batch.resolve((False, "unavailable", text), {})
+        return batch
+
+    def outcome(self, index: int) -> PushOutcome:
+        """Event ``index``'s outcome (once ``done``)."""
+        return self._refused.get(index, self._default)
+
+    def resolve(self, default: PushOutcome, refused: dict[int, PushOutcome]) -> None:
+        if not self.done.done():
+            self._default, self._refused = default, refused
+            self.done.set_result(None)
+
+    def settle(self, request: asyncio.Future[Any]) -> None:
+        """Takes the worker's answer (or failure) to the push request."""
+        if request.cancelled():
+            self.resolve((False, "unavailable", "request cancelled"), {})
+            return
+        error = request.exception()
+        if error is not None:
+            code = error.code if isinstance(error, OpFailed) else "unavailable"
+            self.resolve((False, code, str(error)), {})
+            return
+        result = request.result()
+        # Accepted, but the checkpoint that should hold it failed: say so.
+        default: PushOutcome = (
+            (True, None, None)
+            if result.get("durable", True)
+            else (True, "not_durable", result.get("checkpoint_error"))
+        )
+        self.resolve(default, {i: (False, code, text) for i, code, text in result["refused"]})

@@ -95,6 +95,7 @@ class FireLog:
         self._unsaved: list[tuple[int, bytes]] = []
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
+        self._written = 0
         self.fire_duration = Histogram()
         self.push_to_fire = Histogram()
         #: Wall time the oldest push batch not yet followed by a fire arrived
@@ -163,10 +164,16 @@ class FireLog:
                 self._write(batch)
 
     def _write(self, batch: list[tuple[int, bytes]]) -> None:
+        # Only the newest `size` fires are kept: older ones in a busy batch
+        # are never written, and trimming runs once the table has grown.
+        batch = batch[-self.size :]
         newest = batch[-1][0]
         self._db.execute("BEGIN")
         self._db.executemany("INSERT OR REPLACE INTO fire VALUES (?, ?)", batch)
-        self._db.execute("DELETE FROM fire WHERE fire_id <= ?", (newest - self.size,))
+        self._written += len(batch)
+        if self._written >= self.size:
+            self._db.execute("DELETE FROM fire WHERE fire_id <= ?", (newest - self.size,))
+            self._written = 0
         self._db.execute("COMMIT")
 
     def close(self) -> None:
