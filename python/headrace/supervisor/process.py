@@ -255,6 +255,9 @@ class GraphWorker:
             try:
                 ping = await self.control.call("ping", timeout=timeout)
                 last_ok = time.monotonic()
+                if ping.get("busy_for", 0.0) > timeout:
+                    self._kill(proc, f"hung: one push has run for {ping['busy_for']:.0f} s")
+                    return
                 # A processor stuck in a node: events queued, none processed.
                 events, depth = ping["events"], ping["queue_depth"]
                 if depth > 0 and progress is not None and progress[0] == events:
