@@ -16,6 +16,7 @@ from pathlib import Path
 
 from benches import checkpoints, workloads
 from benches import kafka as kafka_bench
+from benches import server as server_bench
 from benches.workloads import Result
 
 
@@ -31,6 +32,8 @@ def table(results: list[Result]) -> str:
     lines.append("ratio = headrace / plain-Python loop calling the same functions, same run")
     lines.append("(W1b's baseline decodes with json.loads in the loop; Kafka's is confluent-kafka's bare")
     lines.append(" consume loop calling the same functions; Kafka latency is producer timestamp -> fire)")
+    lines.append("(WS push -> fire's baseline is a raw Unix-socket round trip between two Python processes;")
+    lines.append(" WS throughput's is the same graph fed the same bytes in-process, no server)")
     lines.append("(throughput: higher is better; latency: lower is better)")
     return "\n".join(lines)
 
@@ -54,12 +57,19 @@ def main() -> int:
     if kafka_bench.broker():
         results += kafka_bench.throughput(200_000 // scale)
         results += kafka_bench.latency(max(2000 // scale, 200))
+    server_skipped = None
+    try:
+        results += server_bench.run(max(200_000 // scale, 20_000), max(5000 // scale, 500), args.runs)
+    except server_bench.ServerUnavailable as e:
+        server_skipped = str(e)
 
     print(table(results))
     print()
     print(checkpoints.table(costs))
     if kafka_bench.broker() is None:
         print("(no Kafka broker: set HEADRACE_BENCH_KAFKA, or run `make bench`, which starts one)")
+    if server_skipped is not None:
+        print(f"(server benchmarks skipped: {server_skipped})")
     if checkpoints.postgres_url() is None:
         print("(no PostgreSQL: set HEADRACE_BENCH_POSTGRES, or run `make bench`, which starts one)")
     out = Path(args.out)
