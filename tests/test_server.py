@@ -210,23 +210,8 @@ def seen(window, extra=None):
     return {"window": window, "version": 1}
 """
 
-STATEFUL_V2 = """
-import headrace as hr
-
-@hr.state_accumulator(capacity=3)
-def window(event):
-    return event
-
-@hr.passthrough_accumulator
-def fresh(event):
-    return event
-
-graph = hr.ComputationGraph("stateful", accumulators=[window, fresh], criteria=hr.when_any(window))
-
-@graph.node
-def seen(window, fresh=None):
-    return {"window": window, "version": 2}
-"""
+# Version 2 drops accumulator `extra` and adds `fresh`; `window` survives.
+STATEFUL_V2 = STATEFUL_V1.replace("extra", "fresh").replace('"version": 1', '"version": 2')
 
 
 def test_new_version_replaces_the_graph_and_keeps_surviving_state(server: Server) -> None:

@@ -18,30 +18,9 @@ from pathlib import Path
 import pytest
 
 from kafka_util import new_topic, produce
+from test_packages import SEED_MANIFEST
 from server_util import PRICES, Server, package_bytes
 
-SEED_PACKAGE_TOML = """
-[package]
-name = "kafka-price-signal"
-version = "0.1.0"
-interface = "cloacina-workflow-plugin"
-interface_version = 1
-extension = "cloacina"
-
-[metadata]
-graph_name = "kafka_price_signal"
-language = "python"
-entry = "price_signal:graph"
-description = "Price signal graph driven by a Kafka topic"
-
-[[metadata.accumulators]]
-name = "orderbook"
-accumulator_type = "stream"
-[metadata.accumulators.config]
-broker = "KAFKA_BROKER"
-topic = "{topic}"
-group = "{group}"
-"""
 
 # The code declares a passthrough accumulator; package.toml makes it a Kafka
 # stream, as in the seed.
@@ -67,7 +46,12 @@ def seed_archive(topic: str, group: str) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:bz2") as tar:
         for name, text in [
-            ("package.toml", SEED_PACKAGE_TOML.format(topic=topic, group=group)),
+            (
+                "package.toml",
+                SEED_MANIFEST.replace('"price.orderbook"', f'"{topic}"').replace(
+                    '"kafka-price-signal-group"', f'"{group}"'
+                ),
+            ),
             ("price_signal.py", textwrap.dedent(SEED_SOURCE)),
         ]:
             data = text.encode()

@@ -36,9 +36,6 @@ class BodyLimit:
         self.app = app
         self.limit_for = limit_for
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.app, name)
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)

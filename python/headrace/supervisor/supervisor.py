@@ -116,7 +116,7 @@ class Supervisor:
                 raise DeployError(str(report.get("error")), code, list(problems))
             graph = manifest.graph_name
             digest = hashlib.sha256(archive).hexdigest()
-            final = self.config.data_dir / "packages" / tenant / graph / f"{manifest.version}-{digest[:12]}"
+            final = self._version_dir(tenant, graph, manifest.version, digest)
             if final.exists():
                 shutil.rmtree(final)
             final.parent.mkdir(parents=True, exist_ok=True)
@@ -144,9 +144,16 @@ class Supervisor:
             replaced = self.registry.put(record)
             self._start(record)
         if replaced is not None and replaced.path != record.path:
-            _remove_version(Path(replaced.path), final)
+            shutil.rmtree(self._version_dir_of(replaced), ignore_errors=True)
         log.info("tenant '%s': deployed graph '%s' %s", tenant, graph, manifest.version)
         return record, replaced
+
+    def _version_dir(self, tenant: str, graph: str, version: str, sha256: str) -> Path:
+        """Where one uploaded version lives (its files and archive.tar)."""
+        return self.config.data_dir / "packages" / tenant / graph / f"{version}-{sha256[:12]}"
+
+    def _version_dir_of(self, record: PackageRecord) -> Path:
+        return self._version_dir(record.tenant, record.graph, record.version, record.sha256)
 
     async def remove(self, tenant: str, graph: str) -> PackageRecord | None:
         """Stops the graph and forgets its package; its checkpoints stay in the
@@ -157,7 +164,7 @@ class Supervisor:
                 await worker.stop()
             record = self.registry.delete(tenant, graph)
         if record is not None:
-            _remove_version(Path(record.path), None)
+            shutil.rmtree(self._version_dir_of(record), ignore_errors=True)
         return record
 
     async def restart(self, tenant: str, graph: str) -> GraphWorker | None:
@@ -171,11 +178,3 @@ class Supervisor:
                 await old.stop()
             return self._start(record)
 
-
-def _remove_version(path: Path, keep: Path | None) -> None:
-    """Deletes an old version's folder (the one holding archive.tar)."""
-    folder = path
-    while folder.parent != folder and not (folder / "archive.tar").exists():
-        folder = folder.parent
-    if (folder / "archive.tar").exists() and folder != keep:
-        shutil.rmtree(folder, ignore_errors=True)

@@ -87,8 +87,6 @@ class Worker:
             checkpoint_every=int(config.get("checkpoint_every", 1000)),
             checkpoint_interval=config.get("checkpoint_interval", "1s"),
         )
-        self.writer = self.rt._writer
-        assert self.writer is not None
         self.started_at = time.time()
 
     # --- operations -------------------------------------------------------
@@ -327,8 +325,6 @@ class Connection:
                 self.cond.notify()
 
     def _ack(self) -> None:
-        writer = self.worker.writer
-        assert writer is not None
         while True:
             with self.cond:
                 while not self.pending and not self.closed:
@@ -341,7 +337,7 @@ class Connection:
                     try:
                         # No timeout: while the store is down, acks wait (and
                         # producers with them); health shows the store failing.
-                        writer.wait(self.worker.rt.request_checkpoint(), timeout=None)
+                        self.worker.rt.checkpoint(timeout=None)
                     except HeadraceError as e:
                         # The checkpoint cannot be built (e.g. a state value of
                         # an unsupported type): accepted, not durable; say so.

@@ -260,13 +260,7 @@ impl Engine {
                 Ok(())
             }
             Mode::Thread(t) => {
-                if t.on_own_thread() {
-                    return Err(errors::raise(
-                        errors::headrace_error(py)?,
-                        "drain() called from inside a fire would wait for itself".into(),
-                        &[],
-                    ));
-                }
+                refuse_own_thread(t, py, "drain() called from inside a fire would wait for itself")?;
                 let timeout = duration(timeout, "timeout")?;
                 let target = t.progress.submitted();
                 let progress = t.progress.clone();
@@ -347,13 +341,7 @@ impl Engine {
                 }
             }
             Mode::Thread(t) => {
-                if t.on_own_thread() {
-                    return Err(errors::raise(
-                        errors::headrace_error(py)?,
-                        "a checkpoint requested from inside a fire would wait for itself".into(),
-                        &[],
-                    ));
-                }
+                refuse_own_thread(t, py, "a checkpoint requested from inside a fire would wait for itself")?;
                 self.send(t, py, Item::Checkpoint, None, false)?;
                 // Wait until the processor has taken it. Returning the id from
                 // before the request is not enough: a periodic checkpoint taken
@@ -693,4 +681,13 @@ impl Engine {
             (None, None) => Ok(None),
         }
     }
+}
+
+/// Refuses a call that waits for the processor when made on the processor's
+/// own thread (from a node or on_fire): it would wait for itself.
+fn refuse_own_thread(t: &ThreadState, py: Python<'_>, message: &str) -> PyResult<()> {
+    if t.on_own_thread() {
+        return Err(errors::raise(errors::headrace_error(py)?, message.into(), &[]));
+    }
+    Ok(())
 }
