@@ -210,6 +210,12 @@ class GraphWorker:
             await proc.wait()
             return self._exit_text(proc.returncode)
         except (OSError, WorkerUnavailable) as e:
+            # Usually the worker died right after saying ready: its exit is the
+            # reason to report, not the broken connection.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), 2.0)
+            if proc.returncode is not None:
+                return self._exit_text(proc.returncode)
             return f"could not connect to the worker: {e}"
         finally:
             if heartbeat is not None:
