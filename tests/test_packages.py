@@ -210,3 +210,9 @@ def test_cli_package(tmp_path) -> None:
     assert out.is_file() and str(out) in result.output
     bad = CliRunner().invoke(app, ["package", str(tmp_path / "nowhere")])
     assert bad.exit_code == 1 and "has no package.toml" in bad.output
+
+
+def test_a_package_stating_no_input_strategy_runs_sequential(tmp_path) -> None:
+    manifest = SEED_MANIFEST.replace('input_strategy = "sequential"\n', "")
+    assert "input_strategy" not in manifest
+    assert load_graph(write_package(tmp_path, manifest=manifest)).input_strategy == "sequential"

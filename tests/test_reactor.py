@@ -222,3 +222,26 @@ def test_fire_list_is_a_read_only_sequence_of_results() -> None:
     with pytest.raises(IndexError):
         fires[5]
     assert repr(fires) == "<FireList of 5 fire(s)>"
+
+
+def test_sequential_is_the_default_strategy_everywhere(mode) -> None:
+    """A burst read together fires once per event unless `latest` is asked for."""
+    g = make_graph("any", ("a",), "sequential")
+    default = hr.ComputationGraph("g", accumulators=list(g.accumulators))
+    assert default.input_strategy == "sequential"
+    default.node(name="snapshot")(lambda a: a)
+    fires: list[hr.FireResult] = []
+    with hr.Runtime(default, mode=mode, on_fire=fires.append) as rt:
+        rt.push_many("a", list(range(50)))
+        rt.drain(timeout=30)
+    assert [f.outputs["snapshot"] for f in fires] == list(range(50))
+    # The engine's own default, for a spec that does not say.
+    spec = default.engine_spec()
+    del spec["input_strategy"]
+    engine = hr._core.Engine(spec, mode=mode)
+    try:
+        engine.push_many("a", [1, 2, 3])
+        engine.drain(timeout=30)
+        assert engine.stats()["fire_count"] == 3
+    finally:
+        engine.close()

@@ -52,7 +52,7 @@ def test_upload_inject_fire_pause_resume_and_restarts(server: Server) -> None:
     assert detail["name"] == "prices" and detail["accumulators"] == ["price"] and detail["paused"] is False
     assert detail["health"]["state"] == "running" and detail["health"]["fire_count"] == 0
     assert detail["topology"]["nodes"] == [{"name": "double", "inputs": ["price"], "routes": {}}]
-    assert detail["input_strategy"] == "latest" and detail["reaction_mode"] == "when_any"
+    assert detail["input_strategy"] == "sequential" and detail["reaction_mode"] == "when_any"
 
     r = server.http.post("/v1/health/accumulators/price/inject", json={"event": {"p": 21}})
     assert r.status_code == 200 and r.json()["accepted"] is True and r.json()["durable"] is True, r.text

@@ -137,7 +137,7 @@ class ComputationGraph:
         name: str,
         accumulators: Sequence[Accumulator],
         criteria: Criteria | None = None,
-        input_strategy: InputStrategy = "latest",
+        input_strategy: InputStrategy = "sequential",
     ) -> None:
         if not isinstance(name, str) or not name:
             raise GraphDefinitionError(f"graph name must be a non-empty string, got {name!r}")

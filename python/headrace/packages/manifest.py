@@ -9,7 +9,7 @@
     language = "python"
     entry = "price_signal:graph"        # module:attribute of the ComputationGraph
     reaction_mode = "when_any"          # optional; overrides the code
-    input_strategy = "latest"           # optional; overrides the code
+    input_strategy = "latest"           # optional; overrides the code (whose default is "sequential")
 
     [[metadata.accumulators]]
     name = "orderbook"

@@ -129,10 +129,11 @@ pub struct Parsed {
 
 pub fn parse(spec: &Bound<'_, PyDict>) -> PyResult<Parsed> {
     let name: String = item(spec, "name")?;
-    let strategy = match item::<String>(spec, "input_strategy")?.as_str() {
-        "latest" => InputStrategy::Latest,
-        "sequential" => InputStrategy::Sequential,
-        other => {
+    let strategy = match spec.get_item("input_strategy")?.map(|s| s.extract::<String>()).transpose()?.as_deref() {
+        None => InputStrategy::default(),
+        Some("latest") => InputStrategy::Latest,
+        Some("sequential") => InputStrategy::Sequential,
+        Some(other) => {
             return Err(pyo3::exceptions::PyValueError::new_err(format!(
                 "input_strategy must be 'latest' or 'sequential', got '{other}'"
             )))

@@ -56,11 +56,13 @@ pub struct CriteriaSpec {
     pub members: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum InputStrategy {
     /// Updates that arrive while a fire runs collapse into one fire on the newest values.
     Latest,
-    /// One fire per accepted boundary, in acceptance order.
+    /// One fire per accepted boundary, in acceptance order. The default:
+    /// nothing is conflated unless the graph asks for it.
+    #[default]
     Sequential,
 }
 
