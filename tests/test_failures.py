@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -141,7 +142,7 @@ def test_thread_mode_reports_failures_to_on_fire_and_stats() -> None:
         stats = rt.stats()
     failed = [f for f in fires if not f.ok]
     assert len(failed) == 1 and isinstance(failed[0].error, ValueError) and failed[0].node == "check"
-    assert stats["fires_failed"] == 1 and stats["fire_count"] == 2
+    assert stats["fires_failed"] == 1 and stats["fire_count"] == 1  # successful fires only
 
 
 def test_accumulator_that_raises(mode) -> None:
@@ -221,3 +222,21 @@ def test_inline_runtime_is_usable_from_several_threads() -> None:
         for t in threads:
             t.join()
     assert sorted(total) == sorted(k * 1000 + i for k in range(4) for i in range(500))
+
+
+def test_fire_count_counts_successful_fires_only(mode) -> None:
+    """A bad message retried three times adds three failed fires, no successful one."""
+    node = Flaky(bad=(13,))
+    with hr.Runtime(graph("sequential", node), mode=mode, max_attempts=3, retry_backoff="1ms") as rt:
+        for price in (1, 2, 3):
+            rt.push("price", price)
+        with contextlib.suppress(hr.NodeError):
+            rt.push("price", 13)
+        deadline = time.monotonic() + 30
+        while rt.stats()["fires_failed"] < 3 and time.monotonic() < deadline:
+            time.sleep(0.005)  # past the backoff: drain retries (inline), or the timer did
+            with contextlib.suppress(hr.NodeError):
+                rt.drain(timeout=30)
+        stats = rt.stats()
+    assert (stats["fire_count"], stats["fires_failed"]) == (3, 3)
+    assert stats["dead_letters"][0]["value"] == 13

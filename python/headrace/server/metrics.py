@@ -54,7 +54,7 @@ def render_metrics(graphs: list[tuple[GraphWorker, dict[str, Any] | None]]) -> b
     errors = CounterMetricFamily(
         "headrace_accumulator_errors", "Accumulator errors", labels=["tenant", "graph", "accumulator"]
     )
-    fires = CounterMetricFamily("headrace_fires", "Graph fires", labels=["tenant", "graph"])
+    fires = CounterMetricFamily("headrace_fires", "Successful graph fires", labels=["tenant", "graph"])
     failed = CounterMetricFamily("headrace_fires_failed", "Fires in which a node raised", labels=["tenant", "graph"])
     depth = GaugeMetricFamily("headrace_queue_depth", "Events waiting in the worker's queue", labels=["tenant", "graph"])
     cp_seconds = GaugeMetricFamily(

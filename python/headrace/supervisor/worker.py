@@ -138,7 +138,8 @@ class Worker:
         values = (arg or {}).get("fire_with") or {}
         for name in values:
             self._check_accumulator(name)
-        before = self.rt.stats()["fire_count"]
+        # Fire ids count every attempt; fire_count only successful fires.
+        before = (self.fires.last_record() or {}).get("id", 0)
         self._received()
         for name, value in values.items():
             with contextlib.suppress(NodeError, AccumulatorError):

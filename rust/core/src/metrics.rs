@@ -92,7 +92,9 @@ impl AccMetrics {
 
 pub struct Metrics {
     pub accumulators: Vec<AccMetrics>,
+    /// Successful fires: every node ran without raising.
     pub fires: AtomicU64,
+    /// Fires in which a node raised (each failed attempt counts once).
     pub fires_failed: AtomicU64,
     /// Fires that re-ran inputs after a failure.
     pub retries: AtomicU64,
@@ -122,13 +124,17 @@ impl Metrics {
         self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Counts one fire: successful ones in `fires`, failed ones apart, so that
+    /// `fires` never grows by retries of the same inputs.
     pub(crate) fn record_fire(&self, started_at: SystemTime, failed: Option<String>) {
-        bump(&self.fires);
         let us = started_at.duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
         self.last_fired_at_us.store(us, Relaxed);
-        if let Some(text) = failed {
-            bump(&self.fires_failed);
-            *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(text);
+        match failed {
+            None => bump(&self.fires),
+            Some(text) => {
+                bump(&self.fires_failed);
+                *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(text);
+            }
         }
     }
 }

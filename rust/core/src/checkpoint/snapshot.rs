@@ -67,6 +67,8 @@ pub struct ReactorSnapshot {
     pub attempts: u32,
     pub next_fire_id: u64,
     pub next_seq: u64,
+    /// Successful fires (checkpoints written before this version counted
+    /// failed ones here too).
     pub fires: u64,
     pub fires_failed: u64,
     pub retries: u64,
