@@ -237,7 +237,11 @@ def batch_accumulator(
     """Declares a batch accumulator: events are buffered and ``fn(events)``
     sees the buffered list when it flushes — after each successful fire, when
     ``max_buffer_size`` events are buffered, ``flush_interval`` after the
-    oldest buffered event (thread mode), and at shutdown."""
+    oldest buffered event (thread mode), and at shutdown. Every event reaches
+    exactly one flush, and every flushed boundary one successful fire: under
+    the ``latest`` strategy a batch whose boundary has not fired yet does not
+    flush again (that would overwrite it) but keeps buffering, past
+    ``max_buffer_size`` if need be, until the next successful fire."""
 
     def wrap(f: Callable[..., Any]) -> Accumulator:
         n = _name_of(f, name)

@@ -19,6 +19,12 @@ pub(crate) enum AccState<V> {
         interval: Option<Duration>,
         /// When the oldest buffered event must be flushed by.
         due: Option<Instant>,
+        /// Latest strategy: the boundary this batch emitted is still in the
+        /// input cache and no successful fire has seen it yet. The batch does
+        /// not flush meanwhile (a new boundary would overwrite the unfired one
+        /// and lose its events): it keeps buffering, past its size limit if
+        /// need be, and flushes after the next successful fire.
+        held: bool,
     },
     State { window: VecDeque<V>, capacity: usize },
 }
@@ -52,6 +58,7 @@ impl<V> AccState<V> {
                 max: *max_buffer_size,
                 interval: *flush_interval,
                 due: None,
+                held: false,
             },
             AccKind::State { capacity } => {
                 AccState::State { window: VecDeque::with_capacity(*capacity), capacity: *capacity }
@@ -86,7 +93,7 @@ impl<V> AccState<V> {
                 *last = Some(calls.share(&event));
                 Taken::Emit(event)
             }
-            AccState::Batch { buffer, max, interval, due } => {
+            AccState::Batch { buffer, max, interval, due, .. } => {
                 if buffer.is_empty() {
                     *due = interval.map(|i| now.get() + i);
                 }
@@ -108,10 +115,10 @@ impl<V> AccState<V> {
     }
 
     /// Hands a batch's buffered events to its function, exactly once: the buffer
-    /// is emptied whatever the function does.
+    /// is emptied whatever the function does. A held batch does not flush.
     pub(crate) fn flush<E>(&mut self, acc: usize, calls: &mut dyn Calls<V, E>) -> Flushed<V, E> {
-        let AccState::Batch { buffer, due, .. } = self else { return Flushed::Empty };
-        if buffer.is_empty() {
+        let AccState::Batch { buffer, due, held, .. } = self else { return Flushed::Empty };
+        if buffer.is_empty() || *held {
             return Flushed::Empty;
         }
         *due = None;
@@ -123,6 +130,27 @@ impl<V> AccState<V> {
         };
         buffer.clear();
         flushed
+    }
+
+    /// Latest strategy: holds a batch whose boundary was just accepted, until
+    /// a successful fire has seen it ([`AccState::release`]).
+    pub(crate) fn hold(&mut self) {
+        if let AccState::Batch { held, .. } = self {
+            *held = true;
+        }
+    }
+
+    /// A successful fire saw the held boundary: the batch may flush again.
+    /// Returns whether it was held.
+    pub(crate) fn release(&mut self) -> bool {
+        match self {
+            AccState::Batch { held, .. } => std::mem::replace(held, false),
+            _ => false,
+        }
+    }
+
+    pub(crate) fn is_held(&self) -> bool {
+        matches!(self, AccState::Batch { held: true, .. })
     }
 
     /// (polling last value, batch buffer, state window) for a checkpoint.
@@ -156,9 +184,11 @@ impl<V> AccState<V> {
         }
     }
 
+    /// When the batch must flush by; never while it is held (its flush waits
+    /// for a fire, not for the clock).
     pub(crate) fn flush_due(&self) -> Option<Instant> {
         match self {
-            AccState::Batch { due, .. } => *due,
+            AccState::Batch { due, held: false, .. } => *due,
             _ => None,
         }
     }

@@ -611,3 +611,5 @@ fn channel_items_stay_small() {
     // Every slot of the merge channel is this big: keep rare payloads boxed.
     assert!(std::mem::size_of::<Item<Val>>() <= 48, "{}", std::mem::size_of::<Item<Val>>());
 }
+
+mod delivery;

@@ -59,6 +59,9 @@ pub struct DeadLetterSnapshot {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct ReactorSnapshot {
     pub cache: Vec<(String, Value)>,
+    /// Latest strategy: criteria members updated since the last successful
+    /// fire, and batch accumulators whose cached boundary no successful fire
+    /// has seen yet (they hold further flushes until one does).
     pub dirty: Vec<String>,
     pub queue: Vec<PendingSnapshot>,
     pub dead_letters: Vec<DeadLetterSnapshot>,

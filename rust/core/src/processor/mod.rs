@@ -370,10 +370,14 @@ impl<V, E> Processor<V, E> {
         self.cache[acc] = Some(value);
     }
 
+    /// After a successful fire: every boundary in the cache has been seen.
     fn clear_dirty(&mut self) {
         if self.any_dirty {
             self.dirty.fill(false);
             self.any_dirty = false;
+        }
+        for acc in &mut self.accs {
+            acc.release();
         }
         self.attempts = 0;
         if self.plan.strategy == InputStrategy::Latest {
@@ -512,10 +516,13 @@ impl<V, E> Processor<V, E> {
 
     fn flush(&mut self, acc: usize, seq: u64, calls: &mut dyn Calls<V, E>) -> bool {
         let flushed = self.accs[acc].flush(acc, calls);
-        self.metrics.accumulators[acc].buffered.store(0, Relaxed);
+        self.metrics.accumulators[acc].buffered.store(self.accs[acc].buffered(), Relaxed);
         match flushed {
             Flushed::Empty => false,
             Flushed::Emit(boundary) => {
+                if self.plan.strategy == InputStrategy::Latest {
+                    self.accs[acc].hold();
+                }
                 self.accept(acc, boundary, seq);
                 true
             }

@@ -46,6 +46,8 @@ impl<V, E> Processor<V, E> {
     pub fn export<X>(&self, conv: &mut dyn FnMut(&V) -> Result<Value, X>) -> Result<EngineSnapshot, X> {
         let names = |i: usize| self.plan.accumulators[i].name.clone();
         let mut accumulators = Vec::with_capacity(self.accs.len());
+        // `dirty` also names batches whose boundary no successful fire has seen.
+        let unfired = |i: usize| self.dirty[i] || self.accs[i].is_held();
         for (i, acc) in self.accs.iter().enumerate() {
             let (last, buffer, window) = acc.export(conv)?;
             let m = &self.metrics.accumulators[i];
@@ -95,7 +97,7 @@ impl<V, E> Processor<V, E> {
             accumulators,
             reactor: ReactorSnapshot {
                 cache,
-                dirty: (0..self.dirty.len()).filter(|&i| self.dirty[i]).map(names).collect(),
+                dirty: (0..self.dirty.len()).filter(|&i| unfired(i)).map(names).collect(),
                 queue,
                 dead_letters: letters?,
                 dead_letters_dropped: dropped,
@@ -157,9 +159,13 @@ impl<V, E> Processor<V, E> {
         }
         if self.plan.strategy == InputStrategy::Latest {
             for name in r.dirty {
-                if let Some(i) = self.index_of(&name).filter(|&i| self.plan.criteria.member[i]) {
+                let Some(i) = self.index_of(&name) else { continue };
+                if self.plan.criteria.member[i] {
                     self.dirty[i] = true;
                     self.any_dirty = true;
+                }
+                if self.cache[i].is_some() {
+                    self.accs[i].hold();
                 }
             }
             self.attempts = r.attempts;
