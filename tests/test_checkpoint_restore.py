@@ -158,11 +158,16 @@ def test_unsupported_state_is_a_clear_checkpoint_error(tmp_path) -> None:
 
     g = hr.ComputationGraph("g", accumulators=[weird])
     g.node(name="n")(lambda weird: weird)
-    with hr.Runtime(g, store=f"sqlite:///{tmp_path}/s.db") as rt:
-        rt.push("weird", 1)
-        with pytest.raises(hr.CheckpointError, match=r"accumulator 'weird' state.value: type set cannot be checkpointed"):
-            rt.checkpoint()
-        assert rt.stats()["checkpoint"]["failures"] >= 1
+    # Without the check on entry, the state reaches the checkpoint.
+    rt = hr.Runtime(g, store=f"sqlite:///{tmp_path}/s.db", check_checkpointable=False)
+    rt.push("weird", 1)
+    with pytest.raises(hr.CheckpointError, match=r"accumulator 'weird' state.value: type set cannot be checkpointed") as info:
+        rt.checkpoint()
+    assert isinstance(info.value, hr.UncheckpointableError)
+    assert (info.value.path, info.value.value_type) == ("accumulator 'weird' state.value", "set")
+    assert rt.stats()["checkpoint"]["failures"] >= 1
+    with pytest.raises(hr.UncheckpointableError, match="final checkpoint not taken"):
+        rt.close()
 
 
 class FlakyStore(MemoryStore):

@@ -24,6 +24,7 @@ from headrace.errors import (
     HeadraceError,
     NodeError,
     PayloadError,
+    UncheckpointableError,
 )
 from headrace.graph import ComputationGraph, Criteria, when_all, when_any
 from headrace.runtime import Runtime
@@ -52,6 +53,7 @@ __all__ = [
     "StreamBackend",
     "StreamConfig",
     "StreamError",
+    "UncheckpointableError",
     "batch_accumulator",
     "passthrough_accumulator",
     "polling_accumulator",

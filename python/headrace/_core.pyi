@@ -93,6 +93,7 @@ class Engine:
         checkpoint_key: str = "",
         on_corrupt: str = "refuse",
         on_undecodable: Any = None,
+        check_checkpointable: bool | None = None,
     ) -> Self: ...
     @property
     def graph_name(self) -> str: ...

@@ -12,6 +12,7 @@ __all__ = [
     "HeadraceError",
     "NodeError",
     "PayloadError",
+    "UncheckpointableError",
 ]
 
 
@@ -80,3 +81,21 @@ class CheckpointError(HeadraceError):
     """State could not be checkpointed or restored: an unsupported value type
     (named with its path), or a corrupted, truncated or unreadable checkpoint
     (named with its key)."""
+
+
+class UncheckpointableError(CheckpointError):
+    """A value cannot be checkpointed: ``path`` says where it sits (e.g.
+    ``event['ts']``), ``value_type`` what it is.
+
+    Raised by an inline ``push`` whose event was refused under
+    ``check_checkpointable`` (``accumulator`` names where it was pushed; the
+    event entered no state and is listed in the dead letters as a stand-in), and
+    by ``Runtime.checkpoint()`` or ``close()`` when a checkpoint was not taken
+    because of such a value (``accumulator`` is None).
+    """
+
+    def __init__(self, message: str, *, path: str, value_type: str, accumulator: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.value_type = value_type
+        self.accumulator = accumulator

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -11,11 +12,13 @@ from headrace import _core
 from headrace._durations import seconds
 from headrace._polling import Poller, call_poll
 from headrace.checkpoint import CheckpointStore, CheckpointWriter, open_store
-from headrace.errors import AccumulatorError, HeadraceError
+from headrace.errors import AccumulatorError, CheckpointError, HeadraceError
 from headrace.graph import ComputationGraph
 from headrace.sources.runner import StreamRunner
 
 __all__ = ["Mode", "Runtime"]
+
+log = logging.getLogger("headrace")
 
 Mode = Literal["inline", "thread"]
 
@@ -59,6 +62,14 @@ class Runtime(_core.Engine):
             raising CheckpointError naming it) or "start_empty".
         sources: Start the stream accumulators' broker sources (thread mode
             only; default True). False: stream accumulators take pushes only.
+        check_checkpointable: Check, as each event is taken, that everything
+            it puts into state (the boundary, a batch's buffered event, a state
+            window entry, a stream accumulator's ``State.value``) can be
+            checkpointed, and refuse that event alone if not: an inline push
+            raises :class:`~headrace.UncheckpointableError`; in thread mode the
+            event goes to the dead-letter list (stage "checkpoint") and is
+            counted and logged. Without the check, one such value stops every
+            checkpoint until it leaves the state. Default: on with a store.
     """
 
     def __new__(
@@ -80,6 +91,7 @@ class Runtime(_core.Engine):
         checkpoint_codec: str = "bincode",
         on_corrupt: str = "refuse",
         sources: bool = True,
+        check_checkpointable: bool | None = None,
     ) -> Self:
         if not isinstance(graph, ComputationGraph):
             raise TypeError(f"Runtime needs a ComputationGraph, got {type(graph).__name__}")
@@ -119,6 +131,7 @@ class Runtime(_core.Engine):
                 checkpoint_key=key,
                 on_corrupt=on_corrupt,
                 on_undecodable=hook,
+                check_checkpointable=check_checkpointable,
             )
         except BaseException:
             if writer is not None:
@@ -195,7 +208,9 @@ class Runtime(_core.Engine):
 
         Raises:
             HeadraceError: the runtime has no store.
-            CheckpointError: it could not be taken or written within ``timeout``.
+            UncheckpointableError: a value in state cannot be checkpointed
+                (raised as soon as the checkpoint is tried, naming its path).
+            CheckpointError: it could not be written within ``timeout``.
         """
         before = self.request_checkpoint()
         assert self._writer is not None  # request_checkpoint raised otherwise
@@ -218,7 +233,15 @@ class Runtime(_core.Engine):
 
     def close(self) -> None:
         """Stops polling, flushes batch accumulators (firing on what they
-        emit), takes a final checkpoint, and stops. Idempotent."""
+        emit), takes a final checkpoint, and stops. Idempotent.
+
+        Raises:
+            CheckpointError: the final checkpoint could not be built (an
+                :class:`~headrace.UncheckpointableError` naming the value); what
+                changed since the last durable checkpoint is lost. Everything is
+                stopped and released first. Leaving a ``with`` block on an
+                exception logs this instead, so that it never masks that exception.
+        """
         poller, self._poller = self._poller, None
         if poller is not None:
             poller.stop()
@@ -234,6 +257,9 @@ class Runtime(_core.Engine):
         store, self._store = self._store, None
         if store is not None:
             store.close()
+        failure = writer.final_failure() if writer is not None else None
+        if failure is not None:
+            raise failure
 
     def __enter__(self) -> Runtime:
         return self
@@ -244,7 +270,13 @@ class Runtime(_core.Engine):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
+        if exc is None:
+            self.close()
+            return
+        try:
+            self.close()
+        except CheckpointError as e:
+            log.error("graph '%s': while leaving on %s: %s", self.graph_name, type(exc).__name__, e)
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "running"

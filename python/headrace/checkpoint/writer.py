@@ -9,6 +9,12 @@ takes the interpreter lock a few times, and on a busy graph a commit per
 snapshot measurably slowed the processor for no gain in durability. A failing
 store is retried with backoff, and the newest snapshot is what gets written
 once it is back.
+
+A checkpoint the engine could not build (a state value the codec cannot hold)
+is reported through ``fail``: counted, logged with the value's path and type
+(the first failure, then at most once per ``log_every`` seconds while they
+last, then the recovery), shown as health "failing", and raised at once to
+whoever waits for a checkpoint.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from headrace.checkpoint.store import CheckpointStore
-from headrace.errors import CheckpointError
+from headrace.errors import CheckpointError, UncheckpointableError
 
 __all__ = ["CheckpointWriter", "Position"]
 
@@ -39,6 +45,7 @@ class CheckpointWriter:
         *,
         backoff: tuple[float, float] = (0.05, 2.0),
         min_interval: float = 0.005,
+        log_every: float = 60.0,
     ) -> None:
         self.store = store
         self._min_interval = min_interval
@@ -53,6 +60,12 @@ class CheckpointWriter:
         self._durable_id = 0
         self._failed_id = 0
         self._failure: str | None = None
+        # The last checkpoint the engine could not build: (path, type) of the value.
+        self._unsupported: tuple[str, str] | None = None
+        self._build_failing_since: float | None = None
+        self._build_failures_unlogged = 0
+        self._last_build_log = 0.0
+        self._log_every = log_every
         self._closing = False
         self._close_deadline = float("inf")
         self._count = 0
@@ -69,6 +82,14 @@ class CheckpointWriter:
     def submit(self, checkpoint_id: int, components: dict[str, bytes], positions: list[Position] | None = None) -> None:
         with self._cond:
             self._pending = (checkpoint_id, components, list(positions or ()))
+            if self._build_failing_since is not None:
+                log.warning(
+                    "graph '%s': checkpoints taken again after %.1f s of failures",
+                    self.graph,
+                    time.time() - self._build_failing_since,
+                )
+                self._build_failing_since = None
+                self._unsupported = None
             self._cond.notify_all()
 
     def on_durable(self, listener: Callable[[list[Position]], None]) -> None:
@@ -76,15 +97,47 @@ class CheckpointWriter:
         checkpoint is durable, with the stream positions it covers."""
         self._listeners.append(listener)
 
-    def fail(self, checkpoint_id: int, message: str) -> None:
-        """The engine could not build checkpoint ``checkpoint_id`` (e.g. a state
-        value of an unsupported type)."""
-        log.error("graph '%s': checkpoint %d not taken: %s", self.graph, checkpoint_id, message)
+    def fail(self, checkpoint_id: int, message: str, path: str | None = None, value_type: str | None = None) -> None:
+        """The engine could not build checkpoint ``checkpoint_id``: a state
+        value of an unsupported type (at ``path``, of ``value_type``), or the
+        snapshot could not be handed over."""
+        now = time.monotonic()
         with self._cond:
             self._failures += 1
             self._failed_id = max(self._failed_id, checkpoint_id)
             self._failure = message
+            self._unsupported = (path, value_type) if path is not None and value_type is not None else None
+            if self._build_failing_since is None:
+                self._build_failing_since = time.time()
+            if now - self._last_build_log >= self._log_every:
+                more = self._build_failures_unlogged
+                self._build_failures_unlogged = 0
+                self._last_build_log = now
+                log.error(
+                    "graph '%s': checkpoint %d not taken: %s%s",
+                    self.graph,
+                    checkpoint_id,
+                    message,
+                    f" ({more} more failure(s) since the last line)" if more else "",
+                )
+            else:
+                self._build_failures_unlogged += 1
             self._cond.notify_all()
+
+    def final_failure(self) -> CheckpointError | None:
+        """Why the newest checkpoint was not taken, if it was not (after ``close``:
+        the final one), as the exception to raise."""
+        with self._cond:
+            if self._failed_id <= self._durable_id or self._failure is None:
+                return None
+            return self._error(f"graph '{self.graph}': final checkpoint not taken: {self._failure}")
+
+    def _error(self, message: str) -> CheckpointError:
+        """Called holding the condition."""
+        if self._unsupported is not None:
+            path, value_type = self._unsupported
+            return UncheckpointableError(message, path=path, value_type=value_type)
+        return CheckpointError(message)
 
     # --- called by users of the runtime ---
 
@@ -107,7 +160,7 @@ class CheckpointWriter:
         """Called holding the condition."""
         while self._durable_id <= after_id:
             if self._failed_id > after_id and self._pending is None:
-                raise CheckpointError(f"graph '{self.graph}': checkpoint failed: {self._failure}")
+                raise self._error(f"graph '{self.graph}': checkpoint failed: {self._failure}")
             if self._closing and not self._thread.is_alive():
                 raise CheckpointError(f"graph '{self.graph}': checkpoint writer stopped: {self._failure}")
             remaining = None if deadline is None else deadline - time.monotonic()
@@ -122,7 +175,9 @@ class CheckpointWriter:
         with self._cond:
             return {
                 "store": self.store.describe(),
-                "health": "failing" if self._store_down_since is not None else "ok",
+                "health": "failing"
+                if self._store_down_since is not None or self._build_failing_since is not None
+                else "ok",
                 "checkpoints": self._count,
                 "failures": self._failures,
                 "last_checkpoint_at": self._last_at,

@@ -9,10 +9,11 @@ use pyo3::Borrowed;
 
 use headrace_core::checkpoint::snapshot::{encode_components, EngineSnapshot};
 use headrace_core::checkpoint::Value as CheckpointValue;
-use headrace_core::host::{Calls, Codec, NodeOutput, Report};
+use headrace_core::host::{Calls, CheckpointError, Codec, NodeOutput, Report, Unsupported};
 use pyo3::types::PyDict;
 use std::sync::atomic::Ordering::SeqCst;
 
+use crate::checkable;
 use crate::convert;
 use crate::errors;
 use crate::fire::{FireResult, Kept, Route};
@@ -177,6 +178,52 @@ impl PyCalls<'_, '_> {
         }
     }
 
+    /// An event refused by `check_checkpointable`. Inline, the push raises
+    /// `UncheckpointableError`; otherwise (thread mode, or a batch's result on
+    /// events accepted earlier) nobody waits for it: it is logged, rate-limited.
+    fn refused(&mut self, acc: usize, error: Unsupported, batch: bool) {
+        let py = self.py;
+        let name = &self.cx.plan.accumulators[acc].name;
+        let graph = &self.cx.plan.graph;
+        let what = if batch { "the batch function's result on events accepted earlier" } else { "the event" };
+        let message = format!(
+            "graph '{graph}', accumulator '{name}': {what} cannot be checkpointed ({}); refused and dead-lettered, nothing of it entered state",
+            error.message
+        );
+        match (&mut self.inline, batch) {
+            (Some(outcome), false) => {
+                if outcome.error.is_none() {
+                    outcome.error = Some(errors::uncheckpointable(py, message, &error, Some(name)));
+                }
+            }
+            _ => {
+                if let Some(held_back) = self.cx.refusals.allow() {
+                    let more = if held_back > 0 { format!(" ({held_back} more refusal(s) not logged)") } else { String::new() };
+                    errors::log(py, "warning", &format!("{message}{more}"));
+                }
+            }
+        }
+    }
+
+    /// A checkpoint not taken: the writer counts it, logs it (rate-limited)
+    /// and fails whoever waits for a checkpoint at once.
+    fn checkpoint_failed(&mut self, error: CheckpointError) {
+        let py = self.py;
+        let graph = &self.cx.plan.graph;
+        let message = format!("graph '{graph}': checkpoint not taken: {error}");
+        let Some(sink) = &self.cx.checkpoint else {
+            return errors::log(py, "error", &message);
+        };
+        let id = sink.last_id.fetch_add(1, SeqCst) + 1;
+        let (path, type_name) = match &error {
+            CheckpointError::Unsupported(u) => (Some(u.path.as_str()), Some(u.type_name.as_str())),
+            CheckpointError::Persist(_) => (None, None),
+        };
+        if let Err(e) = sink.writer.bind(py).call_method1("fail", (id, error.to_string(), path, type_name)) {
+            e.write_unraisable(py, None);
+        }
+    }
+
     /// Inline: the first failure is raised when the call is done. Thread mode:
     /// nobody is waiting, so the failure is logged (and counted in stats).
     fn keep_or_log(&mut self, error: PyErr) {
@@ -250,28 +297,70 @@ impl Calls<Value, PyErr> for PyCalls<'_, '_> {
         error.to_string()
     }
 
-    fn to_value(&mut self, value: &Value) -> Result<CheckpointValue, String> {
+    fn to_value(&mut self, value: &Value) -> Result<CheckpointValue, Unsupported> {
         let mut path = String::from("value");
-        convert::to_value(value.bind(self.py), &mut path, 0)
+        convert::try_to_value(value.bind(self.py), &mut path, 0)
     }
 
-    fn persist(&mut self, mut snapshot: EngineSnapshot) -> Result<(), String> {
+    fn checkpointable(&mut self, root: &str, value: &Value) -> Result<(), Unsupported> {
+        checkable::check(value.bind(self.py), root)
+    }
+
+    fn user_state_checkpointable(&mut self, acc: usize) -> Result<(), Unsupported> {
+        let a = &self.cx.accs[acc];
+        let Some(state) = &a.state else { return Ok(()) };
+        let py = self.py;
+        let mut path = format!("accumulator '{}' state.value", self.cx.plan.accumulators[acc].name);
+        let checked = match state.bind(py).getattr(pyo3::intern!(py, "value")) {
+            Ok(value) => convert::try_to_value(&value, &mut path, 0),
+            Err(e) => Err(Unsupported { message: format!("{path}: {e}"), path, type_name: "?".into() }),
+        };
+        let mut good = a.good_state.lock().unwrap_or_else(|p| p.into_inner());
+        match checked {
+            Ok(v) => {
+                *good = Some(v);
+                Ok(())
+            }
+            Err(u) => {
+                // Put back the last state that could be checkpointed: the event
+                // is refused, so nothing of it may stay in state.
+                if let Some(previous) = good.clone() {
+                    let restored = convert::to_python(py, previous).and_then(|v| state.bind(py).setattr("value", v));
+                    if let Err(e) = restored {
+                        e.write_unraisable(py, None);
+                    }
+                }
+                Err(u)
+            }
+        }
+    }
+
+    fn stand_in(&mut self, value: &Value) -> Value {
+        let py = self.py;
+        let shown = value.bind(py).repr().map(|r| r.to_string()).unwrap_or_else(|_| "?".into());
+        let cut: String = shown.chars().take(200).collect();
+        let more = if cut.len() < shown.len() { "..." } else { "" };
+        pyo3::types::PyString::new(py, &format!("<not checkpointable: {cut}{more}>")).into_any().unbind()
+    }
+
+    fn persist(&mut self, mut snapshot: EngineSnapshot) -> Result<(), CheckpointError> {
         let Some(sink) = &self.cx.checkpoint else { return Ok(()) };
         let py = self.py;
         let id = sink.last_id.fetch_add(1, SeqCst) + 1;
-        let sealed = (|| -> Result<Vec<(String, Vec<u8>)>, String> {
+        let sealed = (|| -> Result<Vec<(String, Vec<u8>)>, CheckpointError> {
             for (i, (name, acc)) in snapshot.accumulators.iter_mut().enumerate() {
                 if let Some(state) = &self.cx.accs[i].state {
-                    let value = state.bind(py).getattr("value").map_err(|e| e.to_string())?;
+                    let value = state.bind(py).getattr("value").map_err(|e| CheckpointError::Persist(e.to_string()))?;
                     let mut path = format!("accumulator '{name}' state.value");
-                    acc.user_state = Some(convert::to_value(&value, &mut path, 0)?);
+                    let value = convert::try_to_value(&value, &mut path, 0).map_err(CheckpointError::Unsupported)?;
+                    acc.user_state = Some(value);
                 }
             }
             let codec = sink.codec;
             py.detach(|| encode_components(&snapshot, codec))
-                .map_err(|(component, e)| format!("component '{component}': {e}"))
+                .map_err(|(component, e)| CheckpointError::Persist(format!("component '{component}': {e}")))
         })();
-        let handed = match sealed {
+        match sealed {
             Ok(components) => (|| -> PyResult<()> {
                 let dict = PyDict::new(py);
                 for (name, blob) in components {
@@ -288,15 +377,9 @@ impl Calls<Value, PyErr> for PyCalls<'_, '_> {
                 sink.writer.bind(py).call_method1("submit", (id, dict, positions))?;
                 Ok(())
             })()
-            .map_err(|e| e.to_string()),
+            .map_err(|e| CheckpointError::Persist(e.to_string())),
             Err(e) => Err(e),
-        };
-        if let Err(message) = &handed {
-            if let Err(e) = sink.writer.bind(py).call_method1("fail", (id, message.as_str())) {
-                e.write_unraisable(py, None);
-            }
         }
-        handed
     }
 
     fn report(&mut self, report: Report<Value, PyErr>) {
@@ -336,6 +419,8 @@ impl Calls<Value, PyErr> for PyCalls<'_, '_> {
                 Some(position) => self.undecodable_message(acc, error, data, position),
                 None => self.accumulator_failure(acc, error, true),
             },
+            Report::Refused { acc, error, batch, .. } => self.refused(acc, error, batch),
+            Report::CheckpointFailed(error) => self.checkpoint_failed(error),
         }
     }
 }

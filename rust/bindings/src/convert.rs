@@ -9,6 +9,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 use headrace_core::checkpoint::{self, CodecError, CodecId, Value};
+use headrace_core::host::Unsupported;
 
 use crate::errors;
 
@@ -19,11 +20,17 @@ pub const MAX_DEPTH: usize = 256;
 /// Converts `obj`; on failure, `path` (where `obj` sits, e.g. "state") is
 /// extended to the offending value ("state['book'][3]") for the message.
 pub fn to_value(obj: &Bound<'_, PyAny>, path: &mut String, depth: usize) -> Result<Value, String> {
+    try_to_value(obj, path, depth).map_err(|u| u.message)
+}
+
+/// Like [`to_value`], naming the offending value's path and type apart.
+pub fn try_to_value(obj: &Bound<'_, PyAny>, path: &mut String, depth: usize) -> Result<Value, Unsupported> {
     convert(obj, depth).map_err(|failure| {
         for segment in failure.path.iter().rev() {
             path.push_str(segment);
         }
-        format!("{path}: {}", failure.message)
+        let type_name = failure.type_name.unwrap_or_else(|| "?".into());
+        Unsupported { path: path.clone(), type_name, message: format!("{path}: {}", failure.message) }
     })
 }
 
@@ -32,11 +39,17 @@ pub fn to_value(obj: &Bound<'_, PyAny>, path: &mut String, depth: usize) -> Resu
 struct Failure {
     path: Vec<String>,
     message: String,
+    type_name: Option<String>,
 }
 
 impl Failure {
     fn new(message: String) -> Self {
-        Failure { path: Vec::new(), message }
+        Failure { path: Vec::new(), message, type_name: None }
+    }
+
+    fn of_type(mut self, type_name: String) -> Self {
+        self.type_name = Some(type_name);
+        self
     }
 
     fn at(mut self, segment: String) -> Self {
@@ -81,7 +94,8 @@ fn convert(obj: &Bound<'_, PyAny>, depth: usize) -> Result<Value, Failure> {
         for (k, v) in d.iter() {
             let Ok(key) = k.cast_exact::<PyString>() else {
                 let ty = k.get_type().name().map(|n| n.to_string()).unwrap_or_default();
-                return Err(Failure::new(format!("dict key {} has type {ty}; checkpointed dicts need str keys", repr(&k))));
+                return Err(Failure::new(format!("dict key {} has type {ty}; checkpointed dicts need str keys", repr(&k)))
+                    .of_type(ty));
             };
             let key = key.to_str().map_err(|e| Failure::new(e.to_string()))?;
             let value = convert(&v, depth + 1)
@@ -91,7 +105,7 @@ fn convert(obj: &Bound<'_, PyAny>, depth: usize) -> Result<Value, Failure> {
         return Ok(Value::Dict(out));
     }
     let ty = obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into());
-    Err(Failure::new(format!("type {ty} cannot be checkpointed (supported: {SUPPORTED})")))
+    Err(Failure::new(format!("type {ty} cannot be checkpointed (supported: {SUPPORTED})")).of_type(ty))
 }
 
 fn items<'py>(len: usize, iter: impl Iterator<Item = Bound<'py, PyAny>>, depth: usize) -> Result<Vec<Value>, Failure> {

@@ -66,7 +66,7 @@ fn duration(seconds: Option<f64>, what: &str) -> PyResult<Option<Duration>> {
 #[pymethods]
 impl Engine {
     #[new]
-    #[pyo3(signature = (spec, *, mode, on_fire=None, capacity=65536, push_timeout=None, max_attempts=3, retry_backoff=0.1, dead_letter_limit=10000, idle_spin=5e-5, checkpoint_writer=None, checkpoint_codec="bincode", checkpoint_every_fires=1000, checkpoint_interval=None, restore=None, checkpoint_key="", on_corrupt="refuse", on_undecodable=None))]
+    #[pyo3(signature = (spec, *, mode, on_fire=None, capacity=65536, push_timeout=None, max_attempts=3, retry_backoff=0.1, dead_letter_limit=10000, idle_spin=5e-5, checkpoint_writer=None, checkpoint_codec="bincode", checkpoint_every_fires=1000, checkpoint_interval=None, restore=None, checkpoint_key="", on_corrupt="refuse", on_undecodable=None, check_checkpointable=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -87,6 +87,7 @@ impl Engine {
         checkpoint_key: &str,
         on_corrupt: &str,
         on_undecodable: Option<Py<PyAny>>,
+        check_checkpointable: Option<bool>,
     ) -> PyResult<Self> {
         if capacity == 0 || max_attempts == 0 {
             return Err(pyo3::exceptions::PyValueError::new_err("capacity and max_attempts must be at least 1"));
@@ -99,6 +100,7 @@ impl Engine {
             dead_letter_limit,
             checkpoint_fires: if checkpointing { checkpoint_every_fires } else { 0 },
             checkpoint_interval: if checkpointing { duration(checkpoint_interval, "checkpoint_interval")? } else { None },
+            check_checkpointable: check_checkpointable.unwrap_or(checkpointing),
         };
         let parsed = graph::parse(spec)?;
         let codecs = parsed.accs.iter().map(|a| a.codec).collect();
@@ -114,6 +116,9 @@ impl Engine {
         let mut processor: Proc = Processor::new(plan.clone(), config);
         if let Some(components) = restore {
             restore::restore(py, &mut processor, &callables, components, checkpoint_key, on_corrupt)?;
+        }
+        if config.check_checkpointable {
+            remember_good_states(py, &callables);
         }
         let restored_positions = processor.positions();
         let metrics = processor.metrics().clone();
@@ -336,8 +341,8 @@ impl Engine {
             Mode::Inline(_) => {
                 let mut failure = None;
                 self.run_inline(py, |p, calls| failure = p.checkpoint(calls).err())?;
-                if let Some(message) = failure {
-                    return Err(convert::checkpoint_error(py, format!("graph '{}': {message}", self.graph)));
+                if let Some(error) = failure {
+                    return Err(errors::checkpoint(py, &self.graph, &error));
                 }
             }
             Mode::Thread(t) => {
@@ -511,6 +516,18 @@ impl Drop for Engine {
             if !self.closed.load(SeqCst) {
                 let _ = t.sender.try_push(Item::Stop);
             }
+        }
+    }
+}
+
+/// The initial (or restored) `State.value` of each stream accumulator, as the
+/// state a refused event's call is rolled back to.
+fn remember_good_states(py: Python<'_>, callables: &Callables) {
+    for a in &callables.accs {
+        let Some(state) = &a.state else { continue };
+        let Ok(value) = state.bind(py).getattr("value") else { continue };
+        if let Ok(v) = convert::try_to_value(&value, &mut String::new(), 0) {
+            *a.good_state.lock().unwrap_or_else(|p| p.into_inner()) = Some(v);
         }
     }
 }

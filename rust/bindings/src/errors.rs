@@ -2,10 +2,15 @@
 //!
 //! The classes are defined once, in Python; Rust looks each up once and keeps it.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyType};
 
+use headrace_core::host::{CheckpointError, Unsupported};
 use headrace_core::plan::DefinitionError;
 
 fn class<'py>(py: Python<'py>, cell: &'static PyOnceLock<Py<PyType>>, name: &str) -> PyResult<&'py Bound<'py, PyType>> {
@@ -28,6 +33,7 @@ error_class!(node_error, "NodeError");
 error_class!(accumulator_error, "AccumulatorError");
 error_class!(backpressure_error, "BackpressureError");
 error_class!(checkpoint_error, "CheckpointError");
+error_class!(uncheckpointable_error, "UncheckpointableError");
 
 /// Builds an instance of `class(message, **kwargs)` as a `PyErr`.
 pub fn raise(class: &Bound<'_, PyType>, message: String, kwargs: &[(&str, Bound<'_, PyAny>)]) -> PyErr {
@@ -57,6 +63,63 @@ pub fn definition(py: Python<'_>, err: &DefinitionError) -> PyErr {
     match (definition_error(py), problems.into_pyobject(py)) {
         (Ok(cls), Ok(list)) => raise(cls, err.to_string(), &[("problems", list.into_any())]),
         (Err(e), _) | (_, Err(e)) => e,
+    }
+}
+
+/// `UncheckpointableError` naming the value's path and type (and the
+/// accumulator whose event it was, if any).
+pub fn uncheckpointable(py: Python<'_>, message: String, u: &Unsupported, accumulator: Option<&str>) -> PyErr {
+    let build = || -> PyResult<PyErr> {
+        Ok(raise(
+            uncheckpointable_error(py)?,
+            message,
+            &[
+                ("path", u.path.as_str().into_pyobject(py)?.into_any()),
+                ("value_type", u.type_name.as_str().into_pyobject(py)?.into_any()),
+                ("accumulator", accumulator.into_pyobject(py)?.into_any()),
+            ],
+        ))
+    };
+    build().unwrap_or_else(|e| e)
+}
+
+/// The exception for a checkpoint of graph `graph` that was not taken.
+pub fn checkpoint(py: Python<'_>, graph: &str, error: &CheckpointError) -> PyErr {
+    let message = format!("graph '{graph}': checkpoint not taken: {error}");
+    match error {
+        CheckpointError::Unsupported(u) => uncheckpointable(py, message, u, None),
+        CheckpointError::Persist(_) => match checkpoint_error(py) {
+            Ok(cls) => raise(cls, message, &[]),
+            Err(e) => e,
+        },
+    }
+}
+
+/// Lets a repeated log line through at most once per interval and counts the
+/// lines it held back, so that a failure repeating per event or per batch is
+/// seen without filling the log.
+pub struct LogLimiter {
+    every: Duration,
+    last: Mutex<Option<Instant>>,
+    held_back: AtomicU64,
+}
+
+impl LogLimiter {
+    pub fn new(every: Duration) -> Self {
+        LogLimiter { every, last: Mutex::new(None), held_back: AtomicU64::new(0) }
+    }
+
+    /// `Some(n)` when this line may be logged (`n` lines were held back since
+    /// the last one); None when it is held back.
+    pub fn allow(&self) -> Option<u64> {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < self.every) {
+            self.held_back.fetch_add(1, Relaxed);
+            return None;
+        }
+        *last = Some(now);
+        Some(self.held_back.swap(0, Relaxed))
     }
 }
 

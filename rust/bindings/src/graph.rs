@@ -1,19 +1,20 @@
 //! Turning the Python description of a graph into a core spec plus the
 //! callables, ordered as the compiled plan wants them.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
+use headrace_core::checkpoint::Value as CheckpointValue;
 use headrace_core::host::Codec;
 use headrace_core::plan::Plan;
 use headrace_core::spec::{
     AccKind, AccSpec, CriteriaKind, CriteriaSpec, GraphSpec, InputStrategy, NodeSpec, RouteSpec,
 };
 
-use crate::errors;
+use crate::errors::{self, LogLimiter};
 use crate::fire::Names;
 
 pub struct AccCall {
@@ -21,6 +22,9 @@ pub struct AccCall {
     /// Passed as the second argument (stream accumulators declared with `state=`).
     pub state: Option<Py<PyAny>>,
     pub codec: Codec,
+    /// With `check_checkpointable`: the last `State.value` that could be
+    /// checkpointed, put back when a call leaves one that cannot.
+    pub good_state: Mutex<Option<CheckpointValue>>,
 }
 
 pub struct NodeCall {
@@ -42,6 +46,9 @@ pub struct Callables {
     /// Called as `(accumulator, data, topic, partition, offset, error)` for an
     /// undecodable stream message (a dead-letter topic, for instance).
     pub on_undecodable: Option<Py<PyAny>>,
+    /// Thread mode logs refused events through this (one line per event
+    /// would flood the log when a producer keeps sending them).
+    pub refusals: LogLimiter,
 }
 
 /// The Python checkpoint writer (`submit(id, components)`, `fail(id, message)`)
@@ -168,7 +175,7 @@ pub fn parse(spec: &Bound<'_, PyDict>) -> PyResult<Parsed> {
             }
         };
         let state: Option<Py<PyAny>> = a.get_item("state")?.filter(|s| !s.is_none()).map(Bound::unbind);
-        accs.push(AccCall { function: item(&a, "function")?, state, codec });
+        accs.push(AccCall { function: item(&a, "function")?, state, codec, good_state: Mutex::new(None) });
         accumulators.push(AccSpec { name: acc_name, kind });
     }
 
@@ -214,5 +221,6 @@ pub fn compile(py: Python<'_>, parsed: Parsed, on_fire: Option<Py<PyAny>>) -> Py
         on_fire,
         checkpoint: None,
         on_undecodable: None,
+        refusals: LogLimiter::new(Duration::from_secs(10)),
     })
 }

@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 mod calls;
+mod checkable;
 mod convert;
 mod engine;
 mod errors;

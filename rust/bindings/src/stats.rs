@@ -11,14 +11,14 @@ use headrace_core::metrics::{Health, Metrics};
 type Value = Py<PyAny>;
 
 /// The reactor's health, derived from its accumulators' (as the seed design
-/// defines it): degraded while any source is disconnected, warming while any
-/// is still starting or connecting.
+/// defines it): degraded while any source is disconnected or checkpoints fail,
+/// warming while any is still starting or connecting.
 fn reactor_health(metrics: &Metrics, closed: bool) -> &'static str {
     if closed {
         return "stopped";
     }
     let states: Vec<Health> = metrics.accumulators.iter().map(|m| m.health()).collect();
-    if states.contains(&Health::Disconnected) {
+    if states.contains(&Health::Disconnected) || metrics.checkpoint_failing.load(Relaxed) {
         "degraded"
     } else if states.iter().any(|h| matches!(h, Health::Starting | Health::Connecting)) {
         "warming"
@@ -79,6 +79,7 @@ pub fn build<'py>(
         a.set_item("boundaries", m.boundaries.load(Relaxed))?;
         a.set_item("suppressed", m.suppressed.load(Relaxed))?;
         a.set_item("errors", m.errors.load(Relaxed))?;
+        a.set_item("refused", m.refused.load(Relaxed))?;
         a.set_item("buffered", m.buffered.load(Relaxed))?;
         a.set_item("last_error", m.last_error())?;
         accs.set_item(name, a)?;

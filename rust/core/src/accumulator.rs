@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::checkpoint::Value;
-use crate::host::Calls;
+use crate::host::{Calls, Unsupported};
 use crate::processor::Now;
 use crate::spec::AccKind;
 
@@ -37,6 +37,9 @@ pub(crate) enum Taken<V, E> {
     /// Buffered in a batch; `full` when the buffer reached its size limit.
     Buffered { full: bool },
     Failed { event: V, error: E },
+    /// `check_checkpointable`: what the event would put into state cannot be
+    /// checkpointed; nothing of it was kept.
+    Refused { event: V, error: Unsupported },
 }
 
 /// What flushing a batch did.
@@ -46,6 +49,8 @@ pub(crate) enum Flushed<V, E> {
     Suppressed,
     /// The batch function raised; `events` is the batch as one list value.
     Failed { events: V, error: E },
+    /// `check_checkpointable`: the batch function's result cannot be checkpointed.
+    Refused { events: V, error: Unsupported },
 }
 
 impl<V> AccState<V> {
@@ -66,19 +71,36 @@ impl<V> AccState<V> {
         }
     }
 
+    /// Takes one event. With `check`, every value that would enter state is
+    /// first checked for checkpointability, and the event is refused whole if
+    /// one is not (so that one bad value cannot stop every later checkpoint).
     pub(crate) fn take<E>(
         &mut self,
         acc: usize,
         event: V,
+        check: bool,
         calls: &mut dyn Calls<V, E>,
         now: &Now,
     ) -> Taken<V, E> {
         match self {
-            AccState::Plain => match calls.accumulate(acc, &event) {
-                Ok(Some(boundary)) => Taken::Emit(boundary),
-                Ok(None) => Taken::Suppressed,
-                Err(error) => Taken::Failed { event, error },
-            },
+            AccState::Plain => {
+                let result = calls.accumulate(acc, &event);
+                if check {
+                    // A stream accumulator's State.value changed even if it emitted nothing.
+                    let checked = calls.user_state_checkpointable(acc).and_then(|()| match &result {
+                        Ok(Some(boundary)) => calls.checkpointable("boundary", boundary),
+                        _ => Ok(()),
+                    });
+                    if let Err(error) = checked {
+                        return Taken::Refused { event, error };
+                    }
+                }
+                match result {
+                    Ok(Some(boundary)) => Taken::Emit(boundary),
+                    Ok(None) => Taken::Suppressed,
+                    Err(error) => Taken::Failed { event, error },
+                }
+            }
             AccState::Polling { last } => {
                 if calls.is_none(&event) {
                     return Taken::Suppressed;
@@ -90,10 +112,20 @@ impl<V> AccState<V> {
                         Err(error) => return Taken::Failed { event, error },
                     }
                 }
+                if check {
+                    if let Err(error) = calls.checkpointable("event", &event) {
+                        return Taken::Refused { event, error };
+                    }
+                }
                 *last = Some(calls.share(&event));
                 Taken::Emit(event)
             }
             AccState::Batch { buffer, max, interval, due, .. } => {
+                if check {
+                    if let Err(error) = calls.checkpointable("event", &event) {
+                        return Taken::Refused { event, error };
+                    }
+                }
                 if buffer.is_empty() {
                     *due = interval.map(|i| now.get() + i);
                 }
@@ -102,6 +134,11 @@ impl<V> AccState<V> {
             }
             AccState::State { window, capacity } => match calls.accumulate(acc, &event) {
                 Ok(Some(value)) => {
+                    if check {
+                        if let Err(error) = calls.checkpointable("state window entry", &value) {
+                            return Taken::Refused { event, error };
+                        }
+                    }
                     if window.len() == *capacity {
                         window.pop_front();
                     }
@@ -116,7 +153,7 @@ impl<V> AccState<V> {
 
     /// Hands a batch's buffered events to its function, exactly once: the buffer
     /// is emptied whatever the function does. A held batch does not flush.
-    pub(crate) fn flush<E>(&mut self, acc: usize, calls: &mut dyn Calls<V, E>) -> Flushed<V, E> {
+    pub(crate) fn flush<E>(&mut self, acc: usize, check: bool, calls: &mut dyn Calls<V, E>) -> Flushed<V, E> {
         let AccState::Batch { buffer, due, held, .. } = self else { return Flushed::Empty };
         if buffer.is_empty() || *held {
             return Flushed::Empty;
@@ -124,7 +161,10 @@ impl<V> AccState<V> {
         *due = None;
         let result = calls.accumulate_batch(acc, buffer);
         let flushed = match result {
-            Ok(Some(boundary)) => Flushed::Emit(boundary),
+            Ok(Some(boundary)) => match check.then(|| calls.checkpointable("batch boundary", &boundary)) {
+                Some(Err(error)) => Flushed::Refused { events: calls.list(&mut buffer.iter()), error },
+                _ => Flushed::Emit(boundary),
+            },
             Ok(None) => Flushed::Suppressed,
             Err(error) => Flushed::Failed { events: calls.list(&mut buffer.iter()), error },
         };

@@ -10,6 +10,9 @@ pub enum Stage {
     Accumulator,
     /// The graph failed on this boundary more times than the retry limit allows.
     Fire,
+    /// What the event would have put into state cannot be checkpointed
+    /// (`check_checkpointable`); the entry holds a stand-in, not the value.
+    Checkpoint,
 }
 
 impl Stage {
@@ -17,6 +20,7 @@ impl Stage {
         match self {
             Stage::Accumulator => "accumulator",
             Stage::Fire => "fire",
+            Stage::Checkpoint => "checkpoint",
         }
     }
 }

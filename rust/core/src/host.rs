@@ -62,6 +62,35 @@ pub struct FireRecord<V, E> {
     pub duration: Duration,
 }
 
+/// A value the checkpoint codec cannot hold: where it sits and what it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsupported {
+    /// Where the value sits, from the root the engine named: `event['ts']`.
+    pub path: String,
+    /// The offending value's type name.
+    pub type_name: String,
+    /// The whole explanation (path, type and what is supported).
+    pub message: String,
+}
+
+/// Why a checkpoint was not taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckpointError {
+    /// Some value in the state cannot be checkpointed.
+    Unsupported(Unsupported),
+    /// The snapshot could not be handed over to be written.
+    Persist(String),
+}
+
+impl std::fmt::Display for CheckpointError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CheckpointError::Unsupported(u) => f.write_str(&u.message),
+            CheckpointError::Persist(text) => f.write_str(text),
+        }
+    }
+}
+
 /// What the engine tells its host as it works.
 pub enum Report<V, E> {
     Fired(FireRecord<V, E>),
@@ -70,6 +99,13 @@ pub enum Report<V, E> {
     /// Raw bytes could not be decoded; the event was dropped and counted. For
     /// a stream source's message, `position` is (topic, partition, offset).
     DecodeFailed { acc: usize, seq: u64, error: E, data: Vec<u8>, position: Option<(String, i32, i64)> },
+    /// With `check_checkpointable`: what this event would have put into state
+    /// cannot be checkpointed, so the event was refused (it is in the dead-letter
+    /// list as a stand-in) and nothing of it entered any state. `batch`: it was a
+    /// batch function's result on events accepted earlier, not a new event.
+    Refused { acc: usize, seq: u64, error: Unsupported, batch: bool },
+    /// A checkpoint could not be taken; the next one is tried at the policy's pace.
+    CheckpointFailed(CheckpointError),
 }
 
 /// The host's side of one attached session.
@@ -91,8 +127,19 @@ pub trait Calls<V, E> {
     /// Text for logs and stats.
     fn describe(&mut self, error: &E) -> String;
     /// The value as a checkpoint value, or why it cannot be one.
-    fn to_value(&mut self, value: &V) -> Result<Value, String>;
+    fn to_value(&mut self, value: &V) -> Result<Value, Unsupported>;
+    /// Whether `value` could be checkpointed; `root` names it in the path
+    /// ("event", "boundary"). Asked only with `check_checkpointable`.
+    fn checkpointable(&mut self, root: &str, value: &V) -> Result<(), Unsupported>;
+    /// After accumulator `acc`'s function ran: whether the state the host keeps
+    /// for it (a stream accumulator's `State.value`) could be checkpointed. If
+    /// not, the host puts back the last state that could. Asked only with
+    /// `check_checkpointable`.
+    fn user_state_checkpointable(&mut self, acc: usize) -> Result<(), Unsupported>;
+    /// A checkpointable stand-in (e.g. its repr) for a value that is not, to
+    /// keep in the dead-letter list in its place.
+    fn stand_in(&mut self, value: &V) -> V;
     /// Hands a snapshot over to be written (the host adds the state it owns).
-    fn persist(&mut self, snapshot: EngineSnapshot) -> Result<(), String>;
+    fn persist(&mut self, snapshot: EngineSnapshot) -> Result<(), CheckpointError>;
     fn report(&mut self, report: Report<V, E>);
 }

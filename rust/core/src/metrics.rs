@@ -67,6 +67,9 @@ pub struct AccMetrics {
     pub errors: AtomicU64,
     /// Events waiting in a batch accumulator's buffer.
     pub buffered: AtomicUsize,
+    /// Events refused because their state could not be checkpointed
+    /// (`check_checkpointable`).
+    pub refused: AtomicU64,
     health: AtomicU8,
     last_error: Mutex<Option<String>>,
 }
@@ -88,6 +91,11 @@ impl AccMetrics {
         self.errors.fetch_add(1, Relaxed);
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(text);
     }
+
+    pub fn record_refused(&self, text: String) {
+        self.refused.fetch_add(1, Relaxed);
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(text);
+    }
 }
 
 pub struct Metrics {
@@ -103,6 +111,8 @@ pub struct Metrics {
     /// Boundaries accepted but not yet fired (sequential strategy).
     pub pending: AtomicUsize,
     pub paused: AtomicBool,
+    /// The last checkpoint could not be taken (the reactor is degraded).
+    pub checkpoint_failing: AtomicBool,
     last_error: Mutex<Option<String>>,
 }
 
@@ -116,6 +126,7 @@ impl Metrics {
             last_fired_at_us: AtomicU64::new(0),
             pending: AtomicUsize::new(0),
             paused: AtomicBool::new(false),
+            checkpoint_failing: AtomicBool::new(false),
             last_error: Mutex::new(None),
         }
     }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::channel::{merge_channel, Item, PushError};
 use crate::driver::{self, Attach};
-use crate::host::{Calls, Codec, NodeOutput, Report, Trigger};
+use crate::host::{Calls, Codec, NodeOutput, Report, Trigger, Unsupported};
 use crate::plan::{Plan, Problem};
 use crate::processor::{Config, Input, Now, Processor};
 use crate::spec::*;
@@ -15,6 +15,8 @@ enum Val {
     Nil,
     Int(i64),
     List(Vec<Val>),
+    /// A value no checkpoint can hold.
+    Opaque,
 }
 
 type NodeFn = Box<dyn FnMut(&[Option<&Val>]) -> Result<NodeOutput<Val>, String> + Send>;
@@ -32,15 +34,30 @@ struct Fake {
     fires: Vec<Fired>,
     acc_failures: usize,
     saved: Vec<crate::checkpoint::snapshot::EngineSnapshot>,
+    refused: Vec<(usize, bool)>,
+    checkpoint_failures: usize,
+}
+
+impl Fake {
+    fn new(nodes: Vec<NodeFn>) -> Self {
+        Fake { nodes, fires: vec![], acc_failures: 0, saved: vec![], refused: vec![], checkpoint_failures: 0 }
+    }
 }
 
 fn to_cp(v: &Val) -> crate::checkpoint::Value {
+    try_cp(v).expect("checkpointable")
+}
+
+fn try_cp(v: &Val) -> Result<crate::checkpoint::Value, Unsupported> {
     use crate::checkpoint::Value as C;
-    match v {
+    Ok(match v {
         Val::Nil => C::None,
         Val::Int(i) => C::Int(*i),
-        Val::List(l) => C::List(l.iter().map(to_cp).collect()),
-    }
+        Val::List(l) => C::List(l.iter().map(try_cp).collect::<Result<_, _>>()?),
+        Val::Opaque => {
+            return Err(Unsupported { path: "value".into(), type_name: "Opaque".into(), message: "value: Opaque".into() })
+        }
+    })
 }
 
 fn from_cp(v: crate::checkpoint::Value) -> Result<Val, String> {
@@ -89,10 +106,19 @@ impl Calls<Val, String> for Fake {
     fn describe(&mut self, error: &String) -> String {
         error.clone()
     }
-    fn to_value(&mut self, value: &Val) -> Result<crate::checkpoint::Value, String> {
-        Ok(to_cp(value))
+    fn to_value(&mut self, value: &Val) -> Result<crate::checkpoint::Value, Unsupported> {
+        try_cp(value)
     }
-    fn persist(&mut self, snapshot: crate::checkpoint::snapshot::EngineSnapshot) -> Result<(), String> {
+    fn checkpointable(&mut self, _root: &str, value: &Val) -> Result<(), Unsupported> {
+        try_cp(value).map(drop)
+    }
+    fn user_state_checkpointable(&mut self, _acc: usize) -> Result<(), Unsupported> {
+        Ok(())
+    }
+    fn stand_in(&mut self, _value: &Val) -> Val {
+        Val::Nil
+    }
+    fn persist(&mut self, snapshot: crate::checkpoint::snapshot::EngineSnapshot) -> Result<(), crate::host::CheckpointError> {
         self.saved.push(snapshot);
         Ok(())
     }
@@ -105,6 +131,8 @@ impl Calls<Val, String> for Fake {
                 failed_node: r.failure.map(|f| f.node),
             }),
             Report::AccumulatorFailed { .. } | Report::DecodeFailed { .. } => self.acc_failures += 1,
+            Report::Refused { acc, batch, .. } => self.refused.push((acc, batch)),
+            Report::CheckpointFailed(_) => self.checkpoint_failures += 1,
         }
     }
 }
@@ -135,7 +163,7 @@ fn echo() -> NodeFn {
 fn setup(spec: &GraphSpec, nodes: Vec<NodeFn>) -> (Processor<Val, String>, Fake) {
     let plan = Arc::new(Plan::compile(spec).expect("valid graph"));
     let processor = Processor::new(plan, Config { max_attempts: 3, retry_backoff: Duration::ZERO, dead_letter_limit: 100, ..Config::default() });
-    (processor, Fake { nodes, fires: vec![], acc_failures: 0, saved: vec![] })
+    (processor, Fake::new(nodes))
 }
 
 fn push(p: &mut Processor<Val, String>, f: &mut Fake, acc: usize, v: Val) -> u64 {
@@ -594,7 +622,7 @@ fn checkpoint_policy_counts_fires() {
     let plan = Arc::new(Plan::compile(&spec).unwrap());
     let config = Config { checkpoint_fires: 3, ..Config::default() };
     let mut p: Processor<Val, String> = Processor::new(plan, config);
-    let mut f = Fake { nodes: vec![echo()], fires: vec![], acc_failures: 0, saved: vec![] };
+    let mut f = Fake::new(vec![echo()]);
     let now = Now::lazy();
     for i in 0..7 {
         push(&mut p, &mut f, 0, Val::Int(i));
@@ -613,3 +641,4 @@ fn channel_items_stay_small() {
 }
 
 mod delivery;
+mod checkpointable;

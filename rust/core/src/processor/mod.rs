@@ -16,7 +16,7 @@ mod state;
 use crate::accumulator::{AccState, Flushed, Taken};
 use crate::dead_letter::{DeadLetter, DeadLetters, Stage};
 use crate::executor::Executor;
-use crate::host::{Calls, Codec, FireRecord, NodeFailure, Report, Trigger};
+use crate::host::{Calls, Codec, FireRecord, NodeFailure, Report, Trigger, Unsupported};
 use crate::metrics::{bump, Health, Metrics};
 use crate::plan::Plan;
 use crate::spec::{AccKind, CriteriaKind, InputStrategy};
@@ -35,6 +35,10 @@ pub struct Config {
     pub checkpoint_fires: u64,
     /// Checkpoint this long after the first unsaved change (None: not by time).
     pub checkpoint_interval: Option<Duration>,
+    /// Check every value that would enter checkpointed state when its event is
+    /// taken, and refuse that event alone if one cannot be checkpointed (see
+    /// [`Report::Refused`]), instead of failing every later checkpoint.
+    pub check_checkpointable: bool,
 }
 
 impl Default for Config {
@@ -45,6 +49,7 @@ impl Default for Config {
             dead_letter_limit: 10_000,
             checkpoint_fires: 0,
             checkpoint_interval: None,
+            check_checkpointable: false,
         }
     }
 }
@@ -239,7 +244,7 @@ impl<V, E> Processor<V, E> {
                 }
             },
         };
-        match self.accs[acc].take(acc, event, calls, now) {
+        match self.accs[acc].take(acc, event, self.config.check_checkpointable, calls, now) {
             Taken::Emit(boundary) => self.accept(acc, boundary, seq),
             Taken::Suppressed => {
                 bump(&self.metrics.accumulators[acc].suppressed);
@@ -252,6 +257,10 @@ impl<V, E> Processor<V, E> {
             }
             Taken::Failed { event, error } => {
                 self.accumulator_failed(acc, seq, event, error, 1, calls);
+            }
+            Taken::Refused { event, error } => {
+                let stand_in = calls.stand_in(&event);
+                self.refuse(acc, seq, stand_in, error, false, calls);
             }
         }
         seq
@@ -515,7 +524,7 @@ impl<V, E> Processor<V, E> {
     }
 
     fn flush(&mut self, acc: usize, seq: u64, calls: &mut dyn Calls<V, E>) -> bool {
-        let flushed = self.accs[acc].flush(acc, calls);
+        let flushed = self.accs[acc].flush(acc, self.config.check_checkpointable, calls);
         self.metrics.accumulators[acc].buffered.store(self.accs[acc].buffered(), Relaxed);
         match flushed {
             Flushed::Empty => false,
@@ -526,6 +535,10 @@ impl<V, E> Processor<V, E> {
                 self.accept(acc, boundary, seq);
                 true
             }
+            Flushed::Refused { events, error } => {
+                self.refuse(acc, seq, events, error, true, calls);
+                false
+            }
             Flushed::Suppressed => {
                 bump(&self.metrics.accumulators[acc].suppressed);
                 false
@@ -535,6 +548,16 @@ impl<V, E> Processor<V, E> {
                 false
             }
         }
+    }
+
+    /// An event (or a batch's result) whose state could not be checkpointed:
+    /// counted, kept in the dead-letter list as `kept`, and reported.
+    fn refuse(&mut self, acc: usize, seq: u64, kept: V, error: Unsupported, batch: bool, calls: &mut dyn Calls<V, E>) {
+        let name = &self.plan.accumulators[acc].name;
+        let text = format!("accumulator '{name}': refused, cannot be checkpointed: {}", error.message);
+        self.metrics.accumulators[acc].record_refused(text.clone());
+        self.dead_letters.push(DeadLetter { acc, stage: Stage::Checkpoint, value: kept, error: text, attempts: 0, seq });
+        calls.report(Report::Refused { acc, seq, error, batch });
     }
 
     fn accumulator_failed(

@@ -10,7 +10,7 @@ use crate::checkpoint::snapshot::{
 };
 use crate::checkpoint::Value;
 use crate::dead_letter::{DeadLetter, Stage};
-use crate::host::Calls;
+use crate::host::{Calls, CheckpointError, Report};
 use crate::spec::InputStrategy;
 
 /// What a restore could not apply (a different graph version): for the log.
@@ -33,13 +33,29 @@ impl<V, E> Processor<V, E> {
             || self.config.checkpoint_interval.is_some_and(|every| now.get() >= since + every)
     }
 
-    /// Takes a snapshot and hands it to the host to be written.
-    pub fn checkpoint(&mut self, calls: &mut dyn Calls<V, E>) -> Result<(), String> {
-        let snapshot = self.export(&mut |v: &V| calls.to_value(v))?;
-        calls.persist(snapshot)?;
+    /// Takes a snapshot and hands it to the host to be written. A failure is
+    /// reported to the host and marks the reactor degraded until a checkpoint
+    /// succeeds; the next try comes at the policy's pace, not at every batch.
+    pub fn checkpoint(&mut self, calls: &mut dyn Calls<V, E>) -> Result<(), CheckpointError> {
+        let taken = self
+            .export(&mut |v: &V| calls.to_value(v))
+            .map_err(CheckpointError::Unsupported)
+            .and_then(|snapshot| calls.persist(snapshot));
         self.checkpointed_fires = self.metrics.fires.load(Relaxed);
-        self.unsaved_since = None;
-        Ok(())
+        self.metrics.checkpoint_failing.store(taken.is_err(), Relaxed);
+        match taken {
+            Ok(()) => {
+                self.unsaved_since = None;
+                Ok(())
+            }
+            Err(error) => {
+                if self.unsaved_since.is_some() {
+                    self.unsaved_since = Some(Instant::now());
+                }
+                calls.report(Report::CheckpointFailed(error.clone()));
+                Err(error)
+            }
+        }
     }
 
     /// Everything needed to resume exactly here, values converted by `conv`.
@@ -182,7 +198,7 @@ impl<V, E> Processor<V, E> {
         }
         for d in r.dead_letters {
             let Some(acc) = self.index_of(&d.accumulator) else { continue };
-            let stage = if d.stage == Stage::Fire.label() { Stage::Fire } else { Stage::Accumulator };
+            let stage = [Stage::Fire, Stage::Checkpoint].into_iter().find(|s| s.label() == d.stage).unwrap_or(Stage::Accumulator);
             let value = conv(d.value)?;
             self.dead_letters.push(DeadLetter { acc, stage, value, error: d.error, attempts: d.attempts, seq: d.seq });
         }
