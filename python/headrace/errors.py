@@ -8,10 +8,12 @@ __all__ = [
     "AccumulatorError",
     "BackpressureError",
     "CheckpointError",
+    "FencedError",
     "GraphDefinitionError",
     "HeadraceError",
     "NodeError",
     "PayloadError",
+    "StoreUnavailableError",
 ]
 
 
@@ -80,3 +82,24 @@ class CheckpointError(HeadraceError):
     """State could not be checkpointed or restored: an unsupported value type
     (named with its path), or a corrupted, truncated or unreadable checkpoint
     (named with its key)."""
+
+
+class FencedError(CheckpointError):
+    """A newer runtime or worker of the same (tenant, graph) opened the store
+    after this one: this one's checkpoints are refused by the store itself,
+    so that a stale process can never overwrite what the newer one saved.
+    Close this runtime; ``generation`` is the one it held, ``current`` the
+    store's."""
+
+    def __init__(self, message: str, *, tenant: str, graph: str, generation: int, current: int | None) -> None:
+        super().__init__(message)
+        self.tenant = tenant
+        self.graph = graph
+        self.generation = generation
+        self.current = current
+
+
+class StoreUnavailableError(CheckpointError):
+    """The checkpoint store cannot be written (disk full, read-only, locked
+    for too long); the message names the store and the cause. Retried by the
+    writer; nothing acknowledged is lost."""
