@@ -28,9 +28,10 @@ __all__ = [
     "read_frame_async",
 ]
 
-#: The largest frame either side accepts: a push batch is bounded by the
-#: server's frame and unacked-event limits long before this.
-MAX_FRAME = 256 * 1024 * 1024
+#: The largest frame either side accepts. Push batches and replies are
+#: bounded well below it (see protocol.py); a larger frame is a protocol
+#: error: the connection is dropped and the supervisor reconnects.
+MAX_FRAME = 64 * 1024 * 1024
 _HEADER = struct.Struct(">I")
 
 
