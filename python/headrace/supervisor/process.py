@@ -76,13 +76,32 @@ class _Spawned:
         self.status = status
         self._transport = transport
 
-    async def report(self) -> dict[str, Any]:
-        """The next status line (empty at the end of the pipe)."""
+    async def report(self) -> dict[str, Any] | None:
+        """The next status line (None at the end of the pipe: the worker exited)."""
         try:
             line = await self.status.readline()
         except (ValueError, asyncio.LimitOverrunError):
             return {"event": "error", "code": "bad_status", "error": "a status line over the size limit"}
-        return parse(line) if line else {}
+        return parse(line) if line else None
+
+    async def exited(self) -> tuple[int, dict[str, Any] | None]:
+        """Waits for the worker to exit; its exit code and the last error it
+        reported. ``Process.wait()`` would also wait for its stdout and stderr
+        to close, which processes a node forked keep open: the end of the
+        status pipe (which they do not inherit) and the exit status say it."""
+        error = None
+        while (report := await self.report()) is not None:
+            if report.get("event") == "error":
+                error = report
+        for _ in range(500):  # the child watcher sets the code right after the exit
+            if self.proc.returncode is not None:
+                return self.proc.returncode, error
+            await asyncio.sleep(0.01)
+        # A fork of the worker holds the pipe and the worker still runs: end it.
+        _kill_group(self.proc.pid)
+        while self.proc.returncode is None:
+            await asyncio.sleep(0.01)
+        return self.proc.returncode, error
 
     def close(self) -> None:
         self._transport.close()
@@ -143,14 +162,13 @@ async def check_package(package_dir: Path, timeout: float = 60.0) -> dict[str, A
     report: dict[str, Any] = {}
     try:
         async with asyncio.timeout(timeout):
-            while (line := await spawned.report()):
+            while (line := await spawned.report()) is not None:
                 report = line
-            await proc.wait()
+            await spawned.exited()
     except TimeoutError:
         return {"event": "error", "code": "package_timeout", "error": f"loading the package took over {timeout:.0f} s"}
     finally:
         _kill_group(proc.pid)
-        await proc.wait()
         spawned.close()
         await asyncio.wait(drains, timeout=1.0)
         for task in drains:
@@ -186,6 +204,7 @@ class GraphWorker:
         self._task: asyncio.Task[None] | None = None
         self._wanted = False
         self._ready = asyncio.Event()
+        self._exited = asyncio.Event()
         self._on_restart = on_restart
 
     @property
@@ -283,6 +302,7 @@ class GraphWorker:
         whether it was started at all."""
         self.state = "starting"
         self._ready.clear()
+        self._exited.clear()
         self.problem = None
         try:
             Path(self.socket_path).parent.mkdir(parents=True, exist_ok=True)
@@ -310,11 +330,11 @@ class GraphWorker:
                 report = await asyncio.wait_for(spawned.report(), START_TIMEOUT)
             except TimeoutError:
                 return f"did not become ready within {START_TIMEOUT:.0f} s", True
-            if report.get("event") != "ready":
-                await proc.wait()
-                if report.get("event") == "error":
+            if report is None or report.get("event") != "ready":
+                code, _ = await spawned.exited()
+                if report is not None and report.get("event") == "error":
                     return f"{report.get('code')}: {report.get('error')}", True
-                return self._exit_text(proc.returncode), True
+                return self._exit_text(code), True
             self.data = IpcClient(self.socket_path, self.label)
             self.control = IpcClient(self.socket_path, self.label)
             await self.data.connect()
@@ -325,20 +345,16 @@ class GraphWorker:
             self.last_error = None if not self._crashes else self.last_error
             self._ready.set()
             heartbeat = asyncio.create_task(self._heartbeat(proc))
-            await proc.wait()
-            # A worker that ended on its own may have said why.
-            with contextlib.suppress(TimeoutError):
-                late = await asyncio.wait_for(spawned.report(), 0.5)
-                if late.get("event") == "error":
-                    return f"{late.get('code')}: {late.get('error')}; {self._exit_text(proc.returncode)}", True
-            return self._exit_text(proc.returncode), True
+            code, late = await spawned.exited()
+            if late is not None:  # a worker that ended on its own said why
+                return f"{late.get('code')}: {late.get('error')}; {self._exit_text(code)}", True
+            return self._exit_text(code), True
         except (OSError, WorkerUnavailable) as e:
             # Usually the worker died right after saying ready: its exit is the
             # reason to report, not the broken connection.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.wait(), 2.0)
-            if proc.returncode is not None:
-                return self._exit_text(proc.returncode), True
+                code, _ = await asyncio.wait_for(spawned.exited(), 2.0)
+                return self._exit_text(code), True
             return f"could not connect to the worker: {e}", True
         finally:
             if heartbeat is not None:
@@ -348,8 +364,10 @@ class GraphWorker:
                     client.close("worker exited")
             # The worker and everything it forked.
             _kill_group(proc.pid)
-            await proc.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(spawned.exited(), 5.0)
             self.process_record.clear()
+            self._exited.set()
             spawned.close()
             await asyncio.wait(drains, timeout=1.0)
             for task in drains:
@@ -409,6 +427,7 @@ class GraphWorker:
             if client is not None and client.connected:
                 continue
             if proc.returncode is not None:
+                _kill_group(proc.pid)  # a fork may keep its pipes open
                 return False
             why = client.closed_reason if client is not None else "none"
             log.warning("%s: %s connection to the worker lost (%s); reconnecting", self.label, name, why)
@@ -442,11 +461,10 @@ class GraphWorker:
             elif proc.stdin is not None:
                 proc.stdin.close()
             try:
-                await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
+                await asyncio.wait_for(self._exited.wait(), STOP_TIMEOUT)
             except TimeoutError:
                 log.error("%s: worker did not stop within %.0f s; killing it", self.label, STOP_TIMEOUT)
                 _kill_group(proc.pid)
-                await proc.wait()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
