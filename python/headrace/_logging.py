@@ -4,7 +4,7 @@ A crash loop, a worker printing in a tight loop or a failing retry can write
 the same line thousands of times a second (once 700 MB of log in minutes).
 :class:`RepeatFilter` lets the first occurrence of a line through, drops the
 same line (same logger, level and text) for ``window`` seconds while counting
-it, and adds "(repeated N times in the last S s)" to the next one it lets
+it, and adds "(repeated N more times in S s)" to the next one it lets
 through. Distinct lines are never dropped, so the filter loses no information
 but the count. It is installed on the handlers of the server and of the
 workers (:func:`install_rate_limit`).
@@ -47,7 +47,7 @@ class RepeatFilter(logging.Filter):
             while len(self._seen) > MAX_KEYS:
                 self._seen.popitem(last=False)
         if seen is not None and seen[1]:
-            record.msg = f"{text} (repeated {int(seen[1])} times in the last {now - seen[0]:.0f} s)"
+            record.msg = f"{text} (repeated {int(seen[1])} more times in {now - seen[0]:.1f} s)"
             record.args = None
         return True
 

@@ -1,7 +1,7 @@
 """The supervisor's end of a worker connection (asyncio).
 
-Requests are pipelined: each gets an id and a future, responses arrive in
-order. Pushes that arrive in the same event-loop turn are sent as one
+Requests are pipelined: each gets an id and a future, responses are matched
+by id. Pushes that arrive in the same event-loop turn are sent as one
 ``push`` request per accumulator, so a busy WebSocket costs one IPC round
 trip (and one group commit) per batch, not per event. A batch is sent as
 soon as it holds :data:`~.protocol.MAX_BATCH_BYTES` of events, so no request

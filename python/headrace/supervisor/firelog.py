@@ -189,8 +189,11 @@ class FireLog:
             return orjson.loads(self._ring[-1][1]) if self._ring else None
 
     def _run(self) -> None:
-        while not self._stop.wait(0.2):
-            self.flush(retry_now=False)
+        try:
+            while not self._stop.wait(0.2):
+                self.flush(retry_now=False)
+        except BaseException:  # noqa: BLE001 - logged; the worker sees the thread gone and ends
+            log.exception("fire log %s: writer thread died", self.path)
 
     def flush(self, *, retry_now: bool = True) -> bool:
         """Writes the fires not yet written; False (and :attr:`error` set) if

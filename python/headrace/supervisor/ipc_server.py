@@ -1,6 +1,9 @@
 """The worker's end of its Unix socket: an accept loop and, per connection, a
 reader thread that runs requests in order and an acker thread that answers
-them in the same order, after one group commit for all that change state.
+those that changed state, in order, after one group commit for all of them.
+Replies that need no commit (reads, requests refused as a whole) are sent by
+the reader at once, ahead of any still waiting for a commit: a refusal while
+the store is down must not wait for the store.
 
 No thread here may die silently: every thread body is guarded, and a thread
 that ends on an unexpected exception calls ``on_fatal``, which ends the
@@ -85,6 +88,7 @@ class Connection:
         self.conn = conn
         self.on_fatal = on_fatal
         self.cond = threading.Condition()
+        self.send_lock = threading.Lock()
         self.pending: list[_Entry] = []
         self.closed = False
 
@@ -99,6 +103,9 @@ class Connection:
                 if message is None:
                     break
                 entry = self._run(message)
+                if not entry.durable:
+                    self._send(self._frame(entry, None))
+                    continue
                 with self.cond:
                     self.pending.append(entry)
                     self.cond.notify()
@@ -119,7 +126,10 @@ class Connection:
         try:
             if handler is None:
                 raise OpError(f"unknown operation '{op}'", "bad_request")
-            return _Entry(op in DURABLE, req_id, True, handler(arg))
+            result = handler(arg)
+            # A push refused whole changed nothing: no commit to wait for.
+            changed = op in DURABLE and not (isinstance(result, dict) and result.get("accepted") == 0)
+            return _Entry(changed, req_id, True, result)
         except OpError as e:
             return _Entry(False, req_id, False, {"error": str(e), "code": e.code})
         except FencedError:
@@ -137,15 +147,20 @@ class Connection:
                 batch, self.pending = self.pending, []
                 closed = self.closed
             if batch:
-                failure = self._commit() if any(entry.durable for entry in batch) else None
-                frames = [self._frame(entry, failure) for entry in batch]
-                try:
-                    self.conn.sendall(b"".join(frames))
-                except OSError:
+                failure = self._commit()
+                if not self._send(b"".join(self._frame(entry, failure) for entry in batch)):
                     return
             if closed and not batch:
                 self.conn.close()
                 return
+
+    def _send(self, data: bytes) -> bool:
+        try:
+            with self.send_lock:
+                self.conn.sendall(data)
+        except OSError:
+            return False
+        return True
 
     def _commit(self) -> str | None:
         """Makes everything the batch did durable; the reason it is not, or None."""

@@ -8,9 +8,10 @@ Two channels, neither shared with the package's own output:
   restored and the socket listens, or ``error`` / ``ok`` from a start or an
   upload check. :func:`say` writes one, :func:`parse` reads one.
 - **Requests** on the worker's Unix socket, framed by :mod:`.ipc`:
-  ``[id, op, arg]`` answered by ``[id, ok, result]`` in order. :class:`Op`
+  ``[id, op, arg]`` answered by ``[id, ok, result]``, matched by id. :class:`Op`
   names every operation; :data:`DURABLE` those answered only after a
-  checkpoint covering them.
+  checkpoint covering them, in request order; other replies (reads,
+  requests refused as a whole) go out at once, possibly ahead of those.
 
 Every frame is bounded by bytes: push batches by :data:`MAX_BATCH_BYTES`
 (the client splits them), replies by :data:`MAX_REPLY_BYTES` (a larger one
