@@ -268,7 +268,10 @@ def test_repeated_log_lines_are_collapsed() -> None:
 # --- checkpoints and shutdown ------------------------------------------------------------
 
 
-def test_a_corrupted_checkpoint_is_discarded_from_the_command_line(server: Server, tmp_path: Path) -> None:
+@pytest.mark.parametrize("way_out", ["discard", "on-corrupt"])
+def test_a_corrupted_checkpoint_has_a_way_out_from_the_command_line(
+    server: Server, tmp_path: Path, way_out: str
+) -> None:
     graph = PRICES.replace("@hr.passthrough_accumulator", "@hr.state_accumulator(capacity=5)").replace(
         'return price["p"] * 2', 'return len(price)'
     )
@@ -286,13 +289,17 @@ def test_a_corrupted_checkpoint_is_discarded_from_the_command_line(server: Serve
         what="the corrupt checkpoint reported",
     )
     assert "prices" in detail["last_error"]
+    command = {
+        "discard": ["discard", "--yes"],
+        "on-corrupt": ["on-corrupt", "start_empty"],
+    }[way_out]
     out = subprocess.run(
-        [sys.executable, "-m", "headrace", "checkpoint", "discard", "--tenant", "public", "--graph", "prices",
-         "-d", str(tmp_path / "data"), "--yes"],
+        [sys.executable, "-m", "headrace", "checkpoint", *command, "--tenant", "public", "--graph", "prices",
+         "-d", str(tmp_path / "data")],
         capture_output=True, text=True, env=server.env, cwd=ROOT,
     )
     assert out.returncode == 0, out.stderr
-    assert "discarded" in out.stdout and "component(s)" in out.stdout
+    assert ("component(s) in" if way_out == "discard" else "on_corrupt = start_empty") in out.stdout, out.stdout
     r = server.http.post("/tenants/public/workflows/prices/restart")
     assert r.status_code == 200, r.text
     server.wait_state("prices", "running")

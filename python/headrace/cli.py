@@ -142,6 +142,26 @@ def checkpoint_discard(
     typer.echo(f"graph '{graph}' (tenant '{tenant}'): discarded {what} in {s.describe()}")
 
 
+@checkpoints.command("on-corrupt")
+def checkpoint_on_corrupt(
+    policy: Annotated[str, typer.Argument(help="refuse (the default) or start_empty.")],
+    tenant: Annotated[str, typer.Option(help="The graph's tenant.")],
+    graph: Annotated[str, typer.Option(help="The graph.")],
+    data_dir: DataDir = Path("headrace-data"),
+) -> None:
+    """Sets what the graph's worker does with a checkpoint it cannot read:
+    refuse to start (crash loop, naming it) or log it and start empty. Taken
+    at the worker's next start (`POST .../workflows/GRAPH/restart`)."""
+    from headrace.supervisor.graph_settings import write_on_corrupt
+
+    try:
+        write_on_corrupt(data_dir, tenant, graph, policy)
+    except ValueError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"graph '{graph}' (tenant '{tenant}'): on_corrupt = {policy} from its next start")
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(envvar=ENV["host"], help="Address to listen on.")] = DEFAULT_HOST,

@@ -1,7 +1,6 @@
 """One graph's worker process, seen from the supervisor: start, watch, restart.
 
-The worker is a fresh interpreter (``subprocess``, never ``fork``: the parent
-holds Rust and uvicorn threads), in its own process group, which is killed
+The worker is a fresh interpreter (:mod:`.spawn`), in its own process group, which is killed
 whenever the worker ends (so what a node forked goes with it) and recorded in
 the data dir so that a server that crashed leaves nothing running behind it
 (:mod:`.records`). It says ``ready`` on its status pipe only after restoring
@@ -22,25 +21,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 import random
 import signal
-import sys
 import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from headrace.server.config import ServerConfig
 from headrace.supervisor.client import IpcClient, OpFailed, WorkerUnavailable
-from headrace.supervisor.protocol import EXIT_FENCED, Op, parse
+from headrace.supervisor.graph_settings import graph_key, read_settings
+from headrace.supervisor.protocol import EXIT_FENCED, Op
 from headrace.supervisor.records import WorkerRecord, kill_stale
 from headrace.supervisor.registry import PackageRecord
+from headrace.supervisor.spawn import check_package, kill_group, spawn
 from headrace.supervisor.streams import OutputTail, drain
 
 __all__ = ["GraphWorker", "WorkerSpec", "check_package"]
@@ -58,124 +55,6 @@ class WorkerSpec:
     graph: str
     package_dir: Path
     version: str
-
-
-#: The longest status line read from a worker.
-MAX_STATUS_LINE = 1024 * 1024
-
-
-def _worker_command(config: dict[str, Any]) -> list[str]:
-    return [sys.executable, "-m", "headrace.supervisor.worker", orjson.dumps(config).decode()]
-
-
-class _Spawned:
-    """A started worker process with its status pipe."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, status: asyncio.StreamReader, transport: Any) -> None:
-        self.proc = proc
-        self.status = status
-        self._transport = transport
-
-    async def report(self) -> dict[str, Any] | None:
-        """The next status line (None at the end of the pipe: the worker exited)."""
-        try:
-            line = await self.status.readline()
-        except (ValueError, asyncio.LimitOverrunError):
-            return {"event": "error", "code": "bad_status", "error": "a status line over the size limit"}
-        return parse(line) if line else None
-
-    async def exited(self) -> tuple[int, dict[str, Any] | None]:
-        """Waits for the worker to exit; its exit code and the last error it
-        reported. ``Process.wait()`` would also wait for its stdout and stderr
-        to close, which processes a node forked keep open: the end of the
-        status pipe (which they do not inherit) and the exit status say it."""
-        error = None
-        while (report := await self.report()) is not None:
-            if report.get("event") == "error":
-                error = report
-        for _ in range(500):  # the child watcher sets the code right after the exit
-            if self.proc.returncode is not None:
-                return self.proc.returncode, error
-            await asyncio.sleep(0.01)
-        # A fork of the worker holds the pipe and the worker still runs: end it.
-        _kill_group(self.proc.pid)
-        while self.proc.returncode is None:
-            await asyncio.sleep(0.01)
-        return self.proc.returncode, error
-
-    def close(self) -> None:
-        self._transport.close()
-
-
-async def _spawn(config: dict[str, Any], *, stdin: int) -> _Spawned:
-    """Starts a worker in its own session with a status pipe of its own.
-
-    Raises:
-        OSError: it could not be started (e.g. out of file descriptors).
-    """
-    loop = asyncio.get_running_loop()
-    read_fd, write_fd = os.pipe()
-    try:
-        config = {**config, "status_fd": write_fd, "supervisor_pid": os.getpid()}
-        proc = await asyncio.create_subprocess_exec(
-            *_worker_command(config),
-            stdin=stdin,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            pass_fds=(write_fd,),
-            start_new_session=True,  # its own process group; a Ctrl-C to the server is the supervisor's
-        )
-    except BaseException:
-        os.close(read_fd)
-        raise
-    finally:
-        os.close(write_fd)
-    status = asyncio.StreamReader(limit=MAX_STATUS_LINE)
-    try:
-        transport, _ = await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(status), os.fdopen(read_fd, "rb", buffering=0)
-        )
-    except BaseException:
-        _kill_group(proc.pid)
-        raise
-    return _Spawned(proc, status, transport)
-
-
-def _kill_group(pgid: int) -> None:
-    """SIGKILL a worker's process group: the worker and whatever it forked."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
-
-
-async def check_package(package_dir: Path, timeout: float = 60.0) -> dict[str, Any]:
-    """Loads a package in a throwaway worker (uploaded code never runs in the
-    supervisor) and returns its ``ok``/``error`` report. What the package
-    prints is drained and only its tail kept."""
-    try:
-        spawned = await _spawn({"package_dir": str(package_dir), "check": True}, stdin=asyncio.subprocess.DEVNULL)
-    except OSError as e:
-        return {"event": "error", "code": "unavailable", "error": f"could not start the package check: {e}"}
-    proc = spawned.proc
-    assert proc.stdout is not None and proc.stderr is not None
-    tail = OutputTail(logging.getLogger("headrace.supervisor.check"))
-    drains = [asyncio.create_task(drain(proc.stdout, tail, "stdout")), asyncio.create_task(drain(proc.stderr, tail, "stderr"))]
-    report: dict[str, Any] = {}
-    try:
-        async with asyncio.timeout(timeout):
-            while (line := await spawned.report()) is not None:
-                report = line
-            await spawned.exited()
-    except TimeoutError:
-        return {"event": "error", "code": "package_timeout", "error": f"loading the package took over {timeout:.0f} s"}
-    finally:
-        _kill_group(proc.pid)
-        spawned.close()
-        await asyncio.wait(drains, timeout=1.0)
-        for task in drains:
-            task.cancel()
-    if report.get("event") in ("ok", "error"):
-        return report
-    return {"event": "error", "code": "package_error", "error": "loading the package failed: " + tail.text(5)}
 
 
 class GraphWorker:
@@ -216,7 +95,7 @@ class GraphWorker:
         return self.output.lines
 
     def _key(self) -> str:
-        return hashlib.sha256(f"{self.spec.tenant}\0{self.spec.graph}".encode()).hexdigest()[:16]
+        return graph_key(self.spec.tenant, self.spec.graph)
 
     @property
     def socket_path(self) -> str:
@@ -238,6 +117,7 @@ class GraphWorker:
             "fire_log": str(d / "fires" / self.spec.tenant / f"{self.spec.graph}.db"),
             "fire_log_size": limits.fire_log_size,
             "push_timeout": limits.push_timeout,
+            "on_corrupt": read_settings(d, self.spec.tenant, self.spec.graph).get("on_corrupt", "refuse"),
         }
 
     def start(self) -> None:
@@ -309,7 +189,7 @@ class GraphWorker:
             # An earlier worker of this graph (a crashed server's) must be gone
             # before this one claims the store.
             await asyncio.to_thread(kill_stale, self.process_record)
-            spawned = await _spawn(self._config(), stdin=asyncio.subprocess.PIPE)  # stops when stdin closes
+            spawned = await spawn(self._config(), stdin=asyncio.subprocess.PIPE)  # stops when stdin closes
         except OSError as e:
             return f"{type(e).__name__}: {e}", False
         proc = spawned.proc
@@ -363,7 +243,7 @@ class GraphWorker:
                 if client is not None:
                     client.close("worker exited")
             # The worker and everything it forked.
-            _kill_group(proc.pid)
+            kill_group(proc.pid)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(spawned.exited(), 5.0)
             self.process_record.clear()
@@ -427,7 +307,9 @@ class GraphWorker:
             if client is not None and client.connected:
                 continue
             if proc.returncode is not None:
-                _kill_group(proc.pid)  # a fork may keep its pipes open
+                # The worker exited, but a fork of it may hold the status pipe
+                # open (and so keep its end from being seen): end the group.
+                kill_group(proc.pid)
                 return False
             why = client.closed_reason if client is not None else "none"
             log.warning("%s: %s connection to the worker lost (%s); reconnecting", self.label, name, why)
@@ -443,7 +325,7 @@ class GraphWorker:
     def _kill(self, proc: asyncio.subprocess.Process, why: str) -> None:
         log.error("%s: %s; killing pid %s", self.label, why, proc.pid)
         self.output.lines.append(why)
-        _kill_group(proc.pid)
+        kill_group(proc.pid)
 
     def kill(self) -> None:
         """SIGKILL the current process (tests, and `restart --force`)."""
@@ -464,7 +346,7 @@ class GraphWorker:
                 await asyncio.wait_for(self._exited.wait(), STOP_TIMEOUT)
             except TimeoutError:
                 log.error("%s: worker did not stop within %.0f s; killing it", self.label, STOP_TIMEOUT)
-                _kill_group(proc.pid)
+                kill_group(proc.pid)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
