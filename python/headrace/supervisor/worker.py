@@ -96,7 +96,7 @@ def main(argv: list[str]) -> int:
         return 0
     try:
         ops.start()
-    except HeadraceError as e:
+    except Exception as e:  # noqa: BLE001 - a store, a fire log, or the package's code
         status.say("error", code="start_failed", error=f"{type(e).__name__}: {e}")
         return EXIT_START
     return serve(ops, config["socket"], status, stopping)
