@@ -205,3 +205,89 @@ class Server:
         assert r.status_code == 200, r.text
         items: list[dict[str, Any]] = r.json()["items"]
         return items
+
+
+# --- workers' processes (fencing, streams, faults) ---------------------------
+
+#: Like test_server_crash's ledger (a bit per event applied), plus a slow
+#: node: event -2 makes it sleep SLOW_SECONDS and fork a child that sleeps
+#: longer (its pids go to $MARKS_DIR), event -1 reports.
+SLOW_LEDGER = """
+import os, subprocess, time
+import headrace as hr
+
+class Idle:
+    def __init__(self, config):
+        pass
+    def connect(self, assignment):
+        pass
+    def receive(self, max_messages, timeout):
+        time.sleep(min(timeout, 0.05))
+        return []
+    def commit(self, positions):
+        pass
+    def connected(self):
+        return True
+    def close(self):
+        pass
+
+hr.register_stream_backend("idle", Idle)
+
+@hr.stream_accumulator(type="idle", topic="none", broker="IDLE", state={"seen": 0, "applied": 0})
+def ledger(event, state):
+    s = state.value
+    if event == -1:
+        return {"applied": s["applied"], "seen": format(s["seen"], "x")}
+    if event == -2:
+        return {"slow": True}
+    s["seen"] |= 1 << event
+    s["applied"] += 1
+    return {"applied": s["applied"]}
+
+graph = hr.ComputationGraph("ledger", accumulators=[ledger], input_strategy="sequential")
+
+@graph.node
+def report(ledger):
+    if ledger.get("slow"):
+        marks = os.environ["MARKS_DIR"]
+        child = subprocess.Popen(["sleep", "600"])
+        with open(os.path.join(marks, "slow"), "w") as f:
+            f.write(f"{os.getpid()} {child.pid}")
+        time.sleep(float(os.environ.get("SLOW_SECONDS", "8")))
+    return ledger
+"""
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not count)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+async def send_acked(server: Server, accumulator: str, events: list[Any], graph: str | None = None) -> list[dict[str, Any]]:
+    """Sends ``events`` over one accumulator WebSocket; returns one reply per event."""
+    import asyncio
+    import json
+
+    from websockets.asyncio.client import connect
+
+    url = f"{server.ws_url}/v1/ws/accumulator/{accumulator}" + (f"?graph={graph}" if graph else "")
+    async with connect(url, additional_headers=server.auth(), max_size=None) as ws:
+        for e in events:
+            await ws.send(json.dumps(e))
+        return [json.loads(await asyncio.wait_for(ws.recv(), 60)) for _ in events]
+
+
+def ledger_report(server: Server) -> dict[str, Any]:
+    """The SLOW_LEDGER's report: every event number applied so far."""
+    r = server.http.post("/v1/health/accumulators/ledger/inject", json={"event": -1})
+    assert r.status_code == 200, r.text
+    fire = server.wait_for(
+        lambda: (f := server.fires("ledger", 1)) and "seen" in f[0]["outputs"]["report"] and f[0],
+        what="the report fire",
+    )
+    report: dict[str, Any] = fire["outputs"]["report"]
+    return report

@@ -100,6 +100,68 @@ def keys_revoke(
     typer.echo(f"revoked {key_id}")
 
 
+checkpoints = typer.Typer(help="Checkpoints of a server's graphs.", no_args_is_help=True)
+app.add_typer(checkpoints, name="checkpoint")
+
+
+@checkpoints.command("discard")
+def checkpoint_discard(
+    tenant: Annotated[str, typer.Option(help="The graph's tenant.")],
+    graph: Annotated[str, typer.Option(help="The graph whose checkpoint to delete.")],
+    data_dir: DataDir = Path("headrace-data"),
+    store: Annotated[
+        str | None,
+        typer.Option(envvar=ENV["store"], help="Checkpoint store URL (default: sqlite:///DATA_DIR/state.db)."),
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Deletes a graph's checkpoint (e.g. one that cannot be read), so that it
+    starts with empty state. A worker running the graph is fenced: it stops,
+    and the server's restart (or `POST .../workflows/GRAPH/restart` after a
+    crash loop) starts it empty."""
+    from headrace.checkpoint import open_store
+
+    url = ServerConfig(data_dir=data_dir, store=store).store_url
+    if not yes:
+        typer.confirm(f"Delete the checkpoint of graph '{graph}' (tenant '{tenant}') in {url}?", abort=True)
+    try:
+        s = open_store(url)
+    except Exception as e:  # noqa: BLE001 - named for the operator
+        typer.echo(f"error: cannot open the store {url}: {e}", err=True)
+        raise typer.Exit(1) from None
+    try:
+        components = s.load(tenant, graph)
+        discard = getattr(s, "discard")
+        discard(tenant, graph)
+    except HeadraceError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        s.close()
+    what = f"{len(components)} component(s)" if components else "no checkpoint (nothing to delete)"
+    typer.echo(f"graph '{graph}' (tenant '{tenant}'): discarded {what} in {s.describe()}")
+
+
+@checkpoints.command("on-corrupt")
+def checkpoint_on_corrupt(
+    policy: Annotated[str, typer.Argument(help="refuse (the default) or start_empty.")],
+    tenant: Annotated[str, typer.Option(help="The graph's tenant.")],
+    graph: Annotated[str, typer.Option(help="The graph.")],
+    data_dir: DataDir = Path("headrace-data"),
+) -> None:
+    """Sets what the graph's worker does with a checkpoint it cannot read:
+    refuse to start (crash loop, naming it) or log it and start empty. Taken
+    at the worker's next start (`POST .../workflows/GRAPH/restart`)."""
+    from headrace.supervisor.graph_settings import write_on_corrupt
+
+    try:
+        write_on_corrupt(data_dir, tenant, graph, policy)
+    except ValueError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"graph '{graph}' (tenant '{tenant}'): on_corrupt = {policy} from its next start")
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(envvar=ENV["host"], help="Address to listen on.")] = DEFAULT_HOST,

@@ -8,10 +8,12 @@ __all__ = [
     "AccumulatorError",
     "BackpressureError",
     "CheckpointError",
+    "FencedError",
     "GraphDefinitionError",
     "HeadraceError",
     "NodeError",
     "PayloadError",
+    "StoreUnavailableError",
     "UncheckpointableError",
 ]
 
@@ -99,3 +101,24 @@ class UncheckpointableError(CheckpointError):
         self.path = path
         self.value_type = value_type
         self.accumulator = accumulator
+
+
+class FencedError(CheckpointError):
+    """A newer runtime or worker of the same (tenant, graph) opened the store
+    after this one: this one's checkpoints are refused by the store itself,
+    so that a stale process can never overwrite what the newer one saved.
+    Close this runtime; ``generation`` is the one it held, ``current`` the
+    store's."""
+
+    def __init__(self, message: str, *, tenant: str, graph: str, generation: int, current: int | None) -> None:
+        super().__init__(message)
+        self.tenant = tenant
+        self.graph = graph
+        self.generation = generation
+        self.current = current
+
+
+class StoreUnavailableError(CheckpointError):
+    """The checkpoint store cannot be written (disk full, read-only, locked
+    for too long); the message names the store and the cause. Retried by the
+    writer; nothing acknowledged is lost."""

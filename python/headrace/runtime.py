@@ -12,6 +12,7 @@ from headrace import _core
 from headrace._durations import seconds
 from headrace._polling import Poller, call_poll
 from headrace.checkpoint import CheckpointStore, CheckpointWriter, open_store
+from headrace.checkpoint.store import claim
 from headrace.errors import AccumulatorError, CheckpointError, HeadraceError
 from headrace.graph import ComputationGraph
 from headrace.sources.runner import StreamRunner
@@ -108,6 +109,9 @@ class Runtime(_core.Engine):
         try:
             if the_store is not None:
                 key = f"of graph '{graph.name}' (tenant '{tenant}') in {the_store.describe()}"
+                # The newest opener of (tenant, graph) wins: an older runtime's
+                # saves are refused from now on (FencedError).
+                claim(the_store, tenant, graph.name)
                 restore = the_store.load(tenant, graph.name)
                 writer = CheckpointWriter(the_store, tenant, graph.name)
             self = super().__new__(

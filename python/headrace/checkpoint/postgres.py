@@ -1,15 +1,26 @@
 """PostgreSQL, through psycopg 3 and a small connection pool. The schema is
-created (and migrated) on first use; each checkpoint is one transaction."""
+created (and migrated) on first use; each checkpoint is one transaction.
+
+Writes are fenced (see :mod:`headrace.checkpoint.store`): a save first reads
+the graph's ``headrace_fence`` row ``FOR SHARE`` in its own transaction, so a
+concurrent claim (an UPDATE of that row) waits for the save to commit, and a
+save after a claim sees the new generation and is refused.
+"""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
-from psycopg_pool import ConnectionPool
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from headrace.checkpoint.store import fenced_error, unavailable_error
 
 __all__ = ["PostgresStore"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _MIGRATIONS = {
     1: [
         """
@@ -20,6 +31,16 @@ _MIGRATIONS = {
             data       BYTEA NOT NULL,
             written_at TIMESTAMPTZ NOT NULL DEFAULT now(),
             PRIMARY KEY (tenant, graph, component)
+        )
+        """,
+    ],
+    2: [
+        """
+        CREATE TABLE IF NOT EXISTS headrace_fence (
+            tenant     TEXT NOT NULL,
+            graph      TEXT NOT NULL,
+            generation BIGINT NOT NULL,
+            PRIMARY KEY (tenant, graph)
         )
         """,
     ],
@@ -43,6 +64,8 @@ class PostgresStore:
         short, so that an outage shows in health within seconds (saves are
         retried by the writer meanwhile)."""
         self._url = url
+        #: The generation this store claimed per graph: its saves need it.
+        self._claimed: dict[tuple[str, str], int] = {}
         self._pool = ConnectionPool(
             url,
             min_size=1,
@@ -80,14 +103,53 @@ class PostgresStore:
             ).fetchall()
         return {component: bytes(data) for component, data in rows}
 
+    def claim(self, tenant: str, graph: str) -> int:
+        """Takes the next generation of (tenant, graph): from now on, saves of
+        any store that claimed an older one are refused."""
+        with self._errors("claim"), self._pool.connection() as conn, conn.transaction():
+            row = conn.execute(
+                "INSERT INTO headrace_fence (tenant, graph, generation) VALUES (%s, %s, 1)"
+                " ON CONFLICT (tenant, graph) DO UPDATE SET generation = headrace_fence.generation + 1"
+                " RETURNING generation",
+                (tenant, graph),
+            ).fetchone()
+        assert row is not None
+        self._claimed[(tenant, graph)] = int(row[0])
+        return int(row[0])
+
     def save(self, tenant: str, graph: str, components: dict[str, bytes]) -> None:
-        with self._pool.connection() as conn, conn.transaction():
+        with self._errors("save"), self._pool.connection() as conn, conn.transaction():
+            claimed = self._claimed.get((tenant, graph))
+            if claimed is not None:
+                row = conn.execute(
+                    "SELECT generation FROM headrace_fence WHERE tenant = %s AND graph = %s FOR SHARE",
+                    (tenant, graph),
+                ).fetchone()
+                current = None if row is None else int(row[0])
+                if current != claimed:
+                    raise fenced_error(self.describe(), tenant, graph, claimed, current)
             conn.execute("DELETE FROM headrace_checkpoint WHERE tenant = %s AND graph = %s", (tenant, graph))
             with conn.cursor() as cur:
                 cur.executemany(
                     "INSERT INTO headrace_checkpoint (tenant, graph, component, data) VALUES (%s, %s, %s, %s)",
                     [(tenant, graph, c, d) for c, d in components.items()],
                 )
+
+    def discard(self, tenant: str, graph: str) -> None:
+        """Deletes the graph's checkpoint and fences every process writing it."""
+        with self._errors("discard"), self._pool.connection() as conn, conn.transaction():
+            conn.execute("DELETE FROM headrace_checkpoint WHERE tenant = %s AND graph = %s", (tenant, graph))
+            conn.execute(
+                "UPDATE headrace_fence SET generation = generation + 1 WHERE tenant = %s AND graph = %s",
+                (tenant, graph),
+            )
+
+    @contextlib.contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except (psycopg.errors.DiskFull, psycopg.errors.ReadOnlySqlTransaction, PoolTimeout) as e:
+            raise unavailable_error(self.describe(), what, e) from e
 
     def describe(self) -> str:
         return _redacted(self._url)

@@ -1,11 +1,24 @@
-"""The store protocol, and opening a store from a URL."""
+"""The store protocol, fencing, and opening a store from a URL.
+
+Fencing: two processes must never write the same graph's checkpoint (a
+stale worker's final checkpoint would land on top of what its replacement
+acknowledged). So every runtime with a store first *claims* the graph: the
+store bumps a generation number kept beside the checkpoint, and every later
+save of that store commits only while the generation is still the one it
+claimed, checked inside the save's own transaction. The newest opener wins;
+an older one's saves raise :class:`~headrace.errors.FencedError`. Stores
+written outside headrace may omit ``claim`` (their writes are not fenced).
+"""
 
 from __future__ import annotations
 
+import errno
 from typing import Protocol, runtime_checkable
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["CheckpointStore", "open_store"]
+from headrace.errors import FencedError, StoreUnavailableError
+
+__all__ = ["CheckpointStore", "claim", "fenced_error", "open_store", "unavailable_error"]
 
 
 @runtime_checkable
@@ -30,6 +43,33 @@ class CheckpointStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def claim(store: CheckpointStore, tenant: str, graph: str) -> int | None:
+    """Claims (tenant, graph) on ``store`` if it supports fencing: the
+    generation taken, or None for a store without ``claim``."""
+    take = getattr(store, "claim", None)
+    return None if take is None else int(take(tenant, graph))
+
+
+def fenced_error(where: str, tenant: str, graph: str, generation: int, current: int | None) -> FencedError:
+    return FencedError(
+        f"checkpoint of graph '{graph}' (tenant '{tenant}') refused by {where}: another runtime or worker "
+        f"opened this graph after this one (this one holds generation {generation}, the store is at "
+        f"{'none (discarded)' if current is None else current}); close this one",
+        tenant=tenant,
+        graph=graph,
+        generation=generation,
+        current=current,
+    )
+
+
+def unavailable_error(where: str, what: str, cause: BaseException) -> StoreUnavailableError:
+    """A store failure named plainly: which store, what it was doing, why."""
+    text = str(cause) or type(cause).__name__
+    if isinstance(cause, OSError) and cause.errno == errno.ENOSPC or "full" in text.lower():
+        text = f"the disk holding it is full ({text})"
+    return StoreUnavailableError(f"checkpoint store {where} cannot {what}: {text}")
 
 
 def open_store(target: str | CheckpointStore) -> CheckpointStore:

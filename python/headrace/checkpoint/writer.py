@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from headrace.checkpoint.store import CheckpointStore
-from headrace.errors import CheckpointError, UncheckpointableError
+from headrace.errors import CheckpointError, FencedError, UncheckpointableError
 
 __all__ = ["CheckpointWriter", "Position"]
 
@@ -74,6 +74,7 @@ class CheckpointWriter:
         self._last_bytes = 0
         self._last_seconds: float | None = None
         self._store_down_since: float | None = None
+        self._fenced: FencedError | None = None
         self._thread = threading.Thread(target=self._run, name=f"headrace-checkpoint-{graph}", daemon=True)
         self._thread.start()
 
@@ -159,6 +160,8 @@ class CheckpointWriter:
     def _wait_locked(self, after_id: int, timeout: float | None, deadline: float | None) -> None:
         """Called holding the condition."""
         while self._durable_id <= after_id:
+            if self._fenced is not None:
+                raise self._fenced
             if self._failed_id > after_id and self._pending is None:
                 raise self._error(f"graph '{self.graph}': checkpoint failed: {self._failure}")
             if self._closing and not self._thread.is_alive():
@@ -175,7 +178,9 @@ class CheckpointWriter:
         with self._cond:
             return {
                 "store": self.store.describe(),
-                "health": "failing"
+                "health": "fenced"
+                if self._fenced
+                else "failing"
                 if self._store_down_since is not None or self._build_failing_since is not None
                 else "ok",
                 "checkpoints": self._count,
@@ -217,6 +222,13 @@ class CheckpointWriter:
             started = time.monotonic()
             try:
                 self.store.save(self.tenant, self.graph, components)
+            except FencedError as e:
+                # A newer runtime owns the graph: never retried, never written.
+                log.error("graph '%s': %s", self.graph, e)
+                with self._cond:
+                    self._fenced, self._failure, self._pending = e, str(e), None
+                    self._cond.notify_all()
+                return
             except Exception as e:  # noqa: BLE001 - any store failure is retried
                 text = f"{type(e).__name__}: {e}".strip()
                 with self._cond:

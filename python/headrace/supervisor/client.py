@@ -1,9 +1,11 @@
 """The supervisor's end of a worker connection (asyncio).
 
-Requests are pipelined: each gets an id and a future, responses arrive in
-order. Pushes that arrive in the same event-loop turn are sent as one
+Requests are pipelined: each gets an id and a future, responses are matched
+by id. Pushes that arrive in the same event-loop turn are sent as one
 ``push`` request per accumulator, so a busy WebSocket costs one IPC round
-trip (and one group commit) per batch, not per event.
+trip (and one group commit) per batch, not per event. A batch is sent as
+soon as it holds :data:`~.protocol.MAX_BATCH_BYTES` of events, so no request
+comes near the frame limit however many large events arrive at once.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 from headrace.errors import HeadraceError
 from headrace.supervisor.ipc import FrameError, encode, read_frame_async
+from headrace.supervisor.protocol import MAX_BATCH_BYTES, Op
 
 __all__ = ["IpcClient", "OpFailed", "PushBatch", "PushOutcome", "WorkerUnavailable"]
 
@@ -55,6 +58,10 @@ class IpcClient:
         self._reader_task = asyncio.create_task(self._read(reader), name=f"ipc-read-{self.label}")
 
     @property
+    def closed_reason(self) -> str | None:
+        return self._closed_reason
+
+    @property
     def connected(self) -> bool:
         return self._writer is not None and self._closed_reason is None
 
@@ -83,7 +90,12 @@ class IpcClient:
         if batch is None:
             batch = self._batches[key] = PushBatch(asyncio.get_running_loop())
         batch.events.append(data)
-        if self._pushes_in_flight == 0:
+        batch.size += len(data)
+        if batch.size >= MAX_BATCH_BYTES:
+            # Full: send it now; later events start a new batch.
+            del self._batches[key]
+            self._send_batch(accumulator, codec, batch)
+        elif self._pushes_in_flight == 0:
             # Nothing in flight: send now, a loop turn sooner.
             self._flush()
         elif not self._flush_scheduled:
@@ -96,9 +108,12 @@ class IpcClient:
         self._flush_scheduled = False
         batches, self._batches = self._batches, {}
         for (accumulator, codec), batch in batches.items():
-            request = self._send("push", [accumulator, codec, batch.events])
-            self._pushes_in_flight += 1
-            request.add_done_callback(functools.partial(self._settled, batch=batch))
+            self._send_batch(accumulator, codec, batch)
+
+    def _send_batch(self, accumulator: str, codec: str | None, batch: PushBatch) -> None:
+        request = self._send(Op.PUSH, [accumulator, codec, batch.events])
+        self._pushes_in_flight += 1
+        request.add_done_callback(functools.partial(self._settled, batch=batch))
 
     def _settled(self, request: asyncio.Future[Any], *, batch: PushBatch) -> None:
         self._pushes_in_flight -= 1
@@ -135,8 +150,8 @@ class IpcClient:
                     future.set_result(result)
                 else:
                     future.set_exception(OpFailed(result.get("error", "failed"), result.get("code", "failed")))
-        except (OSError, FrameError) as e:
-            reason = str(e)
+        except (OSError, FrameError, ValueError, TypeError, AttributeError) as e:
+            reason = f"bad reply from the worker: {e}" if not isinstance(e, OSError) else str(e)
         finally:
             self.close(reason)
 
@@ -160,10 +175,11 @@ class IpcClient:
 class PushBatch:
     """Events sent to the worker in one push request."""
 
-    __slots__ = ("_default", "_refused", "done", "events")
+    __slots__ = ("_default", "_refused", "done", "events", "size")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.events: list[bytes] = []
+        self.size = 0
         self.done: asyncio.Future[None] = loop.create_future()
         self._default: PushOutcome = (True, None, None)
         self._refused: dict[int, PushOutcome] = {}

@@ -2,8 +2,8 @@
 
 A frame is a 4-byte big-endian length and a msgpack body. Requests are
 ``[id, op, arg]``; every request gets exactly one response ``[id, ok, result]``,
-in request order on its connection, so the supervisor can pipeline requests
-and match responses by id. Measured on this kind of machine, a Unix-socket
+so the supervisor can pipeline requests and match responses by id (see
+protocol.py for their order). Measured on this kind of machine, a Unix-socket
 round trip between two Python processes is ~24 µs p50: shared memory would
 save little next to the WebSocket hop in front of it, and a socket gives
 ordering, backpressure (a full socket buffer blocks the sender) and death
@@ -28,9 +28,10 @@ __all__ = [
     "read_frame_async",
 ]
 
-#: The largest frame either side accepts: a push batch is bounded by the
-#: server's frame and unacked-event limits long before this.
-MAX_FRAME = 256 * 1024 * 1024
+#: The largest frame either side accepts. Push batches and replies are
+#: bounded well below it (see protocol.py); a larger frame is a protocol
+#: error: the connection is dropped and the supervisor reconnects.
+MAX_FRAME = 64 * 1024 * 1024
 _HEADER = struct.Struct(">I")
 
 

@@ -1,37 +1,44 @@
 """One graph's worker process, seen from the supervisor: start, watch, restart.
 
-The worker is a fresh interpreter (``subprocess``, never ``fork``: the parent
-holds Rust and uvicorn threads). It says ``ready`` only after restoring its
-checkpoint, so nothing is sent to a worker that has not restored. The
-supervisor pings it every second on a control connection; a worker that
-exits, or answers no ping for ``heartbeat_timeout``, is killed and restarted
-after a jittered exponential backoff. ``crash_limit`` crashes within
-``crash_window`` seconds trip the breaker: the graph stays down in state
-``crash_loop`` with the last error, until a new version is uploaded or it is
-restarted by hand.
+The worker is a fresh interpreter (:mod:`.spawn`), in its own process group, which is killed
+whenever the worker ends (so what a node forked goes with it) and recorded in
+the data dir so that a server that crashed leaves nothing running behind it
+(:mod:`.records`). It says ``ready`` on its status pipe only after restoring
+its checkpoint, so nothing is sent to a worker that has not restored; its
+stdout and stderr are drained continuously (:mod:`.streams`). The supervisor
+pings it every second on a control connection; a worker that exits, or
+answers no ping for ``heartbeat_timeout``, is killed and restarted after a
+jittered exponential backoff. A lost connection (a broken frame) is
+reconnected, or the worker restarted if that fails. ``crash_limit`` crashes
+within ``crash_window`` seconds trip the breaker: the graph stays down in
+state ``crash_loop`` with the last error, until a new version is uploaded or
+it is restarted by hand. A worker that cannot even be spawned (no file
+descriptors, no memory) does not count as a crash: the spawn is retried with
+backoff until it works.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 import random
 import signal
-import sys
 import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from headrace.server.config import ServerConfig
-from headrace.supervisor.client import IpcClient, WorkerUnavailable
+from headrace.supervisor.client import IpcClient, OpFailed, WorkerUnavailable
+from headrace.supervisor.graph_settings import graph_key, read_settings
+from headrace.supervisor.protocol import EXIT_FENCED, Op
+from headrace.supervisor.records import WorkerRecord, kill_stale
 from headrace.supervisor.registry import PackageRecord
+from headrace.supervisor.spawn import check_package, kill_group, spawn
+from headrace.supervisor.streams import OutputTail, drain
 
 __all__ = ["GraphWorker", "WorkerSpec", "check_package"]
 
@@ -50,33 +57,6 @@ class WorkerSpec:
     version: str
 
 
-def _worker_command(config: dict[str, Any]) -> list[str]:
-    return [sys.executable, "-m", "headrace.supervisor.worker", orjson.dumps(config).decode()]
-
-
-async def check_package(package_dir: Path, timeout: float = 60.0) -> dict[str, Any]:
-    """Loads a package in a throwaway worker (uploaded code never runs in the
-    supervisor) and returns its ``ok``/``error`` report."""
-    proc = await asyncio.create_subprocess_exec(
-        *_worker_command({"package_dir": str(package_dir), "check": True}),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        return {"event": "error", "code": "package_timeout", "error": f"loading the package took over {timeout:.0f} s"}
-    for line in reversed(out.splitlines()):
-        with contextlib.suppress(orjson.JSONDecodeError):
-            report: dict[str, Any] = orjson.loads(line)
-            return report
-    tail = err.decode("utf-8", "replace").strip().splitlines()[-5:]
-    return {"event": "error", "code": "package_error", "error": "loading the package failed: " + " | ".join(tail)}
-
-
 class GraphWorker:
     """States: starting, running, restarting, crash_loop, stopped."""
 
@@ -85,6 +65,8 @@ class GraphWorker:
         self.config = config
         self.state = "stopped"
         self.last_error: str | None = None
+        #: What the running worker reports as failing (fire log, store), or None.
+        self.problem: str | None = None
         self.restarts = 0
         self.pid: int | None = None
         self.started_at: float | None = None
@@ -94,12 +76,14 @@ class GraphWorker:
         self.record: PackageRecord | None = None
         self.data: IpcClient | None = None
         self.control: IpcClient | None = None
-        self.stderr_tail: deque[str] = deque(maxlen=40)
+        self.output = OutputTail(logging.getLogger(f"headrace.worker.{spec.tenant}.{spec.graph}"))
         self._crashes: deque[float] = deque()
+        self._spawn_failures = 0
         self._proc: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[None] | None = None
         self._wanted = False
         self._ready = asyncio.Event()
+        self._exited = asyncio.Event()
         self._on_restart = on_restart
 
     @property
@@ -107,11 +91,20 @@ class GraphWorker:
         return f"graph '{self.spec.graph}' (tenant '{self.spec.tenant}')"
 
     @property
+    def stderr_tail(self) -> deque[str]:
+        return self.output.lines
+
+    def _key(self) -> str:
+        return graph_key(self.spec.tenant, self.spec.graph)
+
+    @property
     def socket_path(self) -> str:
         # Unix socket paths are limited to 107 bytes: keep them short.
-        run = self.config.data_dir.resolve() / "run"
-        digest = hashlib.sha256(f"{self.spec.tenant}\0{self.spec.graph}".encode()).hexdigest()[:16]
-        return str(run / f"{digest}.sock")
+        return str(self.config.data_dir.resolve() / "run" / f"{self._key()}.sock")
+
+    @property
+    def process_record(self) -> WorkerRecord:
+        return WorkerRecord(self.config.data_dir.resolve() / "run" / "workers" / f"{self._key()}.json")
 
     def _config(self) -> dict[str, Any]:
         d = self.config.data_dir.resolve()
@@ -124,6 +117,7 @@ class GraphWorker:
             "fire_log": str(d / "fires" / self.spec.tenant / f"{self.spec.graph}.db"),
             "fire_log_size": limits.fire_log_size,
             "push_timeout": limits.push_timeout,
+            "on_corrupt": read_settings(d, self.spec.tenant, self.spec.graph).get("on_corrupt", "refuse"),
         }
 
     def start(self) -> None:
@@ -142,14 +136,26 @@ class GraphWorker:
 
     async def _supervise(self) -> None:
         while self._wanted:
-            exit_reason = await self._run_once()
+            try:
+                exit_reason, spawned = await self._run_once()
+            except Exception as e:  # noqa: BLE001 - the supervising task must never die
+                log.exception("%s: supervising the worker failed", self.label)
+                exit_reason, spawned = f"supervisor error: {type(e).__name__}: {e}", True
             if not self._wanted:
                 break
+            self.last_error = exit_reason
+            if not spawned:
+                # Not the package's fault (no fds, no memory): never a crash
+                # loop; retried with backoff until the system recovers.
+                self._spawn_failures += 1
+                log.error("%s: could not start the worker: %s", self.label, exit_reason)
+                await self._backoff(self._spawn_failures)
+                continue
+            self._spawn_failures = 0
             now = time.monotonic()
             self._crashes.append(now)
             while self._crashes and now - self._crashes[0] > self.config.crash_window:
                 self._crashes.popleft()
-            self.last_error = exit_reason
             log.error("%s: worker stopped: %s", self.label, exit_reason)
             if len(self._crashes) >= self.config.crash_limit:
                 self.state = "crash_loop"
@@ -160,74 +166,92 @@ class GraphWorker:
                 log.error("%s: %s", self.label, self.last_error)
                 self._ready.set()
                 return
-            self.state = "restarting"
-            n = len(self._crashes)
-            delay = min(self.config.restart_max, self.config.restart_initial * 2 ** (n - 1))
-            delay *= random.uniform(0.5, 1.5)  # jitter: a fleet of crashes does not restart in step
-            await asyncio.sleep(delay)
+            await self._backoff(len(self._crashes))
             self.restarts += 1
             if self._on_restart is not None:
                 self._on_restart(self)
 
-    async def _run_once(self) -> str:
-        """Runs one worker process to its end; returns why it ended."""
+    async def _backoff(self, n: int) -> None:
+        self.state = "restarting"
+        delay = min(self.config.restart_max, self.config.restart_initial * 2 ** min(n - 1, 30))
+        delay *= random.uniform(0.5, 1.5)  # jitter: a fleet of crashes does not restart in step
+        await asyncio.sleep(delay)
+
+    async def _run_once(self) -> tuple[str, bool]:
+        """Runs one worker process to its end; returns why it ended, and
+        whether it was started at all."""
         self.state = "starting"
         self._ready.clear()
-        Path(self.socket_path).parent.mkdir(parents=True, exist_ok=True)
-        proc = await asyncio.create_subprocess_exec(
-            *_worker_command(self._config()),
-            stdin=asyncio.subprocess.PIPE,  # the worker stops when this closes
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,  # a Ctrl-C to the server is handled by the supervisor
-        )
+        self._exited.clear()
+        self.problem = None
+        try:
+            Path(self.socket_path).parent.mkdir(parents=True, exist_ok=True)
+            # An earlier worker of this graph (a crashed server's) must be gone
+            # before this one claims the store.
+            await asyncio.to_thread(kill_stale, self.process_record)
+            spawned = await spawn(self._config(), stdin=asyncio.subprocess.PIPE)  # stops when stdin closes
+        except OSError as e:
+            return f"{type(e).__name__}: {e}", False
+        proc = spawned.proc
         self._proc = proc
         self.pid = proc.pid
+        try:
+            self.process_record.write(proc.pid)
+        except OSError as e:
+            log.warning("%s: cannot record the worker's pid: %s", self.label, e)
         assert proc.stdout is not None and proc.stderr is not None
-        stderr_task = asyncio.create_task(self._drain_stderr(proc.stderr))
+        drains = [
+            asyncio.create_task(drain(proc.stdout, self.output, "stdout")),
+            asyncio.create_task(drain(proc.stderr, self.output, "stderr")),
+        ]
         heartbeat: asyncio.Task[None] | None = None
         try:
             try:
-                line = await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT)
+                report = await asyncio.wait_for(spawned.report(), START_TIMEOUT)
             except TimeoutError:
-                return f"did not become ready within {START_TIMEOUT:.0f} s"
-            report = _parse(line)
-            if report.get("event") != "ready":
-                await proc.wait()
-                if report.get("event") == "error":
-                    return f"{report.get('code')}: {report.get('error')}"
-                return self._exit_text(proc.returncode)
+                return f"did not become ready within {START_TIMEOUT:.0f} s", True
+            if report is None or report.get("event") != "ready":
+                code, _ = await spawned.exited()
+                if report is not None and report.get("event") == "error":
+                    return f"{report.get('code')}: {report.get('error')}", True
+                return self._exit_text(code), True
             self.data = IpcClient(self.socket_path, self.label)
             self.control = IpcClient(self.socket_path, self.label)
             await self.data.connect()
             await self.control.connect()
-            self.describe = await self.control.call("describe")
+            self.describe = await self.control.call(Op.DESCRIBE)
             self.state = "running"
             self.started_at = time.time()
             self.last_error = None if not self._crashes else self.last_error
             self._ready.set()
             heartbeat = asyncio.create_task(self._heartbeat(proc))
-            await proc.wait()
-            return self._exit_text(proc.returncode)
+            code, late = await spawned.exited()
+            if late is not None:  # a worker that ended on its own said why
+                return f"{late.get('code')}: {late.get('error')}; {self._exit_text(code)}", True
+            return self._exit_text(code), True
         except (OSError, WorkerUnavailable) as e:
             # Usually the worker died right after saying ready: its exit is the
             # reason to report, not the broken connection.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.wait(), 2.0)
-            if proc.returncode is not None:
-                return self._exit_text(proc.returncode)
-            return f"could not connect to the worker: {e}"
+                code, _ = await asyncio.wait_for(spawned.exited(), 2.0)
+                return self._exit_text(code), True
+            return f"could not connect to the worker: {e}", True
         finally:
             if heartbeat is not None:
                 heartbeat.cancel()
             for client in (self.data, self.control):
                 if client is not None:
                     client.close("worker exited")
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
-            await asyncio.wait([stderr_task], timeout=1.0)
+            # The worker and everything it forked.
+            kill_group(proc.pid)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(spawned.exited(), 5.0)
+            self.process_record.clear()
+            self._exited.set()
+            spawned.close()
+            await asyncio.wait(drains, timeout=1.0)
+            for task in drains:
+                task.cancel()
             self.pid = None
 
     def _exit_text(self, code: int | None) -> str:
@@ -236,20 +260,12 @@ class GraphWorker:
                 what = f"killed by {signal.Signals(-code).name}"
             except ValueError:
                 what = f"killed by signal {-code}"
+        elif code == EXIT_FENCED:
+            what = "stopped: a newer worker of this graph took over its checkpoint store"
         else:
             what = f"exited with code {code}"
-        tail = " | ".join(list(self.stderr_tail)[-3:])
-        return what + (f"; stderr: {tail}" if tail else "")
-
-    async def _drain_stderr(self, stream: asyncio.StreamReader) -> None:
-        wlog = logging.getLogger(f"headrace.worker.{self.spec.tenant}.{self.spec.graph}")
-        while True:
-            line = await stream.readline()
-            if not line:
-                return
-            text = line.decode("utf-8", "replace").rstrip()
-            self.stderr_tail.append(text)
-            wlog.info("%s", text)
+        tail = self.output.text()
+        return what + (f"; output: {tail}" if tail else "")
 
     async def _heartbeat(self, proc: asyncio.subprocess.Process) -> None:
         last_ok = time.monotonic()
@@ -257,10 +273,13 @@ class GraphWorker:
         progress: tuple[int, float] | None = None
         while True:
             await asyncio.sleep(1.0)
+            if not await self._reconnect(proc):
+                return
             assert self.control is not None
             try:
-                ping = await self.control.call("ping", timeout=timeout)
+                ping = await self.control.call(Op.PING, timeout=timeout)
                 last_ok = time.monotonic()
+                self.problem = ping.get("problem")
                 if ping.get("busy_for", 0.0) > timeout:
                     self._kill(proc, f"hung: one push has run for {ping['busy_for']:.0f} s")
                     return
@@ -276,14 +295,37 @@ class GraphWorker:
                 if time.monotonic() - last_ok > timeout:
                     self._kill(proc, f"hung: no heartbeat for {timeout:.0f} s")
                     return
-            except WorkerUnavailable:
-                return
+            except (WorkerUnavailable, OpFailed):
+                continue  # reconnected on the next beat
+
+    async def _reconnect(self, proc: asyncio.subprocess.Process) -> bool:
+        """Replaces a connection that broke (e.g. on a bad frame) while the
+        worker runs; restarts the worker if that fails. Never leaves the graph
+        cut off."""
+        for name in ("data", "control"):
+            client: IpcClient | None = getattr(self, name)
+            if client is not None and client.connected:
+                continue
+            if proc.returncode is not None:
+                # The worker exited, but a fork of it may hold the status pipe
+                # open (and so keep its end from being seen): end the group.
+                kill_group(proc.pid)
+                return False
+            why = client.closed_reason if client is not None else "none"
+            log.warning("%s: %s connection to the worker lost (%s); reconnecting", self.label, name, why)
+            fresh = IpcClient(self.socket_path, self.label)
+            try:
+                await asyncio.wait_for(fresh.connect(), 5.0)
+            except (OSError, TimeoutError) as e:
+                self._kill(proc, f"the {name} connection broke ({why}) and reconnecting failed: {e}")
+                return False
+            setattr(self, name, fresh)
+        return True
 
     def _kill(self, proc: asyncio.subprocess.Process, why: str) -> None:
         log.error("%s: %s; killing pid %s", self.label, why, proc.pid)
-        self.stderr_tail.append(why)
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
+        self.output.lines.append(why)
+        kill_group(proc.pid)
 
     def kill(self) -> None:
         """SIGKILL the current process (tests, and `restart --force`)."""
@@ -297,27 +339,17 @@ class GraphWorker:
         if proc is not None and proc.returncode is None:
             if self.control is not None and self.control.connected:
                 with contextlib.suppress(Exception):
-                    await self.control.call("stop", timeout=5.0)
+                    await self.control.call(Op.STOP, timeout=5.0)
             elif proc.stdin is not None:
                 proc.stdin.close()
             try:
-                await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
+                await asyncio.wait_for(self._exited.wait(), STOP_TIMEOUT)
             except TimeoutError:
                 log.error("%s: worker did not stop within %.0f s; killing it", self.label, STOP_TIMEOUT)
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
+                kill_group(proc.pid)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
         self.state = "stopped"
         self._ready.set()
-
-
-def _parse(line: bytes) -> dict[str, Any]:
-    try:
-        value = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}

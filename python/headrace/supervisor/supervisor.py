@@ -12,7 +12,9 @@ from pathlib import Path
 
 from headrace.packages import ManifestError, PackageError, extract_package, parse_manifest
 from headrace.server.config import ServerConfig
+from headrace._logging import install_rate_limit
 from headrace.supervisor.process import GraphWorker, WorkerSpec, check_package
+from headrace.supervisor.records import kill_all_stale
 from headrace.supervisor.registry import PackageRecord, Registry
 
 __all__ = ["DeployError", "Supervisor"]
@@ -42,7 +44,12 @@ class Supervisor:
     # --- lifecycle ----------------------------------------------------------
 
     async def start(self) -> None:
-        """Starts a worker for every registered graph."""
+        """Kills what a crashed earlier server left running in this data dir,
+        then starts a worker for every registered graph."""
+        install_rate_limit(*(logging.getLogger(n) for n in ("", "uvicorn", "uvicorn.error", "uvicorn.access")))
+        killed = await asyncio.to_thread(kill_all_stale, self.config.data_dir.resolve() / "run" / "workers")
+        if killed:
+            log.warning("killed %d worker process group(s) left by an earlier server", killed)
         for record in self.registry.list():
             self._start(record)
 
