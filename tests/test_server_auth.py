@@ -549,6 +549,48 @@ def test_key_creation_checks_its_input(env: Env) -> None:
     assert_error(env.as_("admin", "POST", "/v1/tenants/public/keys", content=b"{nope"), 400, "bad_json")
 
 
+#: Hostile names as they appear in a URL path (percent-encoded where needed).
+HOSTILE_PATH_NAMES = ["%2e%2e", "%2E%2E", "%2e", "pr%D1%96ces", "with%20space", "new%0Aline", "a%00b", "x" * 65, "a,b"]
+
+
+@pytest.mark.parametrize("name", HOSTILE_PATH_NAMES)
+@pytest.mark.parametrize("template", [
+    "GET /v1/health/graphs/{}",
+    "GET /v1/health/accumulators/{}",
+    "POST /v1/health/accumulators/price/inject?graph={}",
+    "GET /v1/health/reactors/{}/fires",
+    "GET /v1/tenants/{}/workflows",
+    "GET /v1/tenants/public/workflows/{}",
+    "DELETE /v1/tenants/public/workflows/{}",
+    "GET /v1/tenants/{}/keys",
+])
+def test_hostile_names_in_api_paths_are_a_400_naming_the_rule(env: Env, template: str, name: str) -> None:
+    method, path = template.split(" ")
+    before = env.snapshot()
+    r = env.anon.request(method, path.format(name), headers={"Authorization": f"Bearer {env.keys['admin']}"},
+                         **({"json": {"event": {"p": 1}}} if method == "POST" else {}))
+    body = assert_error(r, 400, "bad_name")
+    assert "pattern" in body["error"] and "name" in body["error"], show(r)
+    assert env.snapshot() == before
+
+
+@pytest.mark.parametrize("graphs", [[""], ["prices,beta"], [".."], ["pr\u0456ces"], ["prices", "a b"]], ids=repr)
+def test_key_scopes_are_parsed_strictly(env: Env, graphs: list[str]) -> None:
+    """A scope that is not a graph name is refused, never widened to every graph."""
+    before = env.snapshot()
+    body = assert_error(env.as_("admin", "POST", "/v1/tenants/public/keys", json={"role": "read", "graphs": graphs}),
+                        400, "bad_name")
+    assert "graph name" in body["error"], body
+    assert env.snapshot() == before
+
+
+def test_key_scopes_that_are_not_lists_are_refused(env: Env) -> None:
+    for graphs in ("", "prices", {}, 0, False):
+        body = assert_error(env.as_("admin", "POST", "/v1/tenants/public/keys", json={"role": "read", "graphs": graphs}),
+                            400, "bad_request")
+        assert "graphs must be a list" in body["error"], body
+
+
 # --- WebSockets -------------------------------------------------------------------
 
 
@@ -609,6 +651,13 @@ def test_ws_reactor_handshake_refused(env: Env, caller: str, status: int, code: 
     else:
         got = ws_refusal(env, path, env.keys[caller])
     assert got[0] == status and got[1].get("code") == code and got[1].get("error"), got
+
+
+@pytest.mark.parametrize("path", ["/v1/ws/accumulator/%2e%2e", "/v1/ws/reactor/%2e%2e", "/v1/ws/accumulator/price?graph=..",
+                                  "/v1/ws/reactor/pr%D1%96ces"])
+def test_ws_hostile_names_are_refused_at_the_handshake(env: Env, path: str) -> None:
+    status, body = ws_refusal(env, path, env.keys["admin"])
+    assert (status, body.get("code")) == (400, "bad_name"), body
 
 
 def test_ws_accumulator_scope_and_success(env: Env) -> None:
@@ -749,6 +798,14 @@ def _bad_uploads() -> Iterator[Any]:
             """), "bad_manifest", "metadata.accumulators[0].name", id="manifest-unknown-accumulator")
     yield P(lambda: package_bytes("prices", PRICES.replace('ComputationGraph("prices"', 'ComputationGraph("renamed"')),
             "bad_manifest", "metadata.graph_name", id="graph-name-mismatch")
+    # Names become folder and file names on the server (headrace.names).
+    for graph in ("../public/prices", "/", "..", "pr\u0456ces", "a b"):
+        yield P(lambda graph=graph: tarball(("pkg/package.toml", manifest().replace('graph_name = "prices"', f'graph_name = "{graph}"')),
+                                            ("pkg/graph_module.py", PRICES)),
+                "bad_manifest", "metadata.graph_name", id=f"graph-name-{graph!r}")
+    yield P(lambda: tarball(("pkg/package.toml", manifest().replace('version = "0.1.0"', 'version = "../../x"')),
+                            ("pkg/graph_module.py", PRICES)),
+            "bad_manifest", "package.version", id="version-dotdot")
 
 
 def assert_nothing_lost(env: Env, before: dict[str, Any]) -> None:

@@ -10,6 +10,7 @@ __all__ = [
     "CheckpointError",
     "GraphDefinitionError",
     "HeadraceError",
+    "InvalidNameError",
     "NodeError",
     "PayloadError",
 ]
@@ -80,3 +81,14 @@ class CheckpointError(HeadraceError):
     """State could not be checkpointed or restored: an unsupported value type
     (named with its path), or a corrupted, truncated or unreadable checkpoint
     (named with its key)."""
+
+
+class InvalidNameError(HeadraceError, ValueError):
+    """A tenant, graph, accumulator or version name that does not match
+    :data:`headrace.names.NAME_PATTERN` (names become file and folder names)."""
+
+    def __init__(self, message: str, *, kind: str, value: object, pattern: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.value = value
+        self.pattern = pattern

@@ -11,13 +11,24 @@ from typing import Any
 from starlette.requests import Request
 from starlette.websockets import WebSocket
 
+from headrace.errors import InvalidNameError
+from headrace.names import check_name
 from headrace.server.auth import Grant, KeyStore, authorize
 from headrace.server.errors import ApiError
 from headrace.server.views import accumulator_names
 from headrace.supervisor.process import GraphWorker
 from headrace.supervisor.supervisor import Supervisor
 
-__all__ = ["Access", "token"]
+__all__ = ["Access", "checked", "token"]
+
+
+def checked(kind: str, value: str) -> str:
+    """``value`` if it is a valid ``kind`` name, else a 400 naming the rule
+    (before any lookup: a hostile name never reaches a path or a query)."""
+    try:
+        return check_name(kind, value)
+    except InvalidNameError as e:
+        raise ApiError(400, str(e), "bad_name") from e
 
 
 def token(headers: Any, query: Any) -> str | None:
@@ -38,6 +49,10 @@ class Access:
         return self.keys.lookup(token(request.headers, request.query_params))
 
     def require(self, request: Request | WebSocket, action: str, tenant: str | None = None, graph: str | None = None) -> Grant:
+        if tenant is not None:
+            checked("tenant", tenant)
+        if graph is not None:
+            checked("graph", graph)
         grant = self.grant(request)
         authorize(grant, tenant=tenant if tenant is not None else (grant.tenant if grant else ""), action=action, graph=graph)
         assert grant is not None
@@ -52,6 +67,7 @@ class Access:
         return grant
 
     def graph_or_404(self, grant: Grant, name: str, action: str) -> GraphWorker:
+        checked("graph", name)
         authorize(grant, tenant=grant.tenant, action=action, graph=name)
         worker = self.sup.worker(grant.tenant, name)
         if worker is None:
@@ -63,6 +79,7 @@ class Access:
 
     def accumulator_graph(self, grant: Grant, name: str, graph: str | None, action: str) -> GraphWorker:
         """The graph holding accumulator ``name`` (``graph`` disambiguates)."""
+        checked("accumulator", name)
         if graph is not None:
             worker = self.graph_or_404(grant, graph, action)
             if name not in accumulator_names(worker):

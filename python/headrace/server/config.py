@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from headrace.names import name_problem
 from headrace.packages.archive import Limits
 
 __all__ = ["ENV", "ServerConfig", "ServerLimits"]
@@ -94,6 +95,8 @@ class ServerConfig:
                 f"{ENV['store']}/--store {self.store!r}: the server needs a sqlite:///PATH or "
                 "postgresql://... store (workers are separate processes: memory:// cannot be shared)"
             )
+        if (problem := name_problem("tenant", self.admin_tenant)) is not None:
+            raise ValueError(f"{ENV['admin_tenant']}/--admin-tenant: {problem}")
         if not 0 < self.port < 65536:
             raise ValueError(f"{ENV['port']}/--port {self.port}: not a TCP port")
 

@@ -15,7 +15,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from headrace.server.access import Access
+from headrace.server.access import Access, checked
 from headrace.server.auth import KeyStore
 from headrace.server.config import ServerConfig
 from headrace.server.errors import ApiError, json_response, supervisor_error
@@ -240,9 +240,13 @@ class Api:
         tenant = request.path_params["tenant"]
         self.access.require_key_admin(request, tenant)
         body = await self.body(request)
-        graphs = body.get("graphs") or []
+        graphs = body.get("graphs")
+        if graphs is None:
+            graphs = []  # not limited: every graph of the tenant
         if not isinstance(graphs, list) or not all(isinstance(g, str) for g in graphs):
-            raise ApiError(400, "graphs must be a list of graph names", "bad_request")
+            raise ApiError(400, f"graphs must be a list of graph names, got {graphs!r}", "bad_request")
+        for graph in graphs:
+            checked("graph", graph)
         try:
             key, grant = self.keys.create(tenant, str(body.get("role", "read")), tuple(graphs), str(body.get("label", "")))
         except ValueError as e:

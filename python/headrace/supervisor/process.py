@@ -29,6 +29,7 @@ from typing import Any
 
 import orjson
 
+from headrace.names import path_under
 from headrace.server.config import ServerConfig
 from headrace.supervisor.client import IpcClient, WorkerUnavailable
 from headrace.supervisor.registry import PackageRecord
@@ -121,7 +122,7 @@ class GraphWorker:
             "tenant": self.spec.tenant,
             "store": self.config.store_url,
             "socket": self.socket_path,
-            "fire_log": str(d / "fires" / self.spec.tenant / f"{self.spec.graph}.db"),
+            "fire_log": str(path_under(d, "fires", self.spec.tenant, f"{self.spec.graph}.db")),
             "fire_log_size": limits.fire_log_size,
             "push_timeout": limits.push_timeout,
         }

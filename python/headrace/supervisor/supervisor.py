@@ -10,6 +10,7 @@ import time
 import uuid
 from pathlib import Path
 
+from headrace.names import path_under
 from headrace.packages import ManifestError, PackageError, extract_package, parse_manifest
 from headrace.server.config import ServerConfig
 from headrace.supervisor.process import GraphWorker, WorkerSpec, check_package
@@ -150,7 +151,7 @@ class Supervisor:
 
     def _version_dir(self, tenant: str, graph: str, version: str, sha256: str) -> Path:
         """Where one uploaded version lives (its files and archive.tar)."""
-        return self.config.data_dir / "packages" / tenant / graph / f"{version}-{sha256[:12]}"
+        return path_under(self.config.data_dir, "packages", tenant, graph, f"{version}-{sha256[:12]}")
 
     def _version_dir_of(self, record: PackageRecord) -> Path:
         return self._version_dir(record.tenant, record.graph, record.version, record.sha256)
