@@ -321,17 +321,24 @@ def test_unknown_route_is_a_json_404(env: Env) -> None:
     assert_error(env.as_("admin", "PUT", "/v1/health/graphs"), 405, "method_not_allowed")
 
 
-def test_key_alternatives_x_api_key_and_token_query(env: Env) -> None:
+def test_key_alternatives_x_api_key(env: Env) -> None:
     r = env.call("GET", "/v1/health/graphs", headers={"X-Api-Key": env.keys["read"]})
-    assert r.status_code == 200, show(r)
-    r = env.call("GET", "/v1/health/graphs", params={"token": env.keys["read"]})
     assert r.status_code == 200, show(r)
     r = env.call("GET", "/v1/health/graphs", headers={"Authorization": f"bearer {env.keys['read']}"})
     assert r.status_code == 200, show(r)
-    # The alternatives carry the key's role like the header does.
-    r = env.call("POST", "/v1/health/reactors/prices/pause", params={"token": env.keys["read"]})
+    # The alternative carries the key's role like the header does.
+    r = env.call("POST", "/v1/health/reactors/prices/pause", headers={"X-Api-Key": env.keys["read"]})
     assert_error(r, 403, "forbidden")
-    assert_error(env.call("GET", "/v1/health/graphs", params={"token": new_key()}), 401, "unauthorized")
+
+
+def test_token_query_is_refused_on_http_routes(env: Env) -> None:
+    """A key in a URL leaks into logs and proxies: HTTP routes refuse it, even
+    beside a valid header, naming the reason."""
+    for headers in ({}, env.server.auth(env.keys["read"])):
+        for key in (env.keys["read"], new_key()):
+            body = assert_error(env.call("GET", "/v1/health/graphs", params={"token": key}, headers=headers),
+                                401, "token_in_query")
+            assert "Authorization header" in body["error"], body
 
 
 def test_other_tenant_objects_look_like_missing_ones(env: Env) -> None:
@@ -493,8 +500,10 @@ def test_revoked_key_is_refused_everywhere(env: Env) -> None:
     assert r.status_code == 200, show(r)
     assert_error(env.call("GET", "/v1/health/graphs", key), 401, "unauthorized")
     assert_error(env.call("POST", "/v1/health/accumulators/price/inject", key, json={"event": {"p": 1}}), 401, "unauthorized")
-    assert_error(env.call("GET", "/v1/health/graphs", params={"token": key}), 401, "unauthorized")
+    assert_error(env.call("GET", "/v1/health/graphs", headers={"X-Api-Key": key}), 401, "unauthorized")
     status, _ = ws_refusal(env, "/v1/ws/accumulator/price", key)
+    assert status == 401
+    status, _ = ws_refusal(env, f"/v1/ws/reactor/prices?token={key}")
     assert status == 401
     r = env.as_("admin", "GET", "/v1/tenants/public/keys")
     assert key_id not in {k["id"] for k in r.json()["items"]}, show(r)

@@ -137,7 +137,8 @@ def serve(
     from headrace.server.run import open_keys, serve as run_server
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = ServerConfig(
+    # Settings without an option (limits, allowed origins) come from the environment.
+    config = ServerConfig.from_env(
         host=host,
         port=port,
         data_dir=data_dir,

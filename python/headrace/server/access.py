@@ -13,7 +13,7 @@ from starlette.websockets import WebSocket
 
 from headrace.errors import InvalidNameError
 from headrace.names import check_name
-from headrace.server.auth import Grant, KeyStore, authorize
+from headrace.server.auth import AuthError, Grant, KeyStore, authorize
 from headrace.server.errors import ApiError
 from headrace.server.views import accumulator_names
 from headrace.supervisor.process import GraphWorker
@@ -41,12 +41,35 @@ def token(headers: Any, query: Any) -> str | None:
 
 
 class Access:
-    def __init__(self, supervisor: Supervisor, keys: KeyStore) -> None:
+    def __init__(self, supervisor: Supervisor, keys: KeyStore, allowed_origins: tuple[str, ...] = ()) -> None:
         self.sup = supervisor
         self.keys = keys
+        self.allowed_origins = allowed_origins
 
     def grant(self, request: Request | WebSocket) -> Grant | None:
+        if isinstance(request, Request) and "token" in request.query_params:
+            # URLs end up in logs, proxies and browser histories; only a
+            # WebSocket handshake (where browsers cannot set headers) may carry a key.
+            raise AuthError(
+                "?token= is accepted only on WebSocket routes; send the key in the Authorization header",
+                status=401,
+                code="token_in_query",
+            )
         return self.keys.lookup(token(request.headers, request.query_params))
+
+    def check_origin(self, ws: WebSocket) -> None:
+        """A browser's handshake must come from an allowed origin (a page on
+        another site could otherwise use the browser's reach); clients that
+        send no Origin are not browsers and are let through."""
+        origin = ws.headers.get("origin")
+        if origin is None or "*" in self.allowed_origins or origin in self.allowed_origins:
+            return
+        raise ApiError(
+            403,
+            f"WebSocket origin {origin!r} is not allowed (allowed: {', '.join(self.allowed_origins) or 'none'};"
+            " set HEADRACE_ALLOWED_ORIGINS)",
+            "origin_not_allowed",
+        )
 
     def require(self, request: Request | WebSocket, action: str, tenant: str | None = None, graph: str | None = None) -> Grant:
         if tenant is not None:

@@ -7,6 +7,7 @@ access checks in :mod:`headrace.server.access`, the JSON views in
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -68,9 +69,11 @@ def create_app(config: ServerConfig, supervisor: Supervisor | None = None, keys:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await sup.start()
+        watcher = asyncio.create_task(api.sockets.watch(), name="revocation-watcher")
         try:
             yield
         finally:
+            watcher.cancel()
             await sup.shutdown()
             key_store.close()
 

@@ -16,6 +16,7 @@ import secrets
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,6 +196,17 @@ class KeyStore:
             args = (*args, tenant)
         with self._lock:
             return self._conn.execute(query, args).rowcount == 1
+
+    def revoked(self, key_ids: Sequence[str]) -> set[str]:
+        """Which of ``key_ids`` are revoked (or no longer exist)."""
+        if not key_ids:
+            return set()
+        marks = ", ".join("?" * len(key_ids))
+        with self._lock:
+            active = self._conn.execute(
+                f"SELECT key_id FROM headrace_api_key WHERE revoked_at IS NULL AND key_id IN ({marks})", tuple(key_ids)
+            ).fetchall()
+        return set(key_ids) - {row[0] for row in active}
 
     def close(self) -> None:
         with self._lock:

@@ -19,7 +19,9 @@ from headrace.server.access import Access, checked
 from headrace.server.auth import KeyStore
 from headrace.server.config import ServerConfig
 from headrace.server.errors import ApiError, json_response, supervisor_error
+from headrace.server.limits import ByteBudget
 from headrace.server.metrics import render_metrics
+from headrace.server.revocation import OpenSockets
 from headrace.server.views import durable, grant_json, graph_detail, graph_summary, reactor
 from headrace.supervisor.client import OpFailed, WorkerUnavailable
 from headrace.supervisor.process import GraphWorker
@@ -36,7 +38,11 @@ class Api:
         self.config = config
         self.sup = supervisor
         self.keys = keys
-        self.access = Access(supervisor, keys)
+        self.access = Access(supervisor, keys, config.allowed_origins)
+        #: Open WebSockets by key, closed when their key is revoked.
+        self.sockets = OpenSockets(keys)
+        #: Bytes pushed over WebSockets and not yet acknowledged, server-wide.
+        self.inflight = ByteBudget(config.limits.max_inflight_bytes)
 
     async def stats(self, worker: GraphWorker) -> dict[str, Any] | None:
         if worker.state != "running" or worker.control is None:
@@ -258,6 +264,7 @@ class Api:
         self.access.require_key_admin(request, tenant)
         if not self.keys.revoke(request.path_params["key_id"], tenant):
             raise ApiError(404, f"no active key with id '{request.path_params['key_id']}'", "not_found")
+        self.sockets.revoke(request.path_params["key_id"])
         return json_response({"revoked": request.path_params["key_id"]})
 
 

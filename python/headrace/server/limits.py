@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["BodyLimit", "BodyTooLarge", "header_deadline_protocol"]
+__all__ = ["BodyLimit", "BodyTooLarge", "ByteBudget", "header_deadline_protocol"]
 
 Scope = dict[str, Any]
 Receive = Callable[[], Any]
@@ -117,3 +117,34 @@ def header_deadline_protocol(deadline: float) -> type[HttpToolsProtocol]:
             self.transport.close()
 
     return HeaderDeadlineProtocol
+
+
+class ByteBudget:
+    """Bytes in flight, bounded: :meth:`acquire` waits until ``n`` more fit.
+
+    One frame is always let through when nothing is in flight, so a frame
+    larger than the whole budget cannot wedge a connection (frames are
+    bounded by ``max_frame_bytes`` anyway)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._waiters: list[asyncio.Future[None]] = []
+
+    async def acquire(self, n: int) -> None:
+        while self.used > 0 and self.used + n > self.limit:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+        self.used += n
+
+    def release(self, n: int) -> None:
+        self.used -= n
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)

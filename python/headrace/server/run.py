@@ -6,6 +6,7 @@ import logging
 
 import uvicorn
 
+from headrace.server import redact
 from headrace.server.app import create_app
 from headrace.server.auth import KeyRevoked, KeyStore
 from headrace.server.config import ServerConfig
@@ -47,6 +48,8 @@ def uvicorn_config(config: ServerConfig, keys: KeyStore) -> uvicorn.Config:
         access_log=False,
         timeout_keep_alive=5,
         timeout_graceful_shutdown=30,
+        # Beyond it uvicorn answers 503 "Service Unavailable" (see the README's Limits).
+        limit_concurrency=limits.max_connections,
     )
 
 
@@ -54,4 +57,5 @@ def serve(config: ServerConfig) -> None:
     """Runs the server until interrupted; workers stop with it."""
     keys = open_keys(config)
     server = uvicorn.Server(uvicorn_config(config, keys))
+    redact.install()  # after uvicorn.Config has set logging up
     server.run()

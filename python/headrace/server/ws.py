@@ -13,9 +13,11 @@ import orjson
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
-from headrace.server.auth import AuthError, authorize
+from headrace.server.auth import AuthError, Grant, authorize
 from headrace.server.errors import ApiError
 from headrace.server.http import Api, fire_arg
+from headrace.server.limits import ByteBudget
+from headrace.server.revocation import CLOSE_CODE, CLOSE_REASON, until_revoked
 from headrace.supervisor.client import PushBatch
 
 __all__ = ["ws_accumulator", "ws_reactor"]
@@ -35,6 +37,76 @@ class Acks:
             await self.ws.send({"type": "websocket.send", "text": orjson.dumps(message, default=str).decode()})
 
 
+class AckStream:
+    """One producer socket's pipeline: frame -> push batch -> in-order ack.
+
+    What is in flight (pushed, not yet acknowledged) is bounded three ways:
+    events per connection, bytes per connection, and bytes over the whole
+    server. At a bound the socket is not read until acks catch up, so TCP
+    pushes back on the producer and the server's memory stays bounded."""
+
+    def __init__(self, acks: Acks, batch_acks: bool, max_events: int, connection: ByteBudget, server: ByteBudget) -> None:
+        self.acks = acks
+        self.batch_acks = batch_acks
+        self.max_events = max_events
+        self.connection = connection
+        self.server = server
+        # Frames in order: (frame number, its push batch, its index in the batch, its size).
+        self.pending: deque[tuple[int, PushBatch, int, int]] = deque()
+        self.arrived = asyncio.Event()
+        self.room = asyncio.Event()
+        self.room.set()
+
+    async def admit(self, size: int) -> None:
+        """Waits until a frame of ``size`` bytes fits in every bound."""
+        if len(self.pending) >= self.max_events:
+            self.room.clear()
+            await self.room.wait()
+        await self.connection.acquire(size)
+        try:
+            await self.server.acquire(size)
+        except BaseException:
+            self.connection.release(size)
+            raise
+
+    def add(self, seq: int, batch: PushBatch, index: int, size: int) -> None:
+        self.pending.append((seq, batch, index, size))
+        self.arrived.set()
+
+    def _done(self, size: int) -> None:
+        self.connection.release(size)
+        self.server.release(size)
+
+    def release_all(self) -> None:
+        """The connection ended: its frames no longer count against the server."""
+        while self.pending:
+            self._done(self.pending.popleft()[3])
+
+    async def send_acks(self) -> None:
+        while True:
+            if not self.pending:
+                self.arrived.clear()
+                await self.arrived.wait()
+                continue
+            await self.pending[0][1].done
+            run_end = None  # batch mode: the last frame of a run of plain acks
+            while self.pending and self.pending[0][1].done.done():
+                seq, batch, index, size = self.pending.popleft()
+                self._done(size)
+                outcome = batch.outcome(index)
+                if self.batch_acks and outcome[1] is None:
+                    run_end = seq
+                    continue
+                if run_end is not None:
+                    await self.acks.send({"ack": run_end})
+                    run_end = None
+                await self.acks.send(_ack(seq, outcome))
+            if run_end is not None:
+                await self.acks.send({"ack": run_end})
+            if len(self.pending) < self.max_events:
+                self.room.set()
+
+
 async def ws_accumulator(api: Api, ws: WebSocket) -> None:
     """Events in, acknowledgements out. Frame n (from 1) is acknowledged with
     ``{"ack": n}`` once a checkpoint holds it, or ``{"refused": n, "code",
@@ -42,51 +114,34 @@ async def ws_accumulator(api: Api, ws: WebSocket) -> None:
     n not refused before it. Acks are in frame order. A producer that loses
     the connection resends every frame it has no ack for. If no checkpoint
     can hold an event (its state cannot be encoded), its ack says
-    ``"durable": false`` with the error."""
+    ``"durable": false`` with the error. The socket closes with 1008 when its
+    key is revoked."""
     name = ws.path_params["name"]
     try:
+        api.access.check_origin(ws)
         grant = api.access.require(ws, "write")
         worker = api.access.accumulator_graph(grant, name, ws.query_params.get("graph"), "write")
     except (AuthError, ApiError) as e:
         await _ws_refuse(ws, e)
         return
     binary = "msgpack" in ws.scope.get("subprotocols", [])
-    codec = "msgpack" if binary else "json"
-    batch_acks = ws.query_params.get("ack", "each") == "batch"
     await ws.accept(subprotocol="msgpack" if binary else None)
-    acks = Acks(ws, binary)
-    key = (worker.spec.tenant, worker.spec.graph)
-    limit = api.config.limits.max_unacked_events
-    # Frames in order: (frame number, its push batch, its index in the batch).
-    pending: deque[tuple[int, PushBatch, int]] = deque()
-    arrived = asyncio.Event()
-    room = asyncio.Event()
-    room.set()
+    limits = api.config.limits
+    stream = AckStream(
+        Acks(ws, binary),
+        ws.query_params.get("ack", "each") == "batch",
+        limits.max_unacked_events,
+        ByteBudget(limits.max_unacked_bytes),
+        api.inflight,
+    )
+    async with api.sockets.holding(grant.key_id) as revoked:
+        if await until_revoked(revoked, _pump(api, ws, stream, (worker.spec.tenant, worker.spec.graph), name, binary)):
+            await _close_revoked(ws)
 
-    async def send_acks() -> None:
-        while True:
-            if not pending:
-                arrived.clear()
-                await arrived.wait()
-                continue
-            await pending[0][1].done
-            run_end = None  # batch mode: the last frame of a run of plain acks
-            while pending and pending[0][1].done.done():
-                seq, batch, index = pending.popleft()
-                outcome = batch.outcome(index)
-                if batch_acks and outcome[1] is None:
-                    run_end = seq
-                    continue
-                if run_end is not None:
-                    await acks.send({"ack": run_end})
-                    run_end = None
-                await acks.send(_ack(seq, outcome))
-            if run_end is not None:
-                await acks.send({"ack": run_end})
-            if len(pending) < limit:
-                room.set()
 
-    sender = asyncio.create_task(send_acks())
+async def _pump(api: Api, ws: WebSocket, stream: AckStream, key: tuple[str, str], name: str, binary: bool) -> None:
+    codec = "msgpack" if binary else "json"
+    sender = asyncio.create_task(stream.send_acks())
     seq = 0
     try:
         while True:
@@ -97,23 +152,26 @@ async def ws_accumulator(api: Api, ws: WebSocket) -> None:
             if data is None:
                 data = message.get("text", "").encode()
             seq += 1
-            if len(pending) >= limit:
-                # Stop reading (TCP pushes back on the producer) until acks catch up.
-                room.clear()
-                await room.wait()
+            # Until there is room, the socket is not read (TCP pushes back on the producer).
+            await stream.admit(len(data))
             current = api.sup.workers.get(key)
             client = current.data if current is not None and current.state == "running" else None
             if client is None:
                 state = current.state if current is not None else "deleted"
-                pending.append((seq, PushBatch.refused(f"graph '{key[1]}' is {state}; resend later"), 0))
+                stream.add(seq, PushBatch.refused(f"graph '{key[1]}' is {state}; resend later"), 0, len(data))
             else:
                 batch, index = client.push(name, codec, data)
-                pending.append((seq, batch, index))
-            arrived.set()
+                stream.add(seq, batch, index, len(data))
     finally:
         sender.cancel()
         with contextlib.suppress(BaseException):
             await sender
+        stream.release_all()
+
+
+async def _close_revoked(ws: WebSocket) -> None:
+    with contextlib.suppress(Exception):
+        await ws.close(code=CLOSE_CODE, reason=CLOSE_REASON)
 
 
 def _ack(seq: int, outcome: tuple[bool, str | None, str | None]) -> dict[str, Any]:
@@ -131,12 +189,19 @@ async def ws_reactor(api: Api, ws: WebSocket) -> None:
     ``{"id", "ok": true, "result"}`` or ``{"id", "ok": false, "error", "code"}``."""
     name = ws.path_params["name"]
     try:
+        api.access.check_origin(ws)
         grant = api.access.require(ws, "read")
         api.access.graph_or_404(grant, name, "read")
     except (AuthError, ApiError) as e:
         await _ws_refuse(ws, e)
         return
     await ws.accept()
+    async with api.sockets.holding(grant.key_id) as revoked:
+        if await until_revoked(revoked, _commands(api, ws, grant, name)):
+            await _close_revoked(ws)
+
+
+async def _commands(api: Api, ws: WebSocket, grant: Grant, name: str) -> None:
     writes = {"force_fire": "fire", "fire_with": "fire", "pause": "pause", "resume": "resume"}
     while True:
         message = await ws.receive()
