@@ -11,6 +11,7 @@ __all__ = [
     "GraphDefinitionError",
     "HeadraceError",
     "InvalidNameError",
+    "MissingDependencyError",
     "NodeError",
     "PayloadError",
 ]
@@ -92,3 +93,8 @@ class InvalidNameError(HeadraceError, ValueError):
         self.kind = kind
         self.value = value
         self.pattern = pattern
+
+
+class MissingDependencyError(HeadraceError, ImportError):
+    """An optional feature needs a package that is not installed; the message
+    names the ``pip install`` that adds it."""
