@@ -134,6 +134,7 @@ def serve(
     The first admin key comes from --init (printed once) or HEADRACE_ADMIN_KEY."""
     import logging
 
+    from headrace.server.datadir import DataDirLocked, lock_data_dir
     from headrace.server.run import open_keys, serve as run_server
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -153,8 +154,9 @@ def serve(
     )
     try:
         config.check()
+        lock = lock_data_dir(config.data_dir)  # held until the process ends
         keys = open_keys(config)
-    except ValueError as e:
+    except (ValueError, DataDirLocked) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
     if init:
@@ -165,7 +167,10 @@ def serve(
             typer.echo(key)
             typer.echo(f"admin key {grant.key_id} for tenant '{admin_tenant}': shown once, store it now", err=True)
     keys.close()
-    run_server(config)
+    try:
+        run_server(config)
+    finally:
+        lock.close()
 
 
 @app.command()

@@ -18,7 +18,7 @@ from starlette.routing import Route, WebSocketRoute
 
 from headrace.server.auth import KeyStore
 from headrace.server.config import ServerConfig
-from headrace.server.errors import error_response, handler
+from headrace.server.errors import error_response, handler, internal_error
 from headrace.server.http import Api
 from headrace.server.limits import BodyLimit
 from headrace.server.ws import ws_accumulator, ws_reactor
@@ -73,6 +73,7 @@ def create_app(config: ServerConfig, supervisor: Supervisor | None = None, keys:
         try:
             yield
         finally:
+            api.stopping = True
             watcher.cancel()
             await sup.shutdown()
             key_store.close()
@@ -83,10 +84,13 @@ def create_app(config: ServerConfig, supervisor: Supervisor | None = None, keys:
     async def not_allowed(request: Request, exc: Exception) -> Response:
         return error_response(405, f"{request.method} is not allowed on {request.url.path}", "method_not_allowed")
 
+    async def internal(request: Request, exc: Exception) -> Response:
+        return internal_error(request, exc)
+
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={404: not_found, 405: not_allowed},
+        exception_handlers={404: not_found, 405: not_allowed, 500: internal},
     )
     app.state.api = api
     app.state.supervisor = sup

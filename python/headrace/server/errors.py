@@ -3,6 +3,7 @@ supervisor's errors to an HTTP status and code."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,7 +17,9 @@ from headrace.server.limits import BodyTooLarge
 from headrace.supervisor.client import OpFailed, WorkerUnavailable
 from headrace.supervisor.supervisor import DeployError
 
-__all__ = ["ApiError", "error_response", "handler", "json_response", "supervisor_error"]
+__all__ = ["ApiError", "error_response", "handler", "internal_error", "json_response", "supervisor_error"]
+
+log = logging.getLogger("headrace.server")
 
 
 class ApiError(Exception):
@@ -52,6 +55,13 @@ def supervisor_error(e: Exception, graph: str, timeout: float) -> ApiError:
     raise TypeError(f"not a supervisor error: {e!r}") from e
 
 
+def internal_error(request: Request, e: BaseException) -> Response:
+    """An unexpected exception: logged with its traceback, answered as JSON
+    with a code (never a bare 500 page)."""
+    log.error("%s %s failed", request.method, request.url.path, exc_info=e)
+    return error_response(500, f"internal error ({type(e).__name__}); the server log has the details", "internal")
+
+
 def handler(fn: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
     async def wrapped(request: Request) -> Response:
         try:
@@ -66,5 +76,7 @@ def handler(fn: Callable[[Request], Awaitable[Response]]) -> Callable[[Request],
             # Starlette's own (e.g. a malformed or oversized multipart form).
             code = "too_large" if e.status_code == 413 else "bad_request"
             return error_response(e.status_code, str(e.detail), code)
+        except Exception as e:
+            return internal_error(request, e)
 
     return wrapped

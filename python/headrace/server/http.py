@@ -9,6 +9,7 @@ Errors are ``{"error", "code"}`` (:mod:`headrace.server.errors`).
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from typing import Any
 
 import orjson
@@ -39,6 +40,9 @@ class Api:
         self.sup = supervisor
         self.keys = keys
         self.access = Access(supervisor, keys, config.allowed_origins)
+        #: Set once the graphs registered at start have left "starting" (see ready()).
+        self.booted = False
+        self.stopping = False
         #: Open WebSockets by key, closed when their key is revoked.
         self.sockets = OpenSockets(keys)
         #: Bytes pushed over WebSockets and not yet acknowledged, server-wide.
@@ -69,8 +73,20 @@ class Api:
         return json_response({"status": "ok"})
 
     async def ready(self, request: Request) -> Response:
-        ok, reason = self.sup.ready()
-        return json_response({"ready": ok, "reason": reason}, 200 if ok else 503)
+        """Ready means this server can serve: every graph registered when it
+        started has been started (each is running, or has failed), and it is
+        not shutting down. One graph's state never makes the whole server
+        unready (one tenant's crash loop must not take every tenant out of a
+        load balancer); each graph's state is in ``/v1/health/graphs``."""
+        states = Counter(w.state for w in self.sup.workers.values())
+        body: dict[str, Any] = {"graphs": dict(sorted(states.items()))}
+        if self.stopping:
+            return json_response({"ready": False, "reason": "shutting down", **body}, 503)
+        if not self.booted:
+            if states["starting"]:
+                return json_response({"ready": False, "reason": f"{states['starting']} graph(s) starting", **body}, 503)
+            self.booted = True
+        return json_response({"ready": True, "reason": f"serving {sum(states.values())} graph(s)", **body})
 
     async def metrics(self, request: Request) -> Response:
         grant = self.access.require(request, "read")
