@@ -45,6 +45,8 @@ class Api:
         self.stopping = False
         #: Open WebSockets by key, closed when their key is revoked.
         self.sockets = OpenSockets(keys)
+        #: Uploads being unpacked and checked at once (more wait their turn).
+        self.uploads = asyncio.Semaphore(config.limits.upload_concurrency)
         #: Bytes pushed over WebSockets and not yet acknowledged, server-wide.
         self.inflight = ByteBudget(config.limits.max_inflight_bytes)
 
@@ -206,7 +208,9 @@ class Api:
         grant = self.access.grant(request)
         assert grant is not None
         try:
-            record, replaced = await self.sup.deploy(tenant, archive, allowed=grant.graphs or None)
+            # Unpacking and checking run off the event loop, a few at a time.
+            async with self.uploads:
+                record, replaced = await self.sup.deploy(tenant, archive, allowed=grant.graphs or None)
         except DeployError as e:
             raise supervisor_error(e, "", OP_TIMEOUT) from e
         body = {**record.public(), "state": "starting", "replaced": replaced.version if replaced else None}

@@ -101,7 +101,7 @@ class Supervisor:
         incoming = self.config.data_dir / "packages" / ".incoming" / uuid.uuid4().hex
         try:
             try:
-                root = extract_package(archive, incoming, self.config.limits.package)
+                root = await asyncio.to_thread(extract_package, archive, incoming, self.config.limits.package)
                 manifest = parse_manifest((root / "package.toml").read_text(encoding="utf-8"))
             except PackageError as e:
                 raise DeployError(str(e), e.code) from e
