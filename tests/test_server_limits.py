@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import orjson
 from server_util import PRICES, Server, free_port, package_bytes
 
 
@@ -65,3 +66,45 @@ def test_a_second_server_on_the_same_data_dir_exits_naming_the_first(tmp_path: P
             again.close()
     finally:
         first.close()
+
+
+def test_fires_are_read_in_pages_bounded_by_bytes(tmp_path: Path) -> None:
+    budget = 8 * 1024
+    server = Server(tmp_path / "data", env={"HEADRACE_FIRES_PAGE_BYTES": str(budget)})
+    try:
+        server.start()
+        server.deploy(package_bytes("prices", PRICES.replace('accumulators=[price]', 'accumulators=[price], input_strategy="sequential"')), "prices")
+        # ~1 KiB in, ~2 KiB out: about 3 KiB a fire, so a page holds two; the last is 12 KiB alone.
+        sizes = [1000] * 20 + [4000]
+        for i, n in enumerate(sizes):
+            r = server.http.post("/v1/health/accumulators/price/inject", json={"event": {"p": f"{i:04d}" + "x" * (n - 4)}})
+            assert r.status_code == 200, r.text
+        server.wait_for(lambda: server.graph("prices")["health"]["fire_count"] == len(sizes), what="every fire")
+        seen: list[int] = []
+        cursor = None
+        pages = 0
+        while True:
+            params = {"limit": "1000", **({"cursor": cursor} if cursor else {})}
+            r = server.http.get("/v1/health/reactors/prices/fires", params=params)
+            assert r.status_code == 200, r.text
+            body = r.json()
+            pages += 1
+            encoded = sum(len(orjson.dumps(f)) for f in body["items"])
+            assert body["items"] and (encoded <= budget or len(body["items"]) == 1), (encoded, len(body["items"]))
+            seen += [f["id"] for f in body["items"]]
+            cursor = body["next_cursor"]
+            if cursor is None:
+                break
+            assert pages < 50, "the cursor does not advance"
+        assert seen == sorted(seen, reverse=True) and len(seen) == len(set(seen)) == len(sizes), seen
+        assert pages >= 10, pages  # two fires a page at most
+        # The count still bounds a page, and the cursor resumes after the last fire.
+        first = server.http.get("/v1/health/reactors/prices/fires", params={"limit": "1"}).json()
+        assert [f["id"] for f in first["items"]] == seen[:1] and first["next_cursor"] == str(seen[0])
+        after = server.http.get("/v1/health/reactors/prices/fires", params={"limit": "1", "cursor": first["next_cursor"]})
+        assert [f["id"] for f in after.json()["items"]] == seen[1:2]
+        for bad in ("x", "-1", "1.5"):
+            r = server.http.get("/v1/health/reactors/prices/fires", params={"cursor": bad})
+            assert r.status_code == 400 and r.json()["code"] == "bad_request" and "cursor" in r.json()["error"], r.text
+    finally:
+        server.close()

@@ -20,6 +20,7 @@ from headrace.server.access import Access, checked
 from headrace.server.auth import KeyStore
 from headrace.server.config import ServerConfig
 from headrace.server.errors import ApiError, json_response, supervisor_error
+from headrace.server.fires import page_of
 from headrace.server.limits import ByteBudget
 from headrace.server.metrics import render_metrics
 from headrace.server.revocation import OpenSockets
@@ -167,13 +168,21 @@ class Api:
     async def fires(self, request: Request) -> Response:
         grant = self.access.require(request, "read")
         worker = self.access.graph_or_404(grant, request.path_params["name"], "read")
+        limits = self.config.limits
         raw = request.query_params.get("limit", "100")
-        if not raw.isdigit() or not 1 <= int(raw) <= self.config.limits.fire_log_size:
-            raise ApiError(
-                400, f"limit must be an integer from 1 to {self.config.limits.fire_log_size}, got {raw!r}", "bad_request"
-            )
-        items = await self.call(worker, "fires", int(raw))
-        return json_response({"items": items, "total": len(items)})
+        if not raw.isdigit() or not 1 <= int(raw) <= limits.fire_log_size:
+            raise ApiError(400, f"limit must be an integer from 1 to {limits.fire_log_size}, got {raw!r}", "bad_request")
+        cursor = request.query_params.get("cursor")
+        if cursor is not None and not cursor.isdigit():
+            raise ApiError(400, f"cursor must be a next_cursor from a previous page, got {cursor!r}", "bad_request")
+        page = await page_of(
+            lambda arg: self.call(worker, "fires", arg),
+            before=int(cursor) if cursor is not None else None,
+            limit=int(raw),
+            max_bytes=limits.fires_page_bytes,
+            kept=limits.fire_log_size,
+        )
+        return json_response(page.json())
 
     async def call(self, worker: GraphWorker, op: str, arg: Any, data: bool = False) -> Any:
         client = worker.data if data else worker.control
