@@ -3,14 +3,23 @@ processes. (Readiness with one graph crash-looping: tests/test_server_crash.py.)
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
+import pytest
 from server_util import PRICES, Server, free_port, package_bytes
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
 
 
 def test_an_unexpected_error_answers_json_with_a_code_and_logs_a_traceback(tmp_path: Path) -> None:
@@ -107,4 +116,118 @@ def test_fires_are_read_in_pages_bounded_by_bytes(tmp_path: Path) -> None:
             r = server.http.get("/v1/health/reactors/prices/fires", params={"cursor": bad})
             assert r.status_code == 400 and r.json()["code"] == "bad_request" and "cursor" in r.json()["error"], r.text
     finally:
+        server.close()
+
+
+# --- connections, slow bodies, floods ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server with small connection and body-time limits."""
+    server = Server(tmp_path_factory.mktemp("small") / "data",
+                    env={"HEADRACE_MAX_CONNECTIONS": "4", "HEADRACE_BODY_DEADLINE": "1"})
+    try:
+        server.start()
+        server.deploy(package_bytes("prices", PRICES), "prices")
+        yield server
+    finally:
+        server.close()
+
+
+def test_a_slow_request_body_gets_408(small: Server) -> None:
+    head = (f"POST /v1/health/accumulators/price/inject HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {small.key}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", small.port), timeout=30) as s:
+        start = time.monotonic()
+        s.sendall(head.encode() + b'{"event": ')
+        data = b""
+        while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        took = time.monotonic() - start
+    assert data.startswith(b"HTTP/1.1 408"), data
+    assert b'"code":"body_timeout"' in data and took < 10, (took, data)
+    # A body that arrives in time is served.
+    r = small.http.post("/v1/health/accumulators/price/inject", json={"event": {"p": 1}})
+    assert r.status_code == 200, r.text
+
+
+def test_connections_past_the_limit_are_refused_with_a_clear_503(small: Server) -> None:
+    with contextlib.ExitStack() as stack:
+        for _ in range(4):
+            stack.enter_context(connect(f"{small.ws_url}/v1/ws/accumulator/price", additional_headers=small.auth(),
+                                        proxy=None, open_timeout=30))
+        r = small.http.get("/v1/health/graphs")
+        assert r.status_code == 503 and r.json()["code"] == "too_many_connections", r.text
+        assert "4 connections" in r.json()["error"]
+        with pytest.raises(InvalidStatus) as info:
+            with connect(f"{small.ws_url}/v1/ws/reactor/prices", additional_headers=small.auth(), proxy=None,
+                         open_timeout=30):
+                pass
+        assert info.value.response.status_code == 503
+        assert orjson.loads(info.value.response.body or b"{}")["code"] == "too_many_connections"
+    # Closed connections free their places.
+    small.wait_for(lambda: small.http.get("/v1/health/graphs").status_code == 200, what="room again")
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_a_flood_of_large_frames_keeps_the_server_memory_bounded(tmp_path: Path) -> None:
+    """Eight producers send 1 MiB frames to a graph whose worker is stopped
+    (SIGSTOP: nothing is acknowledged). The server reads only what its byte
+    budgets allow, so its memory stays flat; without them it read them all.
+    The frames compress well: with permessage-deflate, one read of compressed
+    frames inflated to over 100 MiB of messages before reading could pause."""
+    mib = 1024 * 1024
+    server = Server(tmp_path / "data", env={
+        "HEADRACE_MAX_UNACKED_BYTES": str(4 * mib),
+        "HEADRACE_MAX_INFLIGHT_BYTES": str(16 * mib),
+        "HEADRACE_HEARTBEAT_TIMEOUT": "120",
+    })
+    producers, frames_each = 8, 48  # at most 384 MiB sent in all
+    frame = orjson.dumps({"p": "x" * (mib - 1024)})
+    worker_pid = None
+    try:
+        server.start()
+        server.deploy(package_bytes("prices", PRICES), "prices")
+        assert server.proc is not None
+        worker_pid = server.graph("prices")["worker"]["pid"]
+        baseline = rss_bytes(server.proc.pid)
+        os.kill(worker_pid, signal.SIGSTOP)
+        sent = [0] * producers
+
+        def flood(i: int) -> None:
+            with contextlib.suppress(Exception), connect(
+                f"{server.ws_url}/v1/ws/accumulator/price", additional_headers=server.auth(), proxy=None,
+                open_timeout=30, max_size=None,
+            ) as ws:
+                for _ in range(frames_each):
+                    ws.send(frame)
+                    sent[i] += 1
+                time.sleep(60)
+
+        threads = [threading.Thread(target=flood, args=(i,), daemon=True) for i in range(producers)]
+        for t in threads:
+            t.start()
+        peak = baseline
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:
+            peak = max(peak, rss_bytes(server.proc.pid))
+            time.sleep(0.1)
+        growth = peak - baseline
+        print(f"server RSS {baseline / mib:.0f} MiB -> peak {peak / mib:.0f} MiB; frames sent {sum(sent)}")
+        # 16 MiB in flight, plus per connection what uvicorn buffers (a frame being read, one queued).
+        assert growth < 100 * mib, f"server RSS grew by {growth / mib:.0f} MiB under the flood"
+    finally:
+        if worker_pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker_pid, signal.SIGCONT)
         server.close()

@@ -20,7 +20,7 @@ from headrace.server.auth import KeyStore
 from headrace.server.config import ServerConfig
 from headrace.server.errors import error_response, handler, internal_error
 from headrace.server.http import Api
-from headrace.server.limits import BodyLimit
+from headrace.server.limits import BodyLimit, ConnectionLimit
 from headrace.server.ws import ws_accumulator, ws_reactor
 from headrace.supervisor.supervisor import Supervisor
 
@@ -102,4 +102,4 @@ def create_app(config: ServerConfig, supervisor: Supervisor | None = None, keys:
             return limits.max_upload_bytes
         return limits.max_body_bytes
 
-    return BodyLimit(app, limit_for)  # type: ignore[return-value]
+    return ConnectionLimit(BodyLimit(app, limit_for, limits.body_deadline), limits.max_connections)  # type: ignore[return-value]

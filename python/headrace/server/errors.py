@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from headrace.server.auth import AuthError
-from headrace.server.limits import BodyTooLarge
+from headrace.server.limits import BodyTimeout, BodyTooLarge
 from headrace.supervisor.client import OpFailed, WorkerUnavailable
 from headrace.supervisor.supervisor import DeployError
 
@@ -72,6 +72,8 @@ def handler(fn: Callable[[Request], Awaitable[Response]]) -> Callable[[Request],
             return error_response(e.status, str(e), e.code, **e.extra)
         except BodyTooLarge as e:
             return error_response(413, str(e), "too_large")
+        except BodyTimeout as e:
+            return error_response(408, str(e), "body_timeout")
         except HTTPException as e:
             # Starlette's own (e.g. a malformed or oversized multipart form).
             code = "too_large" if e.status_code == 413 else "bad_request"

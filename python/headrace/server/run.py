@@ -41,6 +41,9 @@ def uvicorn_config(config: ServerConfig, keys: KeyStore) -> uvicorn.Config:
         http=header_deadline_protocol(limits.header_deadline),
         ws="websockets-sansio",
         ws_max_size=limits.max_frame_bytes,
+        # Compressed frames defeat every byte bound: one 256 KiB read of deflated
+        # frames inflated to 120 MiB of messages, all queued before reading paused.
+        ws_per_message_deflate=False,
         ws_ping_interval=20.0,
         ws_ping_timeout=20.0,
         lifespan="on",
@@ -48,8 +51,9 @@ def uvicorn_config(config: ServerConfig, keys: KeyStore) -> uvicorn.Config:
         access_log=False,
         timeout_keep_alive=5,
         timeout_graceful_shutdown=30,
-        # Beyond it uvicorn answers 503 "Service Unavailable" (see the README's Limits).
-        limit_concurrency=limits.max_connections,
+        # The app refuses requests past max_connections with a JSON 503; this
+        # backstop also counts idle keep-alive connections.
+        limit_concurrency=2 * limits.max_connections,
     )
 
 
