@@ -65,7 +65,7 @@ class ServerLimits:
     #: ... and over every connection of the server together.
     max_inflight_bytes: int = 128 * 1024 * 1024
     #: Open connections (HTTP and WebSocket); beyond it requests get a 503.
-    max_connections: int = 256
+    max_connections: int = 128
     #: A request body must arrive within this many seconds of its headers (else 408).
     body_deadline: float = 60.0
     #: Uploads checked (unpacked, loaded in a throwaway worker) at once; more wait.
