@@ -3,6 +3,9 @@ entry point (headrace.names), and paths built from names stay inside their root.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -149,3 +152,24 @@ def test_key_store_refuses_hostile_tenants_and_scopes(tmp_path: Path, value: str
 def test_server_config_refuses_a_hostile_admin_tenant() -> None:
     with pytest.raises(ValueError, match="admin-tenant"):
         ServerConfig(admin_tenant="../x").check()
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["keys", "create", "--tenant", "../public"], "tenant name '../public' is not valid"),
+    (["keys", "create", "--tenant", "public", "--graph", "prices,beta"], "graph name 'prices,beta' is not valid"),
+    (["keys", "create", "--tenant", "public", "--graph", ""], "graph name '' is not valid"),
+    (["serve", "--admin-tenant", "/", "--port", "0"], "--admin-tenant: tenant name '/' is not valid"),
+], ids=["keys-tenant", "keys-scope-comma", "keys-scope-empty", "serve-admin-tenant"])
+def test_the_cli_refuses_hostile_names(tmp_path: Path, args: list[str], fragment: str) -> None:
+    data_dir = ["--data-dir", str(tmp_path / "data")]
+    env = {k: v for k, v in os.environ.items() if k != "HEADRACE_ADMIN_KEY"}
+    p = subprocess.run([sys.executable, "-m", "headrace", *args, *data_dir], capture_output=True, text=True,
+                       timeout=60, env=env)
+    assert p.returncode == 1 and fragment in p.stderr, (p.returncode, p.stderr)
+    keys = tmp_path / "data" / "keys.db"
+    if keys.exists():
+        store = KeyStore(keys)
+        try:
+            assert store.list() == []
+        finally:
+            store.close()
