@@ -34,7 +34,7 @@ class FirePage:
 
 async def page_of(fetch: Fetch, *, before: int | None, limit: int, max_bytes: int, kept: int) -> FirePage:
     """One page of fires older than fire id ``before`` (None: the newest)."""
-    candidates, more = await _older_than(fetch, before, limit, max_bytes, kept)
+    candidates, more = await _older_than(fetch, before, limit, kept)
     items: list[dict[str, Any]] = []
     size = 0
     for fire in candidates:
@@ -48,17 +48,23 @@ async def page_of(fetch: Fetch, *, before: int | None, limit: int, max_bytes: in
     return FirePage(items, next_cursor)
 
 
-async def _older_than(fetch: Fetch, before: int | None, limit: int, max_bytes: int, kept: int) -> tuple[list[dict[str, Any]], bool]:
-    """Fires older than ``before``, newest first, and whether older ones may
-    remain beyond them.
+async def _older_than(fetch: Fetch, before: int | None, limit: int, kept: int) -> tuple[list[dict[str, Any]], bool]:
+    """At least ``limit + 1`` fires older than ``before`` (when there are as
+    many), newest first, and whether older ones may remain beyond them.
 
     SEAM: today the worker's ``fires`` op takes a count and answers the newest
-    fires as a list, so this asks for every fire kept and filters here (the
-    HTTP page is bounded; the worker's reply is bounded only by the fire log's
-    size). When the op takes ``{"before", "limit", "max_bytes"}`` and answers
-    ``{"items", "more"}``, send that instead of ``kept``: the dict branch below
-    already pages over such replies, and nothing else changes."""
-    reply = await fetch(kept)
+    fires as a list, so this asks for as many as reach past ``before``: fire
+    ids only grow, so at most ``newest - before + 1`` fires are newer than the
+    page (the worker's reply is bounded by the fire log's size, as before).
+    When the op takes ``{"before", "limit", "max_bytes"}`` and answers
+    ``{"items", "more"}``, send that instead: the dict branch below already
+    pages over such replies, and nothing else changes."""
+    wanted = limit + 1
+    if before is not None:
+        newest = await fetch(1)
+        if isinstance(newest, list) and newest:
+            wanted += max(0, int(newest[0]["id"]) - before + 1)
+    reply = await fetch(min(wanted, kept))
     if isinstance(reply, dict):
         items = list(reply.get("items", []))
         return items, bool(reply.get("more"))
