@@ -128,6 +128,13 @@ def serve(
         float, typer.Option(envvar=ENV["restart_initial"], help="First restart delay, seconds (doubles per crash).")
     ] = 0.2,
     restart_max: Annotated[float, typer.Option(envvar=ENV["restart_max"], help="Longest restart delay, seconds.")] = 30.0,
+    allowed_origins: Annotated[
+        str | None,
+        typer.Option(
+            envvar=ENV["allowed_origins"],
+            help="Comma-separated origins a browser's WebSocket handshake may come from ('*': any; default none).",
+        ),
+    ] = None,
 ) -> None:
     """Runs the server: the HTTP/WebSocket API and one worker process per graph.
 
@@ -151,6 +158,7 @@ def serve(
         crash_window=crash_window,
         restart_initial=restart_initial,
         restart_max=restart_max,
+        allowed_origins=tuple(o.strip() for o in allowed_origins.split(",") if o.strip()) if allowed_origins else None,
     )
     try:
         config.check()
