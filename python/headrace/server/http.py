@@ -9,6 +9,7 @@ Errors are ``{"error", "code"}`` (:mod:`headrace.server.errors`).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from typing import Any
 
@@ -33,6 +34,9 @@ __all__ = ["Api", "fire_arg"]
 
 #: Seconds an op may take in a worker before the API answers 504.
 OP_TIMEOUT = 60.0
+#: Seconds after which the server is ready even if a graph registered at start (past the
+#: supervisor's 120 s start timeout) is still starting: one graph must not keep it out for good.
+BOOT_GRACE = 150.0
 
 
 class Api:
@@ -43,6 +47,7 @@ class Api:
         self.access = Access(supervisor, keys, config.allowed_origins)
         #: Set once the graphs registered at start have left "starting" (see ready()).
         self.booted = False
+        self.created_at = time.monotonic()
         self.stopping = False
         #: Open WebSockets by key, closed when their key is revoked.
         self.sockets = OpenSockets(keys)
@@ -86,7 +91,7 @@ class Api:
         if self.stopping:
             return json_response({"ready": False, "reason": "shutting down", **body}, 503)
         if not self.booted:
-            if states["starting"]:
+            if states["starting"] and time.monotonic() - self.created_at < BOOT_GRACE:
                 return json_response({"ready": False, "reason": f"{states['starting']} graph(s) starting", **body}, 503)
             self.booted = True
         return json_response({"ready": True, "reason": f"serving {sum(states.values())} graph(s)", **body})
