@@ -1,8 +1,10 @@
-"""Uploads are unpacked and checked off the event loop, a few at a time:
-while heavy uploads are being checked, other tenants are served at once."""
+"""Uploads are unpacked and checked off the event loop, at most
+``upload_concurrency`` at a time: while heavy uploads are being checked, other
+tenants are served at once."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import statistics
@@ -77,6 +79,18 @@ def test_other_tenants_are_served_while_heavy_uploads_are_checked(tmp_path: Path
                                                                timeout=60) as health:
             assert health.get("/v1/health/graphs").status_code == 200  # the connection is open before timing
             futures: list[Future[httpx.Response]] = [pool.submit(upload, a) for a in heavy]
+            # Each upload being checked has a folder in packages/.incoming: count them.
+            incoming = server.data_dir / "packages" / ".incoming"
+            checked_at_once: list[int] = []
+
+            def watch() -> None:
+                while not all(f.done() for f in futures):
+                    with contextlib.suppress(OSError):
+                        checked_at_once.append(len(list(incoming.iterdir())) if incoming.exists() else 0)
+                    time.sleep(0.02)
+
+            watcher = threading.Thread(target=watch, daemon=True)
+            watcher.start()
             started.wait(10)
             time.sleep(1.0)  # the bodies (a few MB over loopback) have arrived; the checks run
             latencies = []
@@ -88,10 +102,13 @@ def test_other_tenants_are_served_while_heavy_uploads_are_checked(tmp_path: Path
                 time.sleep(0.1)
             in_flight = sum(not f.done() for f in futures)
             results = [f.result(timeout=300) for f in futures]
+            watcher.join(10)
         print(f"health latency during {UPLOADS} uploads: max {max(latencies) * 1000:.1f} ms, "
               f"median {statistics.median(latencies) * 1000:.1f} ms")
         assert max(latencies) <= 0.1, [round(x * 1000, 1) for x in latencies]
         assert in_flight == UPLOADS, "the uploads finished before the measurements did: the test proves nothing"
         assert all(r.status_code == 201 for r in results), [r.text for r in results]
+        # At most upload_concurrency (2) are unpacked and checked at once.
+        assert max(checked_at_once) == ServerLimits().upload_concurrency, sorted(set(checked_at_once))
     finally:
         server.close()
