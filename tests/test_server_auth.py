@@ -321,17 +321,24 @@ def test_unknown_route_is_a_json_404(env: Env) -> None:
     assert_error(env.as_("admin", "PUT", "/v1/health/graphs"), 405, "method_not_allowed")
 
 
-def test_key_alternatives_x_api_key_and_token_query(env: Env) -> None:
+def test_key_alternatives_x_api_key(env: Env) -> None:
     r = env.call("GET", "/v1/health/graphs", headers={"X-Api-Key": env.keys["read"]})
-    assert r.status_code == 200, show(r)
-    r = env.call("GET", "/v1/health/graphs", params={"token": env.keys["read"]})
     assert r.status_code == 200, show(r)
     r = env.call("GET", "/v1/health/graphs", headers={"Authorization": f"bearer {env.keys['read']}"})
     assert r.status_code == 200, show(r)
-    # The alternatives carry the key's role like the header does.
-    r = env.call("POST", "/v1/health/reactors/prices/pause", params={"token": env.keys["read"]})
+    # The alternative carries the key's role like the header does.
+    r = env.call("POST", "/v1/health/reactors/prices/pause", headers={"X-Api-Key": env.keys["read"]})
     assert_error(r, 403, "forbidden")
-    assert_error(env.call("GET", "/v1/health/graphs", params={"token": new_key()}), 401, "unauthorized")
+
+
+def test_token_query_is_refused_on_http_routes(env: Env) -> None:
+    """A key in a URL leaks into logs and proxies: HTTP routes refuse it, even
+    beside a valid header, naming the reason."""
+    for headers in ({}, env.server.auth(env.keys["read"])):
+        for key in (env.keys["read"], new_key()):
+            body = assert_error(env.call("GET", "/v1/health/graphs", params={"token": key}, headers=headers),
+                                401, "token_in_query")
+            assert "Authorization header" in body["error"], body
 
 
 def test_other_tenant_objects_look_like_missing_ones(env: Env) -> None:
@@ -493,8 +500,10 @@ def test_revoked_key_is_refused_everywhere(env: Env) -> None:
     assert r.status_code == 200, show(r)
     assert_error(env.call("GET", "/v1/health/graphs", key), 401, "unauthorized")
     assert_error(env.call("POST", "/v1/health/accumulators/price/inject", key, json={"event": {"p": 1}}), 401, "unauthorized")
-    assert_error(env.call("GET", "/v1/health/graphs", params={"token": key}), 401, "unauthorized")
+    assert_error(env.call("GET", "/v1/health/graphs", headers={"X-Api-Key": key}), 401, "unauthorized")
     status, _ = ws_refusal(env, "/v1/ws/accumulator/price", key)
+    assert status == 401
+    status, _ = ws_refusal(env, f"/v1/ws/reactor/prices?token={key}")
     assert status == 401
     r = env.as_("admin", "GET", "/v1/tenants/public/keys")
     assert key_id not in {k["id"] for k in r.json()["items"]}, show(r)
@@ -547,6 +556,48 @@ def test_key_creation_checks_its_input(env: Env) -> None:
         body_ = assert_error(env.as_("admin", "POST", "/v1/tenants/public/keys", json=body), 400, "bad_request")
         assert fragment in body_["error"], body_
     assert_error(env.as_("admin", "POST", "/v1/tenants/public/keys", content=b"{nope"), 400, "bad_json")
+
+
+#: Hostile names as they appear in a URL path (percent-encoded where needed).
+HOSTILE_PATH_NAMES = ["%2e%2e", "%2E%2E", "%2e", "pr%D1%96ces", "with%20space", "new%0Aline", "a%00b", "x" * 65, "a,b"]
+
+
+@pytest.mark.parametrize("name", HOSTILE_PATH_NAMES)
+@pytest.mark.parametrize("template", [
+    "GET /v1/health/graphs/{}",
+    "GET /v1/health/accumulators/{}",
+    "POST /v1/health/accumulators/price/inject?graph={}",
+    "GET /v1/health/reactors/{}/fires",
+    "GET /v1/tenants/{}/workflows",
+    "GET /v1/tenants/public/workflows/{}",
+    "DELETE /v1/tenants/public/workflows/{}",
+    "GET /v1/tenants/{}/keys",
+])
+def test_hostile_names_in_api_paths_are_a_400_naming_the_rule(env: Env, template: str, name: str) -> None:
+    method, path = template.split(" ")
+    before = env.snapshot()
+    r = env.anon.request(method, path.format(name), headers={"Authorization": f"Bearer {env.keys['admin']}"},
+                         **({"json": {"event": {"p": 1}}} if method == "POST" else {}))
+    body = assert_error(r, 400, "bad_name")
+    assert "pattern" in body["error"] and "name" in body["error"], show(r)
+    assert env.snapshot() == before
+
+
+@pytest.mark.parametrize("graphs", [[""], ["prices,beta"], [".."], ["pr\u0456ces"], ["prices", "a b"]], ids=repr)
+def test_key_scopes_are_parsed_strictly(env: Env, graphs: list[str]) -> None:
+    """A scope that is not a graph name is refused, never widened to every graph."""
+    before = env.snapshot()
+    body = assert_error(env.as_("admin", "POST", "/v1/tenants/public/keys", json={"role": "read", "graphs": graphs}),
+                        400, "bad_name")
+    assert "graph name" in body["error"], body
+    assert env.snapshot() == before
+
+
+def test_key_scopes_that_are_not_lists_are_refused(env: Env) -> None:
+    for graphs in ("", "prices", {}, 0, False):
+        body = assert_error(env.as_("admin", "POST", "/v1/tenants/public/keys", json={"role": "read", "graphs": graphs}),
+                            400, "bad_request")
+        assert "graphs must be a list" in body["error"], body
 
 
 # --- WebSockets -------------------------------------------------------------------
@@ -609,6 +660,13 @@ def test_ws_reactor_handshake_refused(env: Env, caller: str, status: int, code: 
     else:
         got = ws_refusal(env, path, env.keys[caller])
     assert got[0] == status and got[1].get("code") == code and got[1].get("error"), got
+
+
+@pytest.mark.parametrize("path", ["/v1/ws/accumulator/%2e%2e", "/v1/ws/reactor/%2e%2e", "/v1/ws/accumulator/price?graph=..",
+                                  "/v1/ws/reactor/pr%D1%96ces"])
+def test_ws_hostile_names_are_refused_at_the_handshake(env: Env, path: str) -> None:
+    status, body = ws_refusal(env, path, env.keys["admin"])
+    assert (status, body.get("code")) == (400, "bad_name"), body
 
 
 def test_ws_accumulator_scope_and_success(env: Env) -> None:
@@ -749,6 +807,14 @@ def _bad_uploads() -> Iterator[Any]:
             """), "bad_manifest", "metadata.accumulators[0].name", id="manifest-unknown-accumulator")
     yield P(lambda: package_bytes("prices", PRICES.replace('ComputationGraph("prices"', 'ComputationGraph("renamed"')),
             "bad_manifest", "metadata.graph_name", id="graph-name-mismatch")
+    # Names become folder and file names on the server (headrace.names).
+    for graph in ("../public/prices", "/", "..", "pr\u0456ces", "a b"):
+        yield P(lambda graph=graph: tarball(("pkg/package.toml", manifest().replace('graph_name = "prices"', f'graph_name = "{graph}"')),
+                                            ("pkg/graph_module.py", PRICES)),
+                "bad_manifest", "metadata.graph_name", id=f"graph-name-{graph!r}")
+    yield P(lambda: tarball(("pkg/package.toml", manifest().replace('version = "0.1.0"', 'version = "../../x"')),
+                            ("pkg/graph_module.py", PRICES)),
+            "bad_manifest", "package.version", id="version-dotdot")
 
 
 def assert_nothing_lost(env: Env, before: dict[str, Any]) -> None:

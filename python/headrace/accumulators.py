@@ -15,6 +15,7 @@ from typing import Any, Literal, TypeVar, overload
 
 from headrace._durations import seconds
 from headrace.errors import GraphDefinitionError
+from headrace.names import name_problem
 
 __all__ = [
     "Accumulator",
@@ -125,6 +126,8 @@ def _name_of(fn: Callable[..., Any], name: str | None) -> str:
         raise GraphDefinitionError(
             f"accumulator name must be a Python identifier (it is used as a node parameter), got {result!r}"
         )
+    if (problem := name_problem("accumulator", result)) is not None:
+        raise GraphDefinitionError(problem)
     return result
 
 

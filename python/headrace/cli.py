@@ -190,16 +190,25 @@ def serve(
         float, typer.Option(envvar=ENV["restart_initial"], help="First restart delay, seconds (doubles per crash).")
     ] = 0.2,
     restart_max: Annotated[float, typer.Option(envvar=ENV["restart_max"], help="Longest restart delay, seconds.")] = 30.0,
+    allowed_origins: Annotated[
+        str | None,
+        typer.Option(
+            envvar=ENV["allowed_origins"],
+            help="Comma-separated origins a browser's WebSocket handshake may come from ('*': any; default none).",
+        ),
+    ] = None,
 ) -> None:
     """Runs the server: the HTTP/WebSocket API and one worker process per graph.
 
     The first admin key comes from --init (printed once) or HEADRACE_ADMIN_KEY."""
     import logging
 
+    from headrace.server.datadir import DataDirLocked, lock_data_dir
     from headrace.server.run import open_keys, serve as run_server
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = ServerConfig(
+    # Settings without an option (limits, allowed origins) come from the environment.
+    config = ServerConfig.from_env(
         host=host,
         port=port,
         data_dir=data_dir,
@@ -211,11 +220,13 @@ def serve(
         crash_window=crash_window,
         restart_initial=restart_initial,
         restart_max=restart_max,
+        allowed_origins=tuple(o.strip() for o in allowed_origins.split(",") if o.strip()) if allowed_origins else None,
     )
     try:
         config.check()
+        lock = lock_data_dir(config.data_dir)  # held until the process ends
         keys = open_keys(config)
-    except ValueError as e:
+    except (ValueError, DataDirLocked) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
     if init:
@@ -226,7 +237,10 @@ def serve(
             typer.echo(key)
             typer.echo(f"admin key {grant.key_id} for tenant '{admin_tenant}': shown once, store it now", err=True)
     keys.close()
-    run_server(config)
+    try:
+        run_server(config)
+    finally:
+        lock.close()
 
 
 @app.command()

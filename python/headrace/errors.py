@@ -11,6 +11,8 @@ __all__ = [
     "FencedError",
     "GraphDefinitionError",
     "HeadraceError",
+    "InvalidNameError",
+    "MissingDependencyError",
     "NodeError",
     "PayloadError",
     "StoreUnavailableError",
@@ -122,3 +124,19 @@ class StoreUnavailableError(CheckpointError):
     """The checkpoint store cannot be written (disk full, read-only, locked
     for too long); the message names the store and the cause. Retried by the
     writer; nothing acknowledged is lost."""
+
+
+class InvalidNameError(HeadraceError, ValueError):
+    """A tenant, graph, accumulator or version name that does not match
+    :data:`headrace.names.NAME_PATTERN` (names become file and folder names)."""
+
+    def __init__(self, message: str, *, kind: str, value: object, pattern: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.value = value
+        self.pattern = pattern
+
+
+class MissingDependencyError(HeadraceError, ImportError):
+    """An optional feature needs a package that is not installed; the message
+    names the ``pip install`` that adds it."""

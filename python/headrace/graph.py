@@ -14,6 +14,7 @@ from typing import Any, Literal, TypeVar, overload
 from headrace import _core
 from headrace.accumulators import Accumulator
 from headrace.errors import GraphDefinitionError
+from headrace.names import name_problem
 
 __all__ = ["ComputationGraph", "Criteria", "InputStrategy", "Node", "when_all", "when_any"]
 
@@ -139,8 +140,8 @@ class ComputationGraph:
         criteria: Criteria | None = None,
         input_strategy: InputStrategy = "sequential",
     ) -> None:
-        if not isinstance(name, str) or not name:
-            raise GraphDefinitionError(f"graph name must be a non-empty string, got {name!r}")
+        if (problem := name_problem("graph", name)) is not None:
+            raise GraphDefinitionError(problem)
         accs = list(accumulators)
         problems = []
         for a in accs:

@@ -16,7 +16,7 @@ import errno
 from typing import Protocol, runtime_checkable
 from urllib.parse import parse_qs, urlsplit
 
-from headrace.errors import FencedError, StoreUnavailableError
+from headrace.errors import FencedError, MissingDependencyError, StoreUnavailableError
 
 __all__ = ["CheckpointStore", "claim", "fenced_error", "open_store", "unavailable_error"]
 
@@ -98,7 +98,14 @@ def open_store(target: str | CheckpointStore) -> CheckpointStore:
             raise ValueError(f"store URL {target!r} names no database file (e.g. sqlite:///state.db)")
         return SqliteStore(path, synchronous=query.get("synchronous", "FULL"))
     if parts.scheme in ("postgresql", "postgres"):
-        from headrace.checkpoint.postgres import PostgresStore
+        try:
+            from headrace.checkpoint.postgres import PostgresStore
+        except ModuleNotFoundError as e:
+            if not (e.name or "").startswith("psycopg"):
+                raise
+            raise MissingDependencyError(
+                f"a PostgreSQL store needs psycopg (module {e.name!r} is not installed): pip install 'headrace[postgres]'"
+            ) from e
 
         return PostgresStore(target)
     raise ValueError(

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from headrace.errors import HeadraceError
+from headrace.names import name_problem
 
 __all__ = ["AccumulatorEntry", "Manifest", "ManifestError", "parse_manifest"]
 
@@ -44,7 +45,7 @@ CONFIG_KEYS = {
 ALL_CONFIG_KEYS = set().union(*CONFIG_KEYS.values())
 # Keys the seed's manifests carry for its Rust plugin loader: accepted, unused.
 _SEED_PACKAGE_KEYS = {"interface", "interface_version", "extension", "description", "authors"}
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 class ManifestError(HeadraceError, ValueError):
@@ -129,6 +130,11 @@ def parse_manifest(text: str) -> Manifest:
         {"graph_name", "language", "entry", "description", "reaction_mode", "input_strategy", "accumulators"},
     )
     graph_name = c.string(metadata, "graph_name", "metadata")
+    # These become folder and file names on the server (headrace.names).
+    named = (("package.name", "package", name), ("package.version", "version", version), ("metadata.graph_name", "graph", graph_name))
+    for where, what, value in named:
+        if value is not None and (problem := name_problem(what, value)) is not None:
+            c.problems.append(f"{where}: {problem}")
     language = c.string(metadata, "language", "metadata", required=False) or "python"
     if language != "python":
         c.problems.append(f"metadata.language: this server runs Python graphs, got {language!r}")
@@ -156,6 +162,8 @@ def parse_manifest(text: str) -> Manifest:
         if acc_name is not None:
             if not _NAME.match(acc_name):
                 c.problems.append(f"{path}.name: must be a Python identifier, got {acc_name!r}")
+            elif (problem := name_problem("accumulator", acc_name)) is not None:
+                c.problems.append(f"{path}.name: {problem}")
             if acc_name in seen:
                 c.problems.append(f"{path}.name: accumulator '{acc_name}' is declared twice")
             seen.add(acc_name)

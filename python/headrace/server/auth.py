@@ -11,20 +11,25 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import secrets
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from headrace.errors import HeadraceError
+from headrace.names import check_name
 
 __all__ = ["ROLES", "AuthError", "Grant", "KeyStore", "authorize", "generate_key", "hash_key"]
 
 PREFIX = "clk_"
 ROLES = ("read", "write", "admin")
 _RANK = {role: i for i, role in enumerate(ROLES)}
+#: The key store's schema (SQLite ``user_version``); see KeyStore._migrate.
+_SCHEMA_VERSION = 1
 
 
 class AuthError(HeadraceError):
@@ -88,19 +93,40 @@ class KeyStore:
                     role TEXT NOT NULL, graphs TEXT NOT NULL, label TEXT NOT NULL,
                     created_at REAL NOT NULL, revoked_at REAL)"""
             )
+            self._migrate()
+
+    def _migrate(self) -> None:
+        """Version 1 stores a key's graphs as a JSON list; version 0 (before)
+        joined them with commas, which a name could not be told apart from."""
+        (version,) = self._conn.execute("PRAGMA user_version").fetchone()
+        if version >= _SCHEMA_VERSION:
+            return
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            for key_id, graphs in self._conn.execute("SELECT key_id, graphs FROM headrace_api_key").fetchall():
+                scoped = [g for g in graphs.split(",") if g]
+                self._conn.execute(
+                    "UPDATE headrace_api_key SET graphs = ? WHERE key_id = ?", (json.dumps(scoped), key_id)
+                )
+            self._conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
 
     def create(self, tenant: str, role: str, graphs: tuple[str, ...] = (), label: str = "") -> tuple[str, Grant]:
         """A new key: returns the key (shown once, never stored) and its grant."""
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
-        if not tenant:
-            raise ValueError("tenant must be a non-empty string")
+        check_name("tenant", tenant)
+        for graph in graphs:
+            check_name("graph", graph)
         key = generate_key()
         grant = Grant(secrets.token_hex(6), tenant, role, tuple(graphs), label, time.time())
         with self._lock:
             self._conn.execute(
                 "INSERT INTO headrace_api_key VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
-                (grant.key_id, hash_key(key), tenant, role, ",".join(graphs), label, grant.created_at),
+                (grant.key_id, hash_key(key), tenant, role, json.dumps(list(graphs)), label, grant.created_at),
             )
         return key, grant
 
@@ -116,6 +142,7 @@ class KeyStore:
             raise ValueError(f"a key must be '{PREFIX}' followed by at least 32 random characters")
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
+        check_name("tenant", tenant)
         existing = self.lookup(key)
         if existing is not None:
             return existing
@@ -130,7 +157,7 @@ class KeyStore:
         with self._lock:
             self._conn.execute(
                 "INSERT INTO headrace_api_key VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
-                (grant.key_id, hash_key(key), tenant, role, "", label, grant.created_at),
+                (grant.key_id, hash_key(key), tenant, role, "[]", label, grant.created_at),
             )
         return grant
 
@@ -148,7 +175,7 @@ class KeyStore:
         # The index found the row; compare again in constant time all the same.
         if row is None or not hmac.compare_digest(row[1], digest):
             return None
-        return Grant(row[0], row[2], row[3], tuple(g for g in row[4].split(",") if g), row[5], row[6])
+        return Grant(row[0], row[2], row[3], tuple(json.loads(row[4])), row[5], row[6])
 
     def list(self, tenant: str | None = None) -> list[Grant]:
         query = "SELECT key_id, tenant, role, graphs, label, created_at FROM headrace_api_key WHERE revoked_at IS NULL"
@@ -158,7 +185,7 @@ class KeyStore:
             args = (tenant,)
         with self._lock:
             rows = self._conn.execute(query + " ORDER BY created_at", args).fetchall()
-        return [Grant(r[0], r[1], r[2], tuple(g for g in r[3].split(",") if g), r[4], r[5]) for r in rows]
+        return [Grant(r[0], r[1], r[2], tuple(json.loads(r[3])), r[4], r[5]) for r in rows]
 
     def revoke(self, key_id: str, tenant: str | None = None) -> bool:
         """Revokes a key by id (within ``tenant`` if given); False if none matched."""
@@ -169,6 +196,17 @@ class KeyStore:
             args = (*args, tenant)
         with self._lock:
             return self._conn.execute(query, args).rowcount == 1
+
+    def revoked(self, key_ids: Sequence[str]) -> set[str]:
+        """Which of ``key_ids`` are revoked (or no longer exist)."""
+        if not key_ids:
+            return set()
+        marks = ", ".join("?" * len(key_ids))
+        with self._lock:
+            active = self._conn.execute(
+                f"SELECT key_id FROM headrace_api_key WHERE revoked_at IS NULL AND key_id IN ({marks})", tuple(key_ids)
+            ).fetchall()
+        return set(key_ids) - {row[0] for row in active}
 
     def close(self) -> None:
         with self._lock:

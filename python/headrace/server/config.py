@@ -11,9 +11,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from headrace.names import name_problem
 from headrace.packages.archive import Limits
 
-__all__ = ["ENV", "ServerConfig", "ServerLimits"]
+__all__ = ["ENV", "LIMITS_ENV", "ServerConfig", "ServerLimits"]
 
 #: Setting -> the environment variable it is read from.
 ENV = {
@@ -28,6 +29,17 @@ ENV = {
     "crash_window": "HEADRACE_CRASH_WINDOW",
     "restart_initial": "HEADRACE_RESTART_INITIAL",
     "restart_max": "HEADRACE_RESTART_MAX",
+    "allowed_origins": "HEADRACE_ALLOWED_ORIGINS",
+}
+
+#: Limit (a field of ServerLimits) -> the environment variable it is read from.
+LIMITS_ENV = {
+    "max_connections": "HEADRACE_MAX_CONNECTIONS",
+    "max_unacked_bytes": "HEADRACE_MAX_UNACKED_BYTES",
+    "max_inflight_bytes": "HEADRACE_MAX_INFLIGHT_BYTES",
+    "body_deadline": "HEADRACE_BODY_DEADLINE",
+    "upload_concurrency": "HEADRACE_UPLOAD_CONCURRENCY",
+    "fires_page_bytes": "HEADRACE_FIRES_PAGE_BYTES",
 }
 
 DEFAULT_HOST = "127.0.0.1"
@@ -48,6 +60,18 @@ class ServerLimits:
     #: Events a WebSocket producer may have sent but not yet had acknowledged;
     #: beyond it the server stops reading that socket until acks catch up.
     max_unacked_events: int = 65536
+    #: The same bound in bytes of frames, per WebSocket connection ...
+    max_unacked_bytes: int = 16 * 1024 * 1024
+    #: ... and over every connection of the server together.
+    max_inflight_bytes: int = 128 * 1024 * 1024
+    #: Open connections (HTTP and WebSocket); beyond it requests get a 503.
+    max_connections: int = 128
+    #: A request body must arrive within this many seconds of its headers (else 408).
+    body_deadline: float = 60.0
+    #: Uploads checked (unpacked, loaded in a throwaway worker) at once; more wait.
+    upload_concurrency: int = 2
+    #: ``GET .../fires`` answers pages of at most this many bytes of fires.
+    fires_page_bytes: int = 1024 * 1024
     #: Fires kept per graph for ``GET .../fires`` (they survive restarts).
     fire_log_size: int = 1000
     #: How long a push waits for room in a worker's queue before it is refused.
@@ -72,6 +96,9 @@ class ServerConfig:
     #: A key to register as admin of ``admin_tenant`` at start (idempotent).
     admin_key: str | None = None
     admin_tenant: str = "public"
+    #: Origins a browser's WebSocket handshake may come from ("*": any). A
+    #: handshake without an Origin header (not a browser) is always allowed.
+    allowed_origins: tuple[str, ...] = ()
     limits: ServerLimits = field(default_factory=ServerLimits)
     #: Seconds without a heartbeat before a worker counts as hung and is killed.
     heartbeat_timeout: float = 10.0
@@ -94,6 +121,8 @@ class ServerConfig:
                 f"{ENV['store']}/--store {self.store!r}: the server needs a sqlite:///PATH or "
                 "postgresql://... store (workers are separate processes: memory:// cannot be shared)"
             )
+        if (problem := name_problem("tenant", self.admin_tenant)) is not None:
+            raise ValueError(f"{ENV['admin_tenant']}/--admin-tenant: {problem}")
         if not 0 < self.port < 65536:
             raise ValueError(f"{ENV['port']}/--port {self.port}: not a TCP port")
 
@@ -111,7 +140,16 @@ class ServerConfig:
                 values[name] = float(raw)
             elif name == "data_dir":
                 values[name] = Path(raw)
+            elif name == "allowed_origins":
+                values[name] = tuple(o.strip() for o in raw.split(",") if o.strip())
             else:
                 values[name] = raw
+        limits: dict[str, object] = {}
+        for name, var in LIMITS_ENV.items():
+            raw = os.environ.get(var)
+            if raw:
+                limits[name] = float(raw) if name == "body_deadline" else int(raw)
+        if limits:
+            values["limits"] = ServerLimits(**limits)  # type: ignore[arg-type]
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["BodyLimit", "BodyTooLarge", "header_deadline_protocol"]
+__all__ = ["BodyLimit", "BodyTimeout", "BodyTooLarge", "ByteBudget", "ConnectionLimit", "header_deadline_protocol"]
 
 Scope = dict[str, Any]
 Receive = Callable[[], Any]
@@ -29,12 +29,51 @@ class BodyTooLarge(Exception):
     pass
 
 
-class BodyLimit:
-    """ASGI middleware: ``limit_for(path, method)`` bytes per request body."""
+class ConnectionLimit:
+    """ASGI middleware: at most ``limit`` requests and WebSockets at once;
+    beyond it an HTTP request or a handshake is answered 503
+    ``too_many_connections`` at once (uvicorn's own limit, kept as a backstop
+    for idle connections, answers plain text)."""
 
-    def __init__(self, app: Any, limit_for: Callable[[str, str], int]) -> None:
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self.active = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        if self.active >= self.limit:
+            body = orjson.dumps(
+                {"error": f"the server has {self.limit} connections open, its limit; retry later", "code": "too_many_connections"}
+            )
+            prefix = "websocket.http." if scope["type"] == "websocket" else "http."
+            headers = [(b"content-type", b"application/json"), (b"connection", b"close"), (b"retry-after", b"1")]
+            await send({"type": prefix + "response.start", "status": 503, "headers": headers})
+            await send({"type": prefix + "response.body", "body": body})
+            return
+        self.active += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
+
+
+class BodyTimeout(Exception):
+    pass
+
+
+class BodyLimit:
+    """ASGI middleware: ``limit_for(path, method)`` bytes per request body,
+    which must arrive within ``deadline`` seconds of the request's headers
+    (a client trickling a body would otherwise hold a connection and its
+    buffers for as long as it likes)."""
+
+    def __init__(self, app: Any, limit_for: Callable[[str, str], int], deadline: float = 60.0) -> None:
         self.app = app
         self.limit_for = limit_for
+        self.deadline = deadline
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -46,10 +85,15 @@ class BodyLimit:
             await _too_large(send, limit)
             return
         seen = 0
+        loop = asyncio.get_running_loop()
+        due = loop.time() + self.deadline
 
         async def counting() -> Any:
             nonlocal seen
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, due - loop.time()))
+            except TimeoutError:
+                raise BodyTimeout(f"request body not received within {self.deadline:g} s") from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
@@ -117,3 +161,34 @@ def header_deadline_protocol(deadline: float) -> type[HttpToolsProtocol]:
             self.transport.close()
 
     return HeaderDeadlineProtocol
+
+
+class ByteBudget:
+    """Bytes in flight, bounded: :meth:`acquire` waits until ``n`` more fit.
+
+    One frame is always let through when nothing is in flight, so a frame
+    larger than the whole budget cannot wedge a connection (frames are
+    bounded by ``max_frame_bytes`` anyway)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._waiters: list[asyncio.Future[None]] = []
+
+    async def acquire(self, n: int) -> None:
+        while self.used > 0 and self.used + n > self.limit:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+        self.used += n
+
+    def release(self, n: int) -> None:
+        self.used -= n
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)

@@ -6,6 +6,7 @@ import logging
 
 import uvicorn
 
+from headrace.server import redact
 from headrace.server.app import create_app
 from headrace.server.auth import KeyRevoked, KeyStore
 from headrace.server.config import ServerConfig
@@ -40,6 +41,9 @@ def uvicorn_config(config: ServerConfig, keys: KeyStore) -> uvicorn.Config:
         http=header_deadline_protocol(limits.header_deadline),
         ws="websockets-sansio",
         ws_max_size=limits.max_frame_bytes,
+        # Compressed frames defeat every byte bound: one 256 KiB read of deflated
+        # frames inflated to 120 MiB of messages, all queued before reading paused.
+        ws_per_message_deflate=False,
         ws_ping_interval=20.0,
         ws_ping_timeout=20.0,
         lifespan="on",
@@ -47,6 +51,9 @@ def uvicorn_config(config: ServerConfig, keys: KeyStore) -> uvicorn.Config:
         access_log=False,
         timeout_keep_alive=5,
         timeout_graceful_shutdown=30,
+        # The app refuses requests past max_connections with a JSON 503; this
+        # backstop also counts idle keep-alive connections.
+        limit_concurrency=2 * limits.max_connections,
     )
 
 
@@ -54,4 +61,5 @@ def serve(config: ServerConfig) -> None:
     """Runs the server until interrupted; workers stop with it."""
     keys = open_keys(config)
     server = uvicorn.Server(uvicorn_config(config, keys))
+    redact.install()  # after uvicorn.Config has set logging up
     server.run()

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from headrace.names import path_under
 from headrace.server.config import ServerConfig
 from headrace.supervisor.client import IpcClient, OpFailed, WorkerUnavailable
 from headrace.supervisor.graph_settings import graph_key, read_settings
@@ -114,7 +115,7 @@ class GraphWorker:
             "tenant": self.spec.tenant,
             "store": self.config.store_url,
             "socket": self.socket_path,
-            "fire_log": str(d / "fires" / self.spec.tenant / f"{self.spec.graph}.db"),
+            "fire_log": str(path_under(d, "fires", self.spec.tenant, f"{self.spec.graph}.db")),
             "fire_log_size": limits.fire_log_size,
             "push_timeout": limits.push_timeout,
             "on_corrupt": read_settings(d, self.spec.tenant, self.spec.graph).get("on_corrupt", "refuse"),

@@ -10,6 +10,7 @@ import time
 import uuid
 from pathlib import Path
 
+from headrace.names import path_under
 from headrace.packages import ManifestError, PackageError, extract_package, parse_manifest
 from headrace.server.config import ServerConfig
 from headrace._logging import install_rate_limit
@@ -107,7 +108,7 @@ class Supervisor:
         incoming = self.config.data_dir / "packages" / ".incoming" / uuid.uuid4().hex
         try:
             try:
-                root = extract_package(archive, incoming, self.config.limits.package)
+                root = await asyncio.to_thread(extract_package, archive, incoming, self.config.limits.package)
                 manifest = parse_manifest((root / "package.toml").read_text(encoding="utf-8"))
             except PackageError as e:
                 raise DeployError(str(e), e.code) from e
@@ -157,7 +158,7 @@ class Supervisor:
 
     def _version_dir(self, tenant: str, graph: str, version: str, sha256: str) -> Path:
         """Where one uploaded version lives (its files and archive.tar)."""
-        return self.config.data_dir / "packages" / tenant / graph / f"{version}-{sha256[:12]}"
+        return path_under(self.config.data_dir, "packages", tenant, graph, f"{version}-{sha256[:12]}")
 
     def _version_dir_of(self, record: PackageRecord) -> Path:
         return self._version_dir(record.tenant, record.graph, record.version, record.sha256)
