@@ -128,6 +128,40 @@ def serve(
         float, typer.Option(envvar=ENV["restart_initial"], help="First restart delay, seconds (doubles per crash).")
     ] = 0.2,
     restart_max: Annotated[float, typer.Option(envvar=ENV["restart_max"], help="Longest restart delay, seconds.")] = 30.0,
+    sandbox: Annotated[
+        str,
+        typer.Option(
+            envvar=ENV["sandbox"],
+            help="How workers are confined: auto, uid (a uid per tenant; needs root), landlock, "
+            "or off (nothing: as on a host that offers no confinement). See docs/security.md.",
+        ),
+    ] = "auto",
+    sandbox_uids: Annotated[
+        str, typer.Option(envvar=ENV["sandbox_uids"], help="Uids given to tenants, FIRST-LAST (gid = uid).")
+    ] = "200000-265535",
+    trust_uploads: Annotated[
+        bool,
+        typer.Option(
+            "--trust-uploads",
+            envvar=ENV["trust_uploads"],
+            help="Accept uploads from several tenants even when workers cannot be confined.",
+        ),
+    ] = False,
+    worker_memory_mb: Annotated[
+        int, typer.Option(envvar=ENV["worker_memory_mb"], help="Heap and anonymous memory per worker, MiB (0: none).")
+    ] = 2048,
+    worker_cpu_seconds: Annotated[
+        int, typer.Option(envvar=ENV["worker_cpu_seconds"], help="CPU seconds per worker run (0: none).")
+    ] = 0,
+    worker_processes: Annotated[
+        int, typer.Option(envvar=ENV["worker_processes"], help="Processes and threads per tenant (0: none).")
+    ] = 512,
+    worker_open_files: Annotated[
+        int, typer.Option(envvar=ENV["worker_open_files"], help="Open files per worker (0: none).")
+    ] = 4096,
+    worker_file_mb: Annotated[
+        int, typer.Option(envvar=ENV["worker_file_mb"], help="Largest file a worker may write, MiB (0: none).")
+    ] = 0,
 ) -> None:
     """Runs the server: the HTTP/WebSocket API and one worker process per graph.
 
@@ -149,6 +183,14 @@ def serve(
         crash_window=crash_window,
         restart_initial=restart_initial,
         restart_max=restart_max,
+        sandbox=sandbox,
+        sandbox_uids=sandbox_uids,
+        trust_uploads=trust_uploads,
+        worker_memory_mb=worker_memory_mb,
+        worker_cpu_seconds=worker_cpu_seconds,
+        worker_processes=worker_processes,
+        worker_open_files=worker_open_files,
+        worker_file_mb=worker_file_mb,
     )
     try:
         config.check()

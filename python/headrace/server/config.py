@@ -28,7 +28,17 @@ ENV = {
     "crash_window": "HEADRACE_CRASH_WINDOW",
     "restart_initial": "HEADRACE_RESTART_INITIAL",
     "restart_max": "HEADRACE_RESTART_MAX",
+    "sandbox": "HEADRACE_SANDBOX",
+    "sandbox_uids": "HEADRACE_SANDBOX_UIDS",
+    "trust_uploads": "HEADRACE_TRUST_UPLOADS",
+    "worker_memory_mb": "HEADRACE_WORKER_MEMORY_MB",
+    "worker_cpu_seconds": "HEADRACE_WORKER_CPU_SECONDS",
+    "worker_processes": "HEADRACE_WORKER_PROCESSES",
+    "worker_open_files": "HEADRACE_WORKER_OPEN_FILES",
+    "worker_file_mb": "HEADRACE_WORKER_FILE_MB",
 }
+_INTS = ("port", "crash_limit", "worker_memory_mb", "worker_cpu_seconds", "worker_processes", "worker_open_files", "worker_file_mb")
+SANDBOX_MODES = ("auto", "uid", "landlock", "off")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -81,6 +91,25 @@ class ServerConfig:
     restart_max: float = 30.0
     crash_limit: int = 5
     crash_window: float = 60.0
+    #: How workers are confined (see headrace.supervisor.confinement and docs/security.md):
+    #: auto, uid, landlock or off (off: as on a host that offers no confinement).
+    sandbox: str = "auto"
+    #: The uids given to tenants (first-last, inclusive); gid = uid.
+    sandbox_uids: str = "200000-265535"
+    #: Run uploads of several tenants even when workers cannot be confined.
+    trust_uploads: bool = False
+    #: Limits of each worker (0: none); a package's [limits] may only lower them.
+    worker_memory_mb: int = 2048
+    worker_cpu_seconds: int = 0
+    worker_processes: int = 512
+    worker_open_files: int = 4096
+    worker_file_mb: int = 0
+
+    @property
+    def sandbox_uid_range(self) -> tuple[int, int]:
+        """(first uid, how many)."""
+        first, _, last = self.sandbox_uids.partition("-")
+        return int(first), int(last) - int(first) + 1
 
     @property
     def store_url(self) -> str:
@@ -94,6 +123,17 @@ class ServerConfig:
                 f"{ENV['store']}/--store {self.store!r}: the server needs a sqlite:///PATH or "
                 "postgresql://... store (workers are separate processes: memory:// cannot be shared)"
             )
+        if self.sandbox not in SANDBOX_MODES:
+            raise ValueError(f"{ENV['sandbox']}/--sandbox {self.sandbox!r}: must be one of {', '.join(SANDBOX_MODES)}")
+        try:
+            first, count = self.sandbox_uid_range
+        except ValueError:
+            first, count = -1, 0
+        if first < 1 or count < 1:
+            raise ValueError(f"{ENV['sandbox_uids']}/--sandbox-uids {self.sandbox_uids!r}: must be FIRST-LAST, e.g. 200000-265535")
+        for name in _INTS[2:]:
+            if getattr(self, name) < 0:
+                raise ValueError(f"{ENV[name]}/--{name.replace('_', '-')} {getattr(self, name)}: must be 0 (no limit) or more")
         if not 0 < self.port < 65536:
             raise ValueError(f"{ENV['port']}/--port {self.port}: not a TCP port")
 
@@ -105,8 +145,10 @@ class ServerConfig:
             raw = os.environ.get(var)
             if raw is None or raw == "":
                 continue
-            if name in ("port", "crash_limit"):
+            if name in _INTS:
                 values[name] = int(raw)
+            elif name == "trust_uploads":
+                values[name] = raw.lower() in ("1", "true", "yes", "on")
             elif name in ("heartbeat_timeout", "crash_window", "restart_initial", "restart_max"):
                 values[name] = float(raw)
             elif name == "data_dir":

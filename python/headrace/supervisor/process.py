@@ -29,9 +29,12 @@ from typing import Any
 
 import orjson
 
+from headrace.packages.manifest import parse_manifest
 from headrace.server.config import ServerConfig
 from headrace.supervisor.client import IpcClient, WorkerUnavailable
+from headrace.supervisor.confinement import Confinement, Launch
 from headrace.supervisor.registry import PackageRecord
+from headrace.supervisor.sandbox import Limits
 
 __all__ = ["GraphWorker", "WorkerSpec", "check_package"]
 
@@ -54,14 +57,34 @@ def _worker_command(config: dict[str, Any]) -> list[str]:
     return [sys.executable, "-m", "headrace.supervisor.worker", orjson.dumps(config).decode()]
 
 
-async def check_package(package_dir: Path, timeout: float = 60.0) -> dict[str, Any]:
-    """Loads a package in a throwaway worker (uploaded code never runs in the
-    supervisor) and returns its ``ok``/``error`` report."""
+def _spawn_options(launch: Launch) -> dict[str, Any]:
+    """The worker's identity and environment (see headrace.supervisor.confinement);
+    its sandbox it applies itself, first thing (headrace.supervisor.sandbox)."""
+    return {
+        "user": launch.user,
+        "group": launch.group,
+        "extra_groups": [] if launch.user is not None else None,
+        "env": launch.env,
+        "cwd": launch.cwd,
+        "umask": 0o077,
+    }
+
+
+def package_limits(package_dir: Path) -> Limits:
+    """The ``[limits]`` a package's manifest asks for."""
+    return Limits(**parse_manifest((package_dir / "package.toml").read_text(encoding="utf-8")).limits)
+
+
+async def check_package(package_dir: Path, launch: Launch, timeout: float = 60.0) -> dict[str, Any]:
+    """Loads a package in a throwaway worker, confined as the tenant's workers
+    are (uploaded code never runs in the supervisor), and returns its
+    ``ok``/``error`` report."""
     proc = await asyncio.create_subprocess_exec(
-        *_worker_command({"package_dir": str(package_dir), "check": True}),
+        *_worker_command({"package_dir": str(package_dir), "check": True, "sandbox": launch.policy.to_json()}),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        **_spawn_options(launch),
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
@@ -80,9 +103,12 @@ async def check_package(package_dir: Path, timeout: float = 60.0) -> dict[str, A
 class GraphWorker:
     """States: starting, running, restarting, crash_loop, stopped."""
 
-    def __init__(self, spec: WorkerSpec, config: ServerConfig, on_restart: Any = None) -> None:
+    def __init__(
+        self, spec: WorkerSpec, config: ServerConfig, confinement: Confinement, on_restart: Any = None
+    ) -> None:
         self.spec = spec
         self.config = config
+        self.confinement = confinement
         self.state = "stopped"
         self.last_error: str | None = None
         self.restarts = 0
@@ -109,19 +135,20 @@ class GraphWorker:
     @property
     def socket_path(self) -> str:
         # Unix socket paths are limited to 107 bytes: keep them short.
-        run = self.config.data_dir.resolve() / "run"
+        run = self.confinement.socket_dir(self.spec.tenant)
         digest = hashlib.sha256(f"{self.spec.tenant}\0{self.spec.graph}".encode()).hexdigest()[:16]
         return str(run / f"{digest}.sock")
 
-    def _config(self) -> dict[str, Any]:
-        d = self.config.data_dir.resolve()
+    def _config(self, launch: Launch) -> dict[str, Any]:
+        home = self.confinement.tenant_dir(self.spec.tenant)
         limits = self.config.limits
         return {
+            "sandbox": launch.policy.to_json(),
             "package_dir": str(self.spec.package_dir),
             "tenant": self.spec.tenant,
-            "store": self.config.store_url,
+            "store": launch.store_url,
             "socket": self.socket_path,
-            "fire_log": str(d / "fires" / self.spec.tenant / f"{self.spec.graph}.db"),
+            "fire_log": str(home / "fires" / f"{self.spec.graph}.db"),
             "fire_log_size": limits.fire_log_size,
             "push_timeout": limits.push_timeout,
         }
@@ -173,13 +200,18 @@ class GraphWorker:
         """Runs one worker process to its end; returns why it ended."""
         self.state = "starting"
         self._ready.clear()
-        Path(self.socket_path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            limits = package_limits(self.spec.package_dir)
+            launch = await asyncio.to_thread(self.confinement.launch, self.spec.tenant, self.spec.package_dir, limits=limits)
+        except Exception as e:  # noqa: BLE001 - reported as the start's failure, then retried
+            return f"could not prepare the worker's sandbox: {type(e).__name__}: {e}"
         proc = await asyncio.create_subprocess_exec(
-            *_worker_command(self._config()),
+            *_worker_command(self._config(launch)),
             stdin=asyncio.subprocess.PIPE,  # the worker stops when this closes
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,  # a Ctrl-C to the server is handled by the supervisor
+            **_spawn_options(launch),
         )
         self._proc = proc
         self.pid = proc.pid

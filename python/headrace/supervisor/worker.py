@@ -34,6 +34,7 @@ from headrace.packages import load_graph
 from headrace.packages.manifest import ManifestError
 from headrace.runtime import Runtime
 from headrace.supervisor.firelog import FireLog, record_inputs
+from headrace.supervisor import sandbox
 from headrace.supervisor.ipc import FrameError, encode, read_frame
 
 log = logging.getLogger("headrace.worker")
@@ -361,8 +362,10 @@ class Connection:
 
 
 def main(argv: list[str]) -> int:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     config = orjson.loads(argv[0])
+    # Confined first, before any package code is imported (its uid is already the tenant's).
+    sandbox.apply(config.get("sandbox"))
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGTERM, lambda *_: worker_ref[0].stopping.set() if worker_ref else sys.exit(0))
     worker_ref: list[Worker] = []
     try:
