@@ -162,6 +162,10 @@ def serve(
     worker_file_mb: Annotated[
         int, typer.Option(envvar=ENV["worker_file_mb"], help="Largest file a worker may write, MiB (0: none).")
     ] = 0,
+    worker_python: Annotated[
+        str | None,
+        typer.Option(envvar=ENV["worker_python"], help="Interpreter for workers (default: the server's own)."),
+    ] = None,
 ) -> None:
     """Runs the server: the HTTP/WebSocket API and one worker process per graph.
 
@@ -191,6 +195,7 @@ def serve(
         worker_processes=worker_processes,
         worker_open_files=worker_open_files,
         worker_file_mb=worker_file_mb,
+        worker_python=worker_python,
     )
     try:
         config.check()

@@ -36,6 +36,7 @@ ENV = {
     "worker_processes": "HEADRACE_WORKER_PROCESSES",
     "worker_open_files": "HEADRACE_WORKER_OPEN_FILES",
     "worker_file_mb": "HEADRACE_WORKER_FILE_MB",
+    "worker_python": "HEADRACE_WORKER_PYTHON",
 }
 _INTS = ("port", "crash_limit", "worker_memory_mb", "worker_cpu_seconds", "worker_processes", "worker_open_files", "worker_file_mb")
 SANDBOX_MODES = ("auto", "uid", "landlock", "off")
@@ -104,6 +105,9 @@ class ServerConfig:
     worker_processes: int = 512
     worker_open_files: int = 4096
     worker_file_mb: int = 0
+    #: The interpreter workers run (None: the server's own). Workers with a uid
+    #: of their own need one that every uid can reach (not a pyenv under /root).
+    worker_python: str | None = None
 
     @property
     def sandbox_uid_range(self) -> tuple[int, int]:

@@ -29,6 +29,7 @@ import os
 import shutil
 import sqlite3
 import stat
+import subprocess
 import sys
 import threading
 from collections import defaultdict
@@ -60,6 +61,7 @@ _LANDLOCK_ALONE_ABI = 6
 class Launch:
     """How to start one worker: identity, environment, sandbox policy, store."""
 
+    python: str
     policy: Policy
     user: int | None
     group: int | None
@@ -84,6 +86,8 @@ class Confinement:
         self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         self._ids_lock = threading.Lock()
         self.landlock_abi = landlock_abi()
+        self.python = config.worker_python or sys.executable
+        self.python_paths = self._python_paths()
         mode = config.sandbox
         self.own_uids = mode in ("auto", "uid") and os.geteuid() == 0
         if mode == "uid" and not self.own_uids:
@@ -135,15 +139,23 @@ class Confinement:
         return f"workers are NOT confined ({self.unconfined_because}); {', '.join(how) or 'nothing applies'}; limits: {limits}"
 
     def _python_paths(self) -> list[str]:
-        cwd = os.getcwd()
-        paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
-        paths.add(str(Path(os.path.realpath(sys.executable)).parent))
-        paths.update(p for p in sys.path if p and p != cwd and os.path.exists(p))
+        """Where the workers' interpreter finds its code (asked of it, with the
+        environment workers get)."""
+        where = "import sys, json; print(json.dumps([sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, *sys.path]))"
+        env = {k: v for k, v in os.environ.items() if k not in _SECRETS}
+        try:
+            out = subprocess.run(
+                [self.python, "-c", where], env=env, cwd="/", capture_output=True, check=True, timeout=60
+            ).stdout
+        except (OSError, subprocess.SubprocessError) as e:
+            raise ValueError(f"the workers' interpreter {self.python} does not run: {e}") from e
+        paths = {p for p in json.loads(out) if p and p != "/" and os.path.exists(p)}
+        paths.add(str(Path(os.path.realpath(self.python)).parent))
         return sorted(paths)
 
     def _unreachable(self) -> str | None:
         """Names the first path an unprivileged uid cannot reach, or None."""
-        for path in [*self._python_paths(), str(self.data_dir)]:
+        for path in [*self.python_paths, self.python, str(self.data_dir)]:
             p = Path(path)
             for parent in [*reversed(p.parents), p]:
                 try:
@@ -270,7 +282,7 @@ class Confinement:
         write = (str(home / "tmp"),) if check else (str(home), str(self.socket_dir(tenant)))
         policy = Policy(
             limits=self.limits.lowered_by(limits or Limits()),
-            read=(*self._python_paths(), *_SYSTEM, str(package)),
+            read=(*self.python_paths, *_SYSTEM, str(package)),
             write=write,
             landlock=self.landlock,
             own_uid=uid is not None,
@@ -280,7 +292,7 @@ class Confinement:
         store_url = None if check else self.config.store or f"sqlite:///{home / 'state.db'}"
         if not check and self.config.store is not None and not self.config.store.startswith("sqlite") and self.confined:
             store_url, env["PGPASSWORD"] = self._role(tenant)
-        return Launch(policy, uid, uid, env, str(home), store_url)
+        return Launch(self.python, policy, uid, uid, env, str(home), store_url)
 
     def _role(self, tenant: str) -> tuple[str, str]:
         from headrace.checkpoint.postgres_roles import provision_tenant_role

@@ -20,7 +20,6 @@ import logging
 import os
 import random
 import signal
-import sys
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -53,8 +52,8 @@ class WorkerSpec:
     version: str
 
 
-def _worker_command(config: dict[str, Any]) -> list[str]:
-    return [sys.executable, "-m", "headrace.supervisor.worker", orjson.dumps(config).decode()]
+def _worker_command(launch: Launch, config: dict[str, Any]) -> list[str]:
+    return [launch.python, "-m", "headrace.supervisor.worker", orjson.dumps(config).decode()]
 
 
 def _spawn_options(launch: Launch) -> dict[str, Any]:
@@ -80,7 +79,7 @@ async def check_package(package_dir: Path, launch: Launch, timeout: float = 60.0
     are (uploaded code never runs in the supervisor), and returns its
     ``ok``/``error`` report."""
     proc = await asyncio.create_subprocess_exec(
-        *_worker_command({"package_dir": str(package_dir), "check": True, "sandbox": launch.policy.to_json()}),
+        *_worker_command(launch, {"package_dir": str(package_dir), "check": True, "sandbox": launch.policy.to_json()}),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -206,7 +205,7 @@ class GraphWorker:
         except Exception as e:  # noqa: BLE001 - reported as the start's failure, then retried
             return f"could not prepare the worker's sandbox: {type(e).__name__}: {e}"
         proc = await asyncio.create_subprocess_exec(
-            *_worker_command(self._config(launch)),
+            *_worker_command(launch, self._config(launch)),
             stdin=asyncio.subprocess.PIPE,  # the worker stops when this closes
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

@@ -29,11 +29,13 @@ from __future__ import annotations
 import ctypes
 import os
 import resource
+import socket
 import stat
+import struct
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-__all__ = ["Limits", "Policy", "SandboxError", "apply", "landlock_abi"]
+__all__ = ["Limits", "Policy", "SandboxError", "apply", "from_parent", "landlock_abi"]
 
 
 class SandboxError(RuntimeError):
@@ -111,6 +113,16 @@ def apply(policy: dict[str, Any] | None) -> None:
         _landlock(p.read, p.write)
 
 
+def from_parent(conn: socket.socket) -> bool:
+    """Whether a Unix-socket peer is this process's parent (the supervisor).
+    Landlock does not guard connecting to a socket by its path, and workers
+    that share the server's uid pass the folder permissions: a worker accepts
+    connections from its supervisor only."""
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, _, _ = struct.unpack("3i", creds)
+    return pid == os.getppid()
+
+
 def _set_limits(limits: Limits, own_uid: bool) -> None:
     mb = 1024 * 1024
     wanted = [
@@ -127,8 +139,12 @@ def _set_limits(limits: Limits, own_uid: bool) -> None:
         _, hard = resource.getrlimit(which)
         if hard != resource.RLIM_INFINITY:
             value = min(value, hard)
+        # CPU: SIGXCPU at the soft limit names the cause; SIGKILL a second later if it is caught.
+        hard_value = value + 1 if which == resource.RLIMIT_CPU else value
+        if hard != resource.RLIM_INFINITY:
+            hard_value = min(hard_value, hard)
         try:
-            resource.setrlimit(which, (value, value))
+            resource.setrlimit(which, (value, hard_value))
         except (ValueError, OSError) as e:
             raise SandboxError(f"setrlimit({which}, {value}): {e}") from e
 

@@ -33,8 +33,8 @@ from headrace.errors import AccumulatorError, BackpressureError, HeadraceError, 
 from headrace.packages import load_graph
 from headrace.packages.manifest import ManifestError
 from headrace.runtime import Runtime
-from headrace.supervisor.firelog import FireLog, record_inputs
 from headrace.supervisor import sandbox
+from headrace.supervisor.firelog import FireLog, record_inputs
 from headrace.supervisor.ipc import FrameError, encode, read_frame
 
 log = logging.getLogger("headrace.worker")
@@ -249,6 +249,9 @@ class Worker:
                 conn, _ = server.accept()
             except OSError:
                 return
+            if not sandbox.from_parent(conn):
+                conn.close()
+                continue
             Connection(self, conn).start()
 
     def _watch_parent(self) -> None:
