@@ -54,13 +54,17 @@ def provision_tenant_role(url: str, tenant: str) -> tuple[str, str]:
                 sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION").format(ident)
             )
         conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(ident, sql.Literal(password)))
+        row = conn.execute("SELECT current_schema()").fetchone()
+        schema = row[0] if row else "public"
+        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(schema), ident))
         conn.execute(sql.SQL("GRANT SELECT ON headrace_schema TO {}").format(ident))
         for table in TENANT_TABLES:
             table_id = sql.Identifier(table)
             conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {}").format(table_id, ident))
             conn.execute(sql.SQL("ALTER TABLE {} ENABLE ROW LEVEL SECURITY").format(table_id))
             exists = conn.execute(
-                "SELECT 1 FROM pg_policies WHERE tablename = %s AND policyname = %s", (table, role)
+                "SELECT 1 FROM pg_policies WHERE schemaname = %s AND tablename = %s AND policyname = %s",
+                (schema, table, role),
             ).fetchone()
             if exists is None:
                 conn.execute(

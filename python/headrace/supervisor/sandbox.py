@@ -119,7 +119,7 @@ def from_parent(conn: socket.socket) -> bool:
     that share the server's uid pass the folder permissions: a worker accepts
     connections from its supervisor only."""
     creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    pid, _, _ = struct.unpack("3i", creds)
+    pid: int = struct.unpack("3i", creds)[0]
     return pid == os.getppid()
 
 
