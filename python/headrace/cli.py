@@ -109,7 +109,7 @@ def serve(
     ] = DEFAULT_DATA_DIR,
     store: Annotated[
         str | None,
-        typer.Option(envvar=ENV["store"], help="Checkpoint store URL (default: sqlite:///DATA_DIR/state.db)."),
+        typer.Option(envvar=ENV["store"], help="Checkpoint store URL (default: a SQLite file per tenant, DATA_DIR/tenants/T/state.db)."),
     ] = None,
     admin_tenant: Annotated[
         str, typer.Option(envvar=ENV["admin_tenant"], help="Tenant of the first admin key.")

@@ -32,8 +32,12 @@ def role_name(tenant: str) -> str:
 
 def cannot_create_roles(url: str) -> str | None:
     """Why the server's role cannot provision tenant roles, or None if it can."""
-    with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
-        row = conn.execute("SELECT rolsuper, rolcreaterole FROM pg_roles WHERE rolname = current_user").fetchone()
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+            row = conn.execute("SELECT rolsuper, rolcreaterole FROM pg_roles WHERE rolname = current_user").fetchone()
+    except psycopg.OperationalError:
+        # Unreachable now: each worker's start provisions its role, and fails (and is retried) until it can.
+        return None
     if row is None or not (row[0] or row[1]):
         return "the store's PostgreSQL role lacks CREATEROLE, so tenants cannot get roles of their own"
     return None

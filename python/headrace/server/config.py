@@ -78,7 +78,7 @@ class ServerConfig:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     data_dir: Path = DEFAULT_DATA_DIR
-    #: Checkpoint store URL; None: ``sqlite:///<data_dir>/state.db``.
+    #: Checkpoint store URL; None: a SQLite file per tenant, ``<data_dir>/tenants/<tenant>/state.db``.
     store: str | None = None
     #: A key to register as admin of ``admin_tenant`` at start (idempotent).
     admin_key: str | None = None
@@ -117,7 +117,13 @@ class ServerConfig:
 
     @property
     def store_url(self) -> str:
+        """The configured store; without one, the single SQLite file of older
+        versions (now each tenant has its own: :meth:`tenant_store_url`)."""
         return self.store or f"sqlite:///{(self.data_dir / 'state.db').resolve()}"
+
+    def tenant_store_url(self, tenant: str) -> str:
+        """The store holding ``tenant``'s checkpoints (as the server reaches it)."""
+        return self.store or f"sqlite:///{(self.data_dir / 'tenants' / tenant / 'state.db').resolve()}"
 
     def check(self) -> None:
         """Raises ValueError naming a setting the server cannot run with."""

@@ -289,7 +289,7 @@ class Confinement:
         )
         env = {k: v for k, v in os.environ.items() if k not in _SECRETS}
         env.update(HOME=str(home), TMPDIR=str(home / "tmp"))
-        store_url = None if check else self.config.store or f"sqlite:///{home / 'state.db'}"
+        store_url = None if check else self.config.tenant_store_url(tenant)
         if not check and self.config.store is not None and not self.config.store.startswith("sqlite") and self.confined:
             store_url, env["PGPASSWORD"] = self._role(tenant)
         return Launch(self.python, policy, uid, uid, env, str(home), store_url)
