@@ -181,6 +181,17 @@ def test_a_data_dir_other_uids_cannot_reach_is_named_at_start(tmp_path: Path) ->
     assert "(mode 0700)" in str(e.value)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="uid mode needs root")
+def test_serve_names_the_path_a_worker_uid_cannot_reach(tmp_path: Path) -> None:
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    hidden.chmod(0o700)
+    env = {**os.environ, "HEADRACE_DATA_DIR": str(hidden / "data"), "HEADRACE_SANDBOX": "uid", "HEADRACE_PORT": "1"}
+    r = subprocess.run([sys.executable, "-m", "headrace", "serve"], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.startswith("error: --sandbox uid: ") and "is not traversable by other users" in r.stderr, r.stderr
+
+
 def test_the_shared_state_of_older_versions_is_split_per_tenant(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()

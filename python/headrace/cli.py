@@ -211,7 +211,11 @@ def serve(
             typer.echo(key)
             typer.echo(f"admin key {grant.key_id} for tenant '{admin_tenant}': shown once, store it now", err=True)
     keys.close()
-    run_server(config)
+    try:
+        run_server(config)
+    except ValueError as e:  # a setting the host cannot honour (e.g. --sandbox uid), found at start
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
 
 
 @app.command()

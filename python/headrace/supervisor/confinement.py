@@ -101,6 +101,12 @@ class Confinement:
                 log.warning("workers cannot run as a uid of their own: %s", problem)
                 self.own_uids = False
         self.landlock = mode != "off" and self.landlock_abi >= 1
+        for path in self.python_paths:
+            if self.landlock and self.data_dir.is_relative_to(path):
+                raise ValueError(
+                    f"the data dir {self.data_dir} lies inside {path}, which workers read (it holds Python code): "
+                    "Landlock would let every tenant read the data dir; move one of them"
+                )
         self.unconfined_because = self._why_unconfined()
 
     # --- what the host offers ------------------------------------------------
