@@ -8,7 +8,8 @@ exits, or answers no ping for ``heartbeat_timeout``, is killed and restarted
 after a jittered exponential backoff. ``crash_limit`` crashes within
 ``crash_window`` seconds trip the breaker: the graph stays down in state
 ``crash_loop`` with the last error, until a new version is uploaded or it is
-restarted by hand.
+restarted by hand. Workers (and the upload check) run confined to their
+tenant: see :mod:`headrace.supervisor.confinement`.
 """
 
 from __future__ import annotations
