@@ -338,3 +338,75 @@ def test_trust_uploads_accepts_every_tenant_unconfined(tmp_path: Path) -> None:
         server.deploy(package_bytes("prices", PRICES), "prices", "other", key=keys["other"])
     finally:
         server.close()
+
+
+#: A hostile package on PostgreSQL: its node uses the worker's own connection
+#: settings (the store URL from its command line, the password from its
+#: environment) to read and change the other tenant's rows.
+PG_PROBE = """
+import json, os, sys
+import psycopg
+import headrace as hr
+
+@hr.passthrough_accumulator
+def target(event):
+    return event
+
+graph = hr.ComputationGraph("raider", accumulators=[target])
+
+@graph.node
+def raid(target):
+    config = json.loads(sys.argv[1])
+    url = config["store"]
+    out = {"url_has_password": os.environ["PGPASSWORD"] in url}
+    with psycopg.connect(url, autocommit=True) as conn:
+        # A row of its own tenant it may write (so the SELECT below can see something).
+        conn.execute(
+            "INSERT INTO headrace_checkpoint (tenant, graph, component, data) VALUES (%s, 'probe', 'c', 'x')"
+            " ON CONFLICT DO NOTHING",
+            (config["tenant"],),
+        )
+        out["tenants_seen"] = sorted({r[0] for r in conn.execute("SELECT tenant FROM headrace_checkpoint")})
+        out["updated"] = conn.execute("UPDATE headrace_checkpoint SET data = 'x' WHERE tenant = %s", (target,)).rowcount
+        out["deleted"] = conn.execute("DELETE FROM headrace_checkpoint WHERE tenant = %s", (target,)).rowcount
+        try:
+            conn.execute("INSERT INTO headrace_checkpoint (tenant, graph, component, data) VALUES (%s, 'g', 'c', 'x')", (target,))
+            out["insert"] = "ok"
+        except psycopg.Error as e:
+            out["insert"] = type(e).__name__
+    return out
+"""
+
+
+def test_a_package_on_postgresql_reaches_only_its_tenants_rows(pg_url: str, tmp_path: Path, tenant: str) -> None:
+    mine, theirs = tenant, tenant + "-b"
+    keys = {mine: new_key(), theirs: new_key()}
+    data = tmp_path / "data"
+    data.mkdir()
+    store = KeyStore(data / "keys.db")
+    store.ensure(keys[theirs], theirs, "admin")
+    store.close()
+    env = {"HEADRACE_STORE": pg_url, "HEADRACE_ADMIN_TENANT": mine, "HEADRACE_SANDBOX": "landlock"}
+    server = Server(data, env=env, key=keys[mine]).start()
+    try:
+        server.deploy(package_bytes("prices", PRICES), "prices", theirs, key=keys[theirs])
+        r = server.http.post("/v1/health/accumulators/price/inject", json={"event": {"p": 2}}, headers=server.auth(keys[theirs]))
+        assert r.status_code == 200 and r.json()["durable"] is True, r.text
+        server.deploy(package_bytes("raider", PG_PROBE), "raider", mine)
+        assert server.http.post("/v1/health/accumulators/target/inject", json={"event": theirs}).status_code == 200
+        fire = server.wait_for(lambda: (f := server.fires("raider", 1)) and f[0], what="the raid's fire")
+        assert fire["ok"], fire
+        assert fire["outputs"]["raid"] == {
+            "url_has_password": False,
+            "tenants_seen": [mine],
+            "updated": 0,
+            "deleted": 0,
+            "insert": "InsufficientPrivilege",
+        }
+    finally:
+        server.close()
+    victim = PostgresStore(pg_url)
+    try:
+        assert victim.load(theirs, "prices") != {} and all(v != b"x" for v in victim.load(theirs, "prices").values())
+    finally:
+        victim.close()
