@@ -171,7 +171,7 @@ def serve(
     ] = DEFAULT_DATA_DIR,
     store: Annotated[
         str | None,
-        typer.Option(envvar=ENV["store"], help="Checkpoint store URL (default: sqlite:///DATA_DIR/state.db)."),
+        typer.Option(envvar=ENV["store"], help="Checkpoint store URL (default: a SQLite file per tenant, DATA_DIR/tenants/T/state.db)."),
     ] = None,
     admin_tenant: Annotated[
         str, typer.Option(envvar=ENV["admin_tenant"], help="Tenant of the first admin key.")
@@ -197,6 +197,44 @@ def serve(
             help="Comma-separated origins a browser's WebSocket handshake may come from ('*': any; default none).",
         ),
     ] = None,
+    sandbox: Annotated[
+        str,
+        typer.Option(
+            envvar=ENV["sandbox"],
+            help="How workers are confined: auto, uid (a uid per tenant; needs root), landlock, "
+            "or off (nothing: as on a host that offers no confinement). See docs/security.md.",
+        ),
+    ] = "auto",
+    sandbox_uids: Annotated[
+        str, typer.Option(envvar=ENV["sandbox_uids"], help="Uids given to tenants, FIRST-LAST (gid = uid).")
+    ] = "200000-265535",
+    trust_uploads: Annotated[
+        bool,
+        typer.Option(
+            "--trust-uploads",
+            envvar=ENV["trust_uploads"],
+            help="Accept uploads from several tenants even when workers cannot be confined.",
+        ),
+    ] = False,
+    worker_memory_mb: Annotated[
+        int, typer.Option(envvar=ENV["worker_memory_mb"], help="Heap and anonymous memory per worker, MiB (0: none).")
+    ] = 2048,
+    worker_cpu_seconds: Annotated[
+        int, typer.Option(envvar=ENV["worker_cpu_seconds"], help="CPU seconds per worker run (0: none).")
+    ] = 0,
+    worker_processes: Annotated[
+        int, typer.Option(envvar=ENV["worker_processes"], help="Processes and threads per tenant (0: none).")
+    ] = 512,
+    worker_open_files: Annotated[
+        int, typer.Option(envvar=ENV["worker_open_files"], help="Open files per worker (0: none).")
+    ] = 4096,
+    worker_file_mb: Annotated[
+        int, typer.Option(envvar=ENV["worker_file_mb"], help="Largest file a worker may write, MiB (0: none).")
+    ] = 0,
+    worker_python: Annotated[
+        str | None,
+        typer.Option(envvar=ENV["worker_python"], help="Interpreter for workers (default: the server's own)."),
+    ] = None,
 ) -> None:
     """Runs the server: the HTTP/WebSocket API and one worker process per graph.
 
@@ -221,6 +259,15 @@ def serve(
         restart_initial=restart_initial,
         restart_max=restart_max,
         allowed_origins=tuple(o.strip() for o in allowed_origins.split(",") if o.strip()) if allowed_origins else None,
+        sandbox=sandbox,
+        sandbox_uids=sandbox_uids,
+        trust_uploads=trust_uploads,
+        worker_memory_mb=worker_memory_mb,
+        worker_cpu_seconds=worker_cpu_seconds,
+        worker_processes=worker_processes,
+        worker_open_files=worker_open_files,
+        worker_file_mb=worker_file_mb,
+        worker_python=worker_python,
     )
     try:
         config.check()
@@ -239,6 +286,9 @@ def serve(
     keys.close()
     try:
         run_server(config)
+    except ValueError as e:  # a setting the host cannot honour (e.g. --sandbox uid), found at start
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
     finally:
         lock.close()
 

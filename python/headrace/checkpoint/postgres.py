@@ -80,6 +80,12 @@ class PostgresStore:
         self._migrate()
 
     def _migrate(self) -> None:
+        with self._pool.connection() as conn:
+            # A tenant's role (see postgres_roles) may read the schema version, not change it.
+            if conn.execute("SELECT to_regclass('headrace_schema')").fetchone() != (None,):
+                row = conn.execute("SELECT max(version) FROM headrace_schema").fetchone()
+                if row is not None and row[0] == SCHEMA_VERSION:
+                    return
         with self._pool.connection() as conn, conn.transaction():
             conn.execute("CREATE TABLE IF NOT EXISTS headrace_schema (version INTEGER NOT NULL)")
             # Serialise concurrent first starts of several servers.

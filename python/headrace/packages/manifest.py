@@ -19,6 +19,13 @@
     topic = "price.orderbook"
     group = "kafka-price-signal-group"
 
+    [limits]                            # optional; each may only lower the server's
+    memory_mb = 512                     # heap and anonymous memory of the worker
+    cpu_seconds = 3600                  # CPU time before the worker is killed (and restarted)
+    processes = 64                      # processes and threads of the tenant
+    open_files = 256
+    file_mb = 100                       # largest file the worker may write
+
 Every problem is reported with the path of the field that has it.
 """
 
@@ -45,6 +52,7 @@ CONFIG_KEYS = {
 ALL_CONFIG_KEYS = set().union(*CONFIG_KEYS.values())
 # Keys the seed's manifests carry for its Rust plugin loader: accepted, unused.
 _SEED_PACKAGE_KEYS = {"interface", "interface_version", "extension", "description", "authors"}
+LIMIT_KEYS = ("memory_mb", "cpu_seconds", "processes", "open_files", "file_mb")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
@@ -74,6 +82,8 @@ class Manifest:
     reaction_mode: str | None = None
     input_strategy: str | None = None
     accumulators: tuple[AccumulatorEntry, ...] = ()
+    #: ``[limits]``: resource limits the package asks for (names in LIMIT_KEYS).
+    limits: dict[str, int] = field(default_factory=dict)
 
     @property
     def entry_module(self) -> str:
@@ -118,7 +128,12 @@ def parse_manifest(text: str) -> Manifest:
     except tomllib.TOMLDecodeError as e:
         raise ManifestError([f"not valid TOML: {e}"]) from None
     c = _Check()
-    c.known(data, "package.toml", {"package", "metadata"})
+    c.known(data, "package.toml", {"package", "metadata", "limits"})
+    limits = c.table(data.get("limits", {}), "limits")
+    c.known(limits, "limits", set(LIMIT_KEYS))
+    for key, value in limits.items():
+        if key in LIMIT_KEYS and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            c.problems.append(f"limits.{key}: must be a positive integer, got {value!r}")
     package = c.table(data.get("package", None), "package")
     metadata = c.table(data.get("metadata", None), "metadata")
     c.known(package, "package", {"name", "version"} | _SEED_PACKAGE_KEYS)
@@ -189,4 +204,5 @@ def parse_manifest(text: str) -> Manifest:
         reaction_mode=reaction,
         input_strategy=strategy,
         accumulators=tuple(accumulators),
+        limits={k: v for k, v in limits.items() if k in LIMIT_KEYS},
     )

@@ -30,6 +30,15 @@ ENV = {
     "restart_initial": "HEADRACE_RESTART_INITIAL",
     "restart_max": "HEADRACE_RESTART_MAX",
     "allowed_origins": "HEADRACE_ALLOWED_ORIGINS",
+    "sandbox": "HEADRACE_SANDBOX",
+    "sandbox_uids": "HEADRACE_SANDBOX_UIDS",
+    "trust_uploads": "HEADRACE_TRUST_UPLOADS",
+    "worker_memory_mb": "HEADRACE_WORKER_MEMORY_MB",
+    "worker_cpu_seconds": "HEADRACE_WORKER_CPU_SECONDS",
+    "worker_processes": "HEADRACE_WORKER_PROCESSES",
+    "worker_open_files": "HEADRACE_WORKER_OPEN_FILES",
+    "worker_file_mb": "HEADRACE_WORKER_FILE_MB",
+    "worker_python": "HEADRACE_WORKER_PYTHON",
 }
 
 #: Limit (a field of ServerLimits) -> the environment variable it is read from.
@@ -41,6 +50,8 @@ LIMITS_ENV = {
     "upload_concurrency": "HEADRACE_UPLOAD_CONCURRENCY",
     "fires_page_bytes": "HEADRACE_FIRES_PAGE_BYTES",
 }
+_INTS = ("port", "crash_limit", "worker_memory_mb", "worker_cpu_seconds", "worker_processes", "worker_open_files", "worker_file_mb")
+SANDBOX_MODES = ("auto", "uid", "landlock", "off")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -91,7 +102,7 @@ class ServerConfig:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     data_dir: Path = DEFAULT_DATA_DIR
-    #: Checkpoint store URL; None: ``sqlite:///<data_dir>/state.db``.
+    #: Checkpoint store URL; None: a SQLite file per tenant, ``<data_dir>/tenants/<tenant>/state.db``.
     store: str | None = None
     #: A key to register as admin of ``admin_tenant`` at start (idempotent).
     admin_key: str | None = None
@@ -108,10 +119,38 @@ class ServerConfig:
     restart_max: float = 30.0
     crash_limit: int = 5
     crash_window: float = 60.0
+    #: How workers are confined (see headrace.supervisor.confinement and docs/security.md):
+    #: auto, uid, landlock or off (off: as on a host that offers no confinement).
+    sandbox: str = "auto"
+    #: The uids given to tenants (first-last, inclusive); gid = uid.
+    sandbox_uids: str = "200000-265535"
+    #: Run uploads of several tenants even when workers cannot be confined.
+    trust_uploads: bool = False
+    #: Limits of each worker (0: none); a package's [limits] may only lower them.
+    worker_memory_mb: int = 2048
+    worker_cpu_seconds: int = 0
+    worker_processes: int = 512
+    worker_open_files: int = 4096
+    worker_file_mb: int = 0
+    #: The interpreter workers run (None: the server's own). Workers with a uid
+    #: of their own need one that every uid can reach (not a pyenv under /root).
+    worker_python: str | None = None
+
+    @property
+    def sandbox_uid_range(self) -> tuple[int, int]:
+        """(first uid, how many)."""
+        first, _, last = self.sandbox_uids.partition("-")
+        return int(first), int(last) - int(first) + 1
 
     @property
     def store_url(self) -> str:
+        """The configured store; without one, the single SQLite file of older
+        versions (now each tenant has its own: :meth:`tenant_store_url`)."""
         return self.store or f"sqlite:///{(self.data_dir / 'state.db').resolve()}"
+
+    def tenant_store_url(self, tenant: str) -> str:
+        """The store holding ``tenant``'s checkpoints (as the server reaches it)."""
+        return self.store or f"sqlite:///{(self.data_dir / 'tenants' / tenant / 'state.db').resolve()}"
 
     def check(self) -> None:
         """Raises ValueError naming a setting the server cannot run with."""
@@ -123,6 +162,17 @@ class ServerConfig:
             )
         if (problem := name_problem("tenant", self.admin_tenant)) is not None:
             raise ValueError(f"{ENV['admin_tenant']}/--admin-tenant: {problem}")
+        if self.sandbox not in SANDBOX_MODES:
+            raise ValueError(f"{ENV['sandbox']}/--sandbox {self.sandbox!r}: must be one of {', '.join(SANDBOX_MODES)}")
+        try:
+            first, count = self.sandbox_uid_range
+        except ValueError:
+            first, count = -1, 0
+        if first < 1 or count < 1:
+            raise ValueError(f"{ENV['sandbox_uids']}/--sandbox-uids {self.sandbox_uids!r}: must be FIRST-LAST, e.g. 200000-265535")
+        for name in _INTS[2:]:
+            if getattr(self, name) < 0:
+                raise ValueError(f"{ENV[name]}/--{name.replace('_', '-')} {getattr(self, name)}: must be 0 (no limit) or more")
         if not 0 < self.port < 65536:
             raise ValueError(f"{ENV['port']}/--port {self.port}: not a TCP port")
 
@@ -134,8 +184,10 @@ class ServerConfig:
             raw = os.environ.get(var)
             if raw is None or raw == "":
                 continue
-            if name in ("port", "crash_limit"):
+            if name in _INTS:
                 values[name] = int(raw)
+            elif name == "trust_uploads":
+                values[name] = raw.lower() in ("1", "true", "yes", "on")
             elif name in ("heartbeat_timeout", "crash_window", "restart_initial", "restart_max"):
                 values[name] = float(raw)
             elif name == "data_dir":

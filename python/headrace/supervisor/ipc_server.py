@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 from headrace.errors import FencedError, HeadraceError
 from headrace.supervisor.ipc import FrameError, encode, read_frame
 from headrace.supervisor.protocol import DURABLE, MAX_REPLY_BYTES
+from headrace.supervisor.sandbox import from_parent
 from headrace.supervisor.worker_ops import OpError, WorkerOps
 
 __all__ = ["IpcServer"]
@@ -69,6 +70,9 @@ class IpcServer:
                 if self.stopping:
                     return
                 time.sleep(0.1)  # e.g. out of file descriptors: try again
+                continue
+            if not from_parent(conn):
+                conn.close()
                 continue
             Connection(self.ops, conn, self.on_fatal).start()
 

@@ -15,6 +15,8 @@ state ``crash_loop`` with the last error, until a new version is uploaded or
 it is restarted by hand. A worker that cannot even be spawned (no file
 descriptors, no memory) does not count as a crash: the spawn is retried with
 backoff until it works.
+Workers (and the upload check) run confined to their tenant: see
+:mod:`headrace.supervisor.confinement`.
 """
 
 from __future__ import annotations
@@ -32,12 +34,15 @@ from pathlib import Path
 from typing import Any
 
 from headrace.names import path_under
+from headrace.packages.manifest import parse_manifest
 from headrace.server.config import ServerConfig
 from headrace.supervisor.client import IpcClient, OpFailed, WorkerUnavailable
+from headrace.supervisor.confinement import Confinement, Launch
 from headrace.supervisor.graph_settings import graph_key, read_settings
 from headrace.supervisor.protocol import EXIT_FENCED, Op
 from headrace.supervisor.records import WorkerRecord, kill_stale
 from headrace.supervisor.registry import PackageRecord
+from headrace.supervisor.sandbox import Limits
 from headrace.supervisor.spawn import check_package, kill_group, spawn
 from headrace.supervisor.streams import OutputTail, drain
 
@@ -58,12 +63,20 @@ class WorkerSpec:
     version: str
 
 
+def package_limits(package_dir: Path) -> Limits:
+    """The ``[limits]`` a package's manifest asks for."""
+    return Limits(**parse_manifest((package_dir / "package.toml").read_text(encoding="utf-8")).limits)
+
+
 class GraphWorker:
     """States: starting, running, restarting, crash_loop, stopped."""
 
-    def __init__(self, spec: WorkerSpec, config: ServerConfig, on_restart: Any = None) -> None:
+    def __init__(
+        self, spec: WorkerSpec, config: ServerConfig, confinement: Confinement, on_restart: Any = None
+    ) -> None:
         self.spec = spec
         self.config = config
+        self.confinement = confinement
         self.state = "stopped"
         self.last_error: str | None = None
         #: What the running worker reports as failing (fire log, store), or None.
@@ -101,24 +114,25 @@ class GraphWorker:
     @property
     def socket_path(self) -> str:
         # Unix socket paths are limited to 107 bytes: keep them short.
-        return str(self.config.data_dir.resolve() / "run" / f"{self._key()}.sock")
+        return str(self.confinement.socket_dir(self.spec.tenant) / f"{self._key()}.sock")
 
     @property
     def process_record(self) -> WorkerRecord:
         return WorkerRecord(self.config.data_dir.resolve() / "run" / "workers" / f"{self._key()}.json")
 
-    def _config(self) -> dict[str, Any]:
-        d = self.config.data_dir.resolve()
+    def _config(self, launch: Launch) -> dict[str, Any]:
+        home = self.confinement.tenant_dir(self.spec.tenant)
         limits = self.config.limits
         return {
+            "sandbox": launch.policy.to_json(),
             "package_dir": str(self.spec.package_dir),
             "tenant": self.spec.tenant,
-            "store": self.config.store_url,
+            "store": launch.store_url,
             "socket": self.socket_path,
-            "fire_log": str(path_under(d, "fires", self.spec.tenant, f"{self.spec.graph}.db")),
+            "fire_log": str(path_under(home, "fires", f"{self.spec.graph}.db")),
             "fire_log_size": limits.fire_log_size,
             "push_timeout": limits.push_timeout,
-            "on_corrupt": read_settings(d, self.spec.tenant, self.spec.graph).get("on_corrupt", "refuse"),
+            "on_corrupt": read_settings(self.config.data_dir.resolve(), self.spec.tenant, self.spec.graph).get("on_corrupt", "refuse"),
         }
 
     def start(self) -> None:
@@ -186,11 +200,16 @@ class GraphWorker:
         self._exited.clear()
         self.problem = None
         try:
+            limits = package_limits(self.spec.package_dir)
+            launch = await asyncio.to_thread(self.confinement.launch, self.spec.tenant, self.spec.package_dir, limits=limits)
+        except Exception as e:  # noqa: BLE001 - reported as the start's failure, then retried
+            return f"could not prepare the worker's sandbox: {type(e).__name__}: {e}", False
+        try:
             Path(self.socket_path).parent.mkdir(parents=True, exist_ok=True)
             # An earlier worker of this graph (a crashed server's) must be gone
             # before this one claims the store.
             await asyncio.to_thread(kill_stale, self.process_record)
-            spawned = await spawn(self._config(), stdin=asyncio.subprocess.PIPE)  # stops when stdin closes
+            spawned = await spawn(launch, self._config(launch), stdin=asyncio.subprocess.PIPE)  # stops when stdin closes
         except OSError as e:
             return f"{type(e).__name__}: {e}", False
         proc = spawned.proc

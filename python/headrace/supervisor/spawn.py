@@ -10,12 +10,12 @@ import contextlib
 import logging
 import os
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from headrace.supervisor.confinement import Launch
 from headrace.supervisor.protocol import parse
 from headrace.supervisor.streams import OutputTail, drain
 
@@ -25,8 +25,21 @@ __all__ = ["Spawned", "check_package", "kill_group", "spawn"]
 MAX_STATUS_LINE = 1024 * 1024
 
 
-def worker_command(config: dict[str, Any]) -> list[str]:
-    return [sys.executable, "-m", "headrace.supervisor.worker", orjson.dumps(config).decode()]
+def worker_command(launch: Launch, config: dict[str, Any]) -> list[str]:
+    return [launch.python, "-m", "headrace.supervisor.worker", orjson.dumps(config).decode()]
+
+
+def identity(launch: Launch) -> dict[str, Any]:
+    """The worker's identity and environment (see :mod:`.confinement`); its
+    sandbox it applies itself, first thing (:mod:`.sandbox`)."""
+    return {
+        "user": launch.user,
+        "group": launch.group,
+        "extra_groups": [] if launch.user is not None else None,
+        "env": launch.env,
+        "cwd": launch.cwd,
+        "umask": 0o077,
+    }
 
 
 class Spawned:
@@ -68,8 +81,9 @@ class Spawned:
         self._transport.close()
 
 
-async def spawn(config: dict[str, Any], *, stdin: int) -> Spawned:
-    """Starts a worker in its own session with a status pipe of its own.
+async def spawn(launch: Launch, config: dict[str, Any], *, stdin: int) -> Spawned:
+    """Starts a worker in its own session with a status pipe of its own, as
+    ``launch`` says (identity, environment, sandbox policy).
 
     Raises:
         OSError: it could not be started (e.g. out of file descriptors).
@@ -79,12 +93,13 @@ async def spawn(config: dict[str, Any], *, stdin: int) -> Spawned:
     try:
         config = {**config, "status_fd": write_fd, "supervisor_pid": os.getpid()}
         proc = await asyncio.create_subprocess_exec(
-            *worker_command(config),
+            *worker_command(launch, config),
             stdin=stdin,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             pass_fds=(write_fd,),
             start_new_session=True,  # its own process group; a Ctrl-C to the server is the supervisor's
+            **identity(launch),
         )
     except BaseException:
         os.close(read_fd)
@@ -108,12 +123,14 @@ def kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-async def check_package(package_dir: Path, timeout: float = 60.0) -> dict[str, Any]:
-    """Loads a package in a throwaway worker (uploaded code never runs in the
-    supervisor) and returns its ``ok``/``error`` report. What the package
-    prints is drained and only its tail kept."""
+async def check_package(package_dir: Path, launch: Launch, timeout: float = 60.0) -> dict[str, Any]:
+    """Loads a package in a throwaway worker, confined as the tenant's workers
+    are (uploaded code never runs in the supervisor), and returns its
+    ``ok``/``error`` report. What the package prints is drained and only its
+    tail kept."""
+    config = {"package_dir": str(package_dir), "check": True, "sandbox": launch.policy.to_json()}
     try:
-        spawned = await spawn({"package_dir": str(package_dir), "check": True}, stdin=asyncio.subprocess.DEVNULL)
+        spawned = await spawn(launch, config, stdin=asyncio.subprocess.DEVNULL)
     except OSError as e:
         return {"event": "error", "code": "unavailable", "error": f"could not start the package check: {e}"}
     proc = spawned.proc

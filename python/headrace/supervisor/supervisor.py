@@ -14,9 +14,11 @@ from headrace.names import path_under
 from headrace.packages import ManifestError, PackageError, extract_package, parse_manifest
 from headrace.server.config import ServerConfig
 from headrace._logging import install_rate_limit
+from headrace.supervisor.confinement import Confinement
 from headrace.supervisor.process import GraphWorker, WorkerSpec, check_package
 from headrace.supervisor.records import kill_all_stale
 from headrace.supervisor.registry import PackageRecord, Registry
+from headrace.supervisor.sandbox import Limits
 
 __all__ = ["DeployError", "Supervisor"]
 
@@ -37,7 +39,19 @@ class Supervisor:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.confinement = Confinement(config)
         self.registry = Registry(config.data_dir / "server.db")
+        self.confinement.secure_data_dir()
+        if self.confinement.confined:
+            log.info("%s", self.confinement.describe())
+        else:
+            log.warning(
+                "%s. %s",
+                self.confinement.describe(),
+                "Every tenant's uploads are trusted (--trust-uploads)"
+                if config.trust_uploads
+                else "Uploads are accepted from one tenant only (start with --trust-uploads to allow more)",
+            )
         self.workers: dict[tuple[str, str], GraphWorker] = {}
         self.restarts_total = 0
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
@@ -61,7 +75,7 @@ class Supervisor:
 
     def _start(self, record: PackageRecord) -> GraphWorker:
         spec = WorkerSpec(record.tenant, record.graph, Path(record.path), record.version)
-        worker = GraphWorker(spec, self.config, on_restart=self._count_restart)
+        worker = GraphWorker(spec, self.config, self.confinement, on_restart=self._count_restart)
         worker.accumulators = [a for a in record.accumulators.split(",") if a]
         worker.record = record
         self.workers[(record.tenant, record.graph)] = worker
@@ -117,7 +131,14 @@ class Supervisor:
             if allowed is not None and manifest.graph_name not in allowed:
                 # As for any graph outside a key's scope: not found, not forbidden.
                 raise DeployError("not found", "not_found", status=404)
-            report = await check_package(root)
+            self._check_trust(tenant)
+            limits = Limits(**manifest.limits)
+            too_high = self.confinement.limits.exceeded_by(limits)
+            if too_high:
+                raise DeployError("; ".join(too_high), "bad_manifest", too_high)
+            self.confinement.share_package(tenant, incoming)
+            launch = await asyncio.to_thread(self.confinement.launch, tenant, root, check=True, limits=limits)
+            report = await check_package(root, launch)
             if report.get("event") != "ok":
                 code = str(report.get("code", "package_error"))
                 problems = report.get("problems") or [str(report.get("error"))]
@@ -155,6 +176,21 @@ class Supervisor:
             shutil.rmtree(self._version_dir_of(replaced), ignore_errors=True)
         log.info("tenant '%s': deployed graph '%s' %s", tenant, graph, manifest.version)
         return record, replaced
+
+    def _check_trust(self, tenant: str) -> None:
+        """Unconfined, uploaded code can reach every tenant's state: then only
+        one tenant may upload, unless the operator trusts them all."""
+        if self.confinement.confined or self.config.trust_uploads:
+            return
+        others = sorted({r.tenant for r in self.registry.list()} - {tenant})
+        if others:
+            raise DeployError(
+                f"this server cannot keep tenants' code apart ({self.confinement.unconfined_because}) and already "
+                f"runs packages of tenant '{others[0]}'; it accepts uploads from one tenant only unless it is "
+                "started with --trust-uploads",
+                "untrusted_tenant",
+                status=403,
+            )
 
     def _version_dir(self, tenant: str, graph: str, version: str, sha256: str) -> Path:
         """Where one uploaded version lives (its files and archive.tar)."""

@@ -31,6 +31,7 @@ import orjson
 from headrace._logging import install_rate_limit
 from headrace.errors import HeadraceError
 from headrace.packages.manifest import ManifestError
+from headrace.supervisor import sandbox
 from headrace.supervisor.ipc_server import IpcServer, guarded
 from headrace.supervisor.protocol import EXIT_LOAD, EXIT_START, EXIT_THREAD, Op, say
 from headrace.supervisor.worker_ops import WorkerOps
@@ -71,7 +72,10 @@ class _Status:
 
 def main(argv: list[str]) -> int:
     config = orjson.loads(argv[0])
-    # Credentials and confinement, if any, come before this (see its docstring).
+    # Confined first, before any package code is imported (its uid is already
+    # the tenant's: the supervisor spawned it so).
+    sandbox.apply(config.get("sandbox"))
+    # After the confinement: a change of credentials clears the request.
     die_with_supervisor(config.get("supervisor_pid"))
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     install_rate_limit(logging.getLogger())
