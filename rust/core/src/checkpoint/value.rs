@@ -5,7 +5,8 @@
 //! non-self-describing bincode round-trips the tree exactly. Human-readable
 //! codecs (JSON) see the natural mapping, with a `{"$tag": ...}` object only
 //! where JSON has no equivalent: bytes, tuples, integers beyond i64,
-//! non-finite floats, and dicts with a key starting with `$`.
+//! non-finite floats, dates and times, timedeltas, decimals, UUIDs, and dicts
+//! with a key starting with `$` (so a user's dict never reads as a tag).
 
 use std::fmt;
 
@@ -13,6 +14,8 @@ use base64::Engine as _;
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::temporal::{self, Date, Duration, Time};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -29,6 +32,32 @@ pub enum Value {
     Tuple(Vec<Value>),
     /// Insertion order is kept (Python dicts are ordered).
     Dict(Vec<(String, Value)>),
+    // Appended after the original variants: their binary tags stay as they
+    // were, so checkpoints written before these existed still decode.
+    Date(Date),
+    Time(Time),
+    DateTime(Date, Time),
+    Timedelta(Duration),
+    /// A decimal as `str(Decimal)` spells it: exact, with sign, exponent and
+    /// NaN payload.
+    Decimal(String),
+    Uuid([u8; 16]),
+}
+
+impl Value {
+    /// Whether this value (not its children) is one Python can build: the
+    /// fields of dates, times and timedeltas are in range, a decimal parses.
+    fn check(&self) -> Result<(), String> {
+        match self {
+            Value::Date(d) => d.check(),
+            Value::Time(t) => t.check(),
+            Value::DateTime(d, t) => d.check().and_then(|()| t.check()),
+            Value::Timedelta(t) => t.check(),
+            Value::Decimal(d) if temporal::is_decimal(d) => Ok(()),
+            Value::Decimal(d) => Err(format!("bad decimal {d:?}")),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Bytes serialized as one blob rather than a sequence of integers.
@@ -82,6 +111,12 @@ enum TaggedRef<'a> {
     List(&'a [Value]),
     Tuple(&'a [Value]),
     Dict(&'a [(String, Value)]),
+    Date(&'a Date),
+    Time(&'a Time),
+    DateTime(&'a Date, &'a Time),
+    Timedelta(&'a Duration),
+    Decimal(&'a str),
+    Uuid(Blob<'a>),
 }
 
 #[derive(Deserialize)]
@@ -97,6 +132,12 @@ enum Tagged {
     List(Vec<Value>),
     Tuple(Vec<Value>),
     Dict(Vec<(String, Value)>),
+    Date(Date),
+    Time(Time),
+    DateTime(Date, Time),
+    Timedelta(Duration),
+    Decimal(String),
+    Uuid(BlobBuf),
 }
 
 /// A one-entry `{"$tag": inner}` object.
@@ -124,6 +165,12 @@ impl Serialize for Value {
                 Value::List(l) => TaggedRef::List(l),
                 Value::Tuple(t) => TaggedRef::Tuple(t),
                 Value::Dict(d) => TaggedRef::Dict(d),
+                Value::Date(d) => TaggedRef::Date(d),
+                Value::Time(t) => TaggedRef::Time(t),
+                Value::DateTime(d, t) => TaggedRef::DateTime(d, t),
+                Value::Timedelta(t) => TaggedRef::Timedelta(t),
+                Value::Decimal(d) => TaggedRef::Decimal(d),
+                Value::Uuid(u) => TaggedRef::Uuid(Blob(u)),
             };
             return tagged.serialize(s);
         }
@@ -155,6 +202,12 @@ impl Serialize for Value {
                 }
                 m.end()
             }
+            Value::Date(d) => TagMap("$date", d.to_string()).serialize(s),
+            Value::Time(t) => TagMap("$time", t.to_string()).serialize(s),
+            Value::DateTime(d, t) => TagMap("$datetime", format!("{d}T{t}")).serialize(s),
+            Value::Timedelta(t) => TagMap("$timedelta", (t.days, t.seconds, t.microseconds)).serialize(s),
+            Value::Decimal(d) => TagMap("$decimal", d).serialize(s),
+            Value::Uuid(u) => TagMap("$uuid", temporal::uuid_text(u)).serialize(s),
         }
     }
 }
@@ -162,7 +215,7 @@ impl Serialize for Value {
 impl<'de> Deserialize<'de> for Value {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         if !d.is_human_readable() {
-            return Ok(match Tagged::deserialize(d)? {
+            let value = match Tagged::deserialize(d)? {
                 Tagged::None => Value::None,
                 Tagged::Bool(b) => Value::Bool(b),
                 Tagged::Int(i) => Value::Int(i),
@@ -173,7 +226,15 @@ impl<'de> Deserialize<'de> for Value {
                 Tagged::List(l) => Value::List(l),
                 Tagged::Tuple(t) => Value::Tuple(t),
                 Tagged::Dict(d) => Value::Dict(d),
-            });
+                Tagged::Date(d) => Value::Date(d),
+                Tagged::Time(t) => Value::Time(t),
+                Tagged::DateTime(d, t) => Value::DateTime(d, t),
+                Tagged::Timedelta(t) => Value::Timedelta(t),
+                Tagged::Decimal(d) => Value::Decimal(d),
+                Tagged::Uuid(b) => Value::Uuid(b.0.try_into().map_err(|_| de::Error::custom("a uuid is 16 bytes"))?),
+            };
+            value.check().map_err(de::Error::custom)?;
+            return Ok(value);
         }
         d.deserialize_any(Readable)
     }
@@ -257,6 +318,24 @@ fn untag(tag: &str, inner: Value) -> Result<Value, String> {
             })
             .collect::<Result<Vec<_>, _>>()
             .map(Value::Dict),
+        ("$date", Value::Str(t)) => temporal::parse_date(&t).map(Value::Date),
+        ("$time", Value::Str(t)) => temporal::parse_time(&t).map(Value::Time),
+        ("$datetime", Value::Str(t)) => temporal::parse_datetime(&t).map(|(d, t)| Value::DateTime(d, t)),
+        ("$timedelta", Value::List(parts)) => match parts.as_slice() {
+            [Value::Int(days), Value::Int(seconds), Value::Int(micros)] => {
+                let field = |n: i64| i32::try_from(n).map_err(|_| format!("bad $timedelta field {n}"));
+                let (days, seconds, micros) = (field(*days)?, field(*seconds)?, field(*micros)?);
+                let duration = Duration {
+                    days,
+                    seconds: u32::try_from(seconds).map_err(|_| format!("bad $timedelta seconds {seconds}"))?,
+                    microseconds: u32::try_from(micros).map_err(|_| format!("bad $timedelta microseconds {micros}"))?,
+                };
+                duration.check().map(|()| Value::Timedelta(duration))
+            }
+            _ => Err("bad $timedelta: expected [days, seconds, microseconds]".to_string()),
+        },
+        ("$decimal", Value::Str(d)) if temporal::is_decimal(&d) => Ok(Value::Decimal(d)),
+        ("$uuid", Value::Str(u)) => temporal::parse_uuid(&u).map(Value::Uuid),
         (tag, _) => Err(format!("unknown or malformed tag {tag:?}")),
     }
 }
