@@ -10,7 +10,7 @@ use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyT
 
 use headrace_core::checkpoint::{self, CodecError, CodecId, Value};
 
-use crate::{errors, temporal};
+use crate::{errors, stdlib};
 
 const SUPPORTED: &str = "None, bool, int, float, str, bytes, list, tuple, dict with str keys, \
     datetime, date, time, timedelta, Decimal and UUID";
@@ -92,8 +92,8 @@ fn convert(obj: &Bound<'_, PyAny>, depth: usize) -> Result<Value, Failure> {
         return Ok(Value::Dict(out));
     }
     // Only after every built-in check failed: the common values pay nothing.
-    if let Some(v) = temporal::to_value(obj).map_err(Failure::new)? {
-        return Ok(v);
+    if let Some(v) = stdlib::to_value(obj).map_err(Failure::new)? {
+        return Ok(v.into());
     }
     let ty = obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into());
     Err(Failure::new(format!("type {ty} cannot be checkpointed (supported: {SUPPORTED})")))
@@ -142,12 +142,7 @@ pub fn to_python(py: Python<'_>, value: Value) -> PyResult<Py<PyAny>> {
             }
             dict.into_any().unbind()
         }
-        Value::Date(d) => temporal::date_to_python(py, d)?,
-        Value::Time(t) => temporal::time_to_python(py, t)?,
-        Value::DateTime(d, t) => temporal::datetime_to_python(py, d, t)?,
-        Value::Timedelta(d) => temporal::timedelta_to_python(py, d)?,
-        Value::Decimal(text) => temporal::decimal_to_python(py, text)?,
-        Value::Uuid(bytes) => temporal::uuid_to_python(py, bytes)?,
+        Value::Stdlib(v) => stdlib::to_python(py, *v)?,
     })
 }
 

@@ -25,46 +25,54 @@ fn time(hour: u8, minute: u8, second: u8, microsecond: u32, tz: Option<Tz>) -> T
     Time { hour, minute, second, microsecond, fold: false, tz }
 }
 
+fn clock(t: Time) -> Value {
+    Stdlib::Time(t).into()
+}
+
+fn stamp(d: Date, t: Time) -> Value {
+    Stdlib::DateTime(d, t).into()
+}
+
 fn fixed(offset_us: i64) -> Option<Tz> {
     Some(Tz::Fixed { offset_us, name: None })
 }
 
 /// One of each date, time, decimal and UUID shape, with the edges.
-fn temporal_values() -> Vec<Value> {
+fn stdlib_values() -> Vec<Value> {
     let zone = Some(Tz::Zone("America/New_York".into()));
     vec![
-        Value::Date(date(1, 1, 1)),
-        Value::Date(date(9999, 12, 31)),
-        Value::Time(time(0, 0, 0, 0, None)),
-        Value::Time(time(23, 59, 59, 999_999, fixed(-(12 * 3600) * 1_000_000))),
-        Value::Time(Time { fold: true, ..time(1, 30, 0, 0, zone.clone()) }),
-        Value::DateTime(date(2024, 2, 29), time(13, 45, 0, 500, None)),
-        Value::DateTime(date(1, 1, 1), time(0, 0, 0, 0, fixed(14 * 3600 * 1_000_000))),
-        Value::DateTime(date(9999, 12, 31), time(23, 59, 59, 999_999, fixed(-86_399_999_999))),
-        Value::DateTime(date(2024, 11, 3), Time { fold: true, ..time(1, 30, 0, 0, zone) }),
-        Value::DateTime(date(2024, 3, 8), time(9, 30, 0, 0, fixed(5 * 3600 * 1_000_000 + 30 * 60 * 1_000_000 + 15_000_001))),
-        Value::DateTime(
+        Value::from(Stdlib::Date(date(1, 1, 1))),
+        Value::from(Stdlib::Date(date(9999, 12, 31))),
+        clock(time(0, 0, 0, 0, None)),
+        clock(time(23, 59, 59, 999_999, fixed(-(12 * 3600) * 1_000_000))),
+        clock(Time { fold: true, ..time(1, 30, 0, 0, zone.clone()) }),
+        stamp(date(2024, 2, 29), time(13, 45, 0, 500, None)),
+        stamp(date(1, 1, 1), time(0, 0, 0, 0, fixed(14 * 3600 * 1_000_000))),
+        stamp(date(9999, 12, 31), time(23, 59, 59, 999_999, fixed(-86_399_999_999))),
+        stamp(date(2024, 11, 3), Time { fold: true, ..time(1, 30, 0, 0, zone) }),
+        stamp(date(2024, 3, 8), time(9, 30, 0, 0, fixed(5 * 3600 * 1_000_000 + 30 * 60 * 1_000_000 + 15_000_001))),
+        stamp(
             date(2024, 3, 8),
             Time { fold: true, ..time(9, 30, 0, 0, Some(Tz::Fixed { offset_us: -18_000_000_000, name: Some("E[S]T=]".into()) })) },
         ),
-        Value::Timedelta(Duration { days: -1, seconds: 86_399, microseconds: 999_999 }),
-        Value::Timedelta(Duration { days: 999_999_999, seconds: 0, microseconds: 0 }),
-        Value::Timedelta(Duration { days: -999_999_999, seconds: 0, microseconds: 0 }),
-        Value::Decimal("-0".into()),
-        Value::Decimal("1.2300".into()),
-        Value::Decimal("-1E+999999999999999999".into()),
-        Value::Decimal("0E-1000000000000000000".into()),
-        Value::Decimal("-sNaN123".into()),
-        Value::Decimal("NaN".into()),
-        Value::Decimal("-Infinity".into()),
-        Value::Uuid([0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0, 0, 1, 2, 3, 4, 5, 6, 0xff]),
+        Value::from(Stdlib::Timedelta(Duration { days: -1, seconds: 86_399, microseconds: 999_999 })),
+        Value::from(Stdlib::Timedelta(Duration { days: 999_999_999, seconds: 0, microseconds: 0 })),
+        Value::from(Stdlib::Timedelta(Duration { days: -999_999_999, seconds: 0, microseconds: 0 })),
+        Value::from(Stdlib::Decimal("-0".into())),
+        Value::from(Stdlib::Decimal("1.2300".into())),
+        Value::from(Stdlib::Decimal("-1E+999999999999999999".into())),
+        Value::from(Stdlib::Decimal("0E-1000000000000000000".into())),
+        Value::from(Stdlib::Decimal("-sNaN123".into())),
+        Value::from(Stdlib::Decimal("NaN".into())),
+        Value::from(Stdlib::Decimal("-Infinity".into())),
+        Value::from(Stdlib::Uuid([0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0, 0, 1, 2, 3, 4, 5, 6, 0xff])),
     ]
 }
 
 fn sample() -> Value {
     let Value::Dict(mut entries) = original_sample() else { unreachable!() };
-    entries.push(("temporal".into(), Value::List(temporal_values())));
-    entries.push(("nested".into(), Value::Tuple(vec![Value::Dict(vec![("at".into(), temporal_values().remove(6))])])));
+    entries.push(("temporal".into(), Value::List(stdlib_values())));
+    entries.push(("nested".into(), Value::Tuple(vec![Value::Dict(vec![("at".into(), stdlib_values().remove(6))])])));
     entries.push(("$datetime".into(), Value::Str("2024-01-01T00:00:00".into())));
     Value::Dict(entries)
 }
@@ -115,7 +123,7 @@ fn truncation_and_trailing_bytes_are_reported() {
 }
 
 #[test]
-fn checkpoints_written_before_temporal_values_still_decode() {
+fn checkpoints_written_before_stdlib_values_still_decode() {
     let fixtures = [
         include_str!("fixtures/before-datetimes.bincode.hex"),
         include_str!("fixtures/before-datetimes.msgpack.hex"),
@@ -130,9 +138,9 @@ fn checkpoints_written_before_temporal_values_still_decode() {
 }
 
 #[test]
-fn every_codec_round_trips_each_temporal_value_alone() {
+fn every_codec_round_trips_each_stdlib_value_alone() {
     for codec in [CodecId::Bincode, CodecId::Msgpack, CodecId::Json] {
-        for v in temporal_values() {
+        for v in stdlib_values() {
             let back: Value = decode(&encode(&v, codec).unwrap()).unwrap();
             assert_eq!(back, v, "{codec:?}");
         }
@@ -144,8 +152,8 @@ fn json_of(v: &Value) -> String {
 }
 
 #[test]
-fn json_spells_temporal_values_readably() {
-    let v = temporal_values();
+fn json_spells_stdlib_values_readably() {
+    let v = stdlib_values();
     let expected = [
         (0, r#"{"$date":"0001-01-01"}"#),
         (3, r#"{"$time":"23:59:59.999999-12:00"}"#),
@@ -165,14 +173,14 @@ fn json_spells_temporal_values_readably() {
 }
 
 #[test]
-fn a_dict_that_looks_like_a_temporal_tag_stays_a_dict() {
+fn a_dict_that_looks_like_a_stdlib_tag_stays_a_dict() {
     let v = Value::Dict(vec![("$date".into(), Value::Str("2024-01-02".into()))]);
     let back: Value = decode(&encode(&v, CodecId::Json).unwrap()).unwrap();
     assert_eq!(back, v);
 }
 
 #[test]
-fn malformed_temporal_json_is_refused() {
+fn malformed_stdlib_json_is_refused() {
     for bad in [
         r#"{"$date":"2023-02-29"}"#,
         r#"{"$date":"0000-01-01"}"#,
@@ -206,17 +214,23 @@ fn malformed_temporal_json_is_refused() {
 #[test]
 fn out_of_range_binary_fields_are_refused() {
     let bad = [
-        Value::Date(date(2023, 2, 29)),
-        Value::Time(time(0, 60, 0, 0, None)),
-        Value::Time(time(0, 0, 0, 0, fixed(86_400_000_000))),
-        Value::DateTime(date(2024, 1, 1), time(0, 0, 0, 1_000_000, None)),
-        Value::Timedelta(Duration { days: 0, seconds: 0, microseconds: 1_000_000 }),
-        Value::Decimal("one".into()),
-        Value::Time(time(0, 0, 0, 0, Some(Tz::Zone("".into())))),
+        Value::from(Stdlib::Date(date(2023, 2, 29))),
+        clock(time(0, 60, 0, 0, None)),
+        clock(time(0, 0, 0, 0, fixed(86_400_000_000))),
+        stamp(date(2024, 1, 1), time(0, 0, 0, 1_000_000, None)),
+        Value::from(Stdlib::Timedelta(Duration { days: 0, seconds: 0, microseconds: 1_000_000 })),
+        Value::from(Stdlib::Decimal("one".into())),
+        clock(time(0, 0, 0, 0, Some(Tz::Zone("".into())))),
     ];
     for codec in [CodecId::Bincode, CodecId::Msgpack] {
         for v in &bad {
             assert!(decode::<Value>(&encode(v, codec).unwrap()).is_err(), "{codec:?}: {v:?} was accepted");
         }
     }
+}
+
+#[test]
+fn a_value_stays_as_small_as_before_stdlib_values() {
+    // Every list and dict of values pays for the largest variant.
+    assert_eq!(std::mem::size_of::<Value>(), 32);
 }

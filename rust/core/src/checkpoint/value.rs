@@ -15,7 +15,7 @@ use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::temporal::{self, Date, Duration, Time};
+use super::stdlib::{self, Duration, Stdlib};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -34,29 +34,14 @@ pub enum Value {
     Dict(Vec<(String, Value)>),
     // Appended after the original variants: their binary tags stay as they
     // were, so checkpoints written before these existed still decode.
-    Date(Date),
-    Time(Time),
-    DateTime(Date, Time),
-    Timedelta(Duration),
-    /// A decimal as `str(Decimal)` spells it: exact, with sign, exponent and
-    /// NaN payload.
-    Decimal(String),
-    Uuid([u8; 16]),
+    /// A `datetime`, `date`, `time`, `timedelta`, `Decimal` or `UUID`.
+    /// Boxed: unboxed, every `Value` would grow to its size.
+    Stdlib(Box<Stdlib>),
 }
 
-impl Value {
-    /// Whether this value (not its children) is one Python can build: the
-    /// fields of dates, times and timedeltas are in range, a decimal parses.
-    fn check(&self) -> Result<(), String> {
-        match self {
-            Value::Date(d) => d.check(),
-            Value::Time(t) => t.check(),
-            Value::DateTime(d, t) => d.check().and_then(|()| t.check()),
-            Value::Timedelta(t) => t.check(),
-            Value::Decimal(d) if temporal::is_decimal(d) => Ok(()),
-            Value::Decimal(d) => Err(format!("bad decimal {d:?}")),
-            _ => Ok(()),
-        }
+impl From<Stdlib> for Value {
+    fn from(v: Stdlib) -> Self {
+        Value::Stdlib(Box::new(v))
     }
 }
 
@@ -69,7 +54,7 @@ impl Serialize for Blob<'_> {
     }
 }
 
-struct BlobBuf(Vec<u8>);
+pub(super) struct BlobBuf(pub(super) Vec<u8>);
 
 impl<'de> Deserialize<'de> for BlobBuf {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -111,12 +96,7 @@ enum TaggedRef<'a> {
     List(&'a [Value]),
     Tuple(&'a [Value]),
     Dict(&'a [(String, Value)]),
-    Date(&'a Date),
-    Time(&'a Time),
-    DateTime(&'a Date, &'a Time),
-    Timedelta(&'a Duration),
-    Decimal(&'a str),
-    Uuid(Blob<'a>),
+    Stdlib(&'a Stdlib),
 }
 
 #[derive(Deserialize)]
@@ -132,12 +112,7 @@ enum Tagged {
     List(Vec<Value>),
     Tuple(Vec<Value>),
     Dict(Vec<(String, Value)>),
-    Date(Date),
-    Time(Time),
-    DateTime(Date, Time),
-    Timedelta(Duration),
-    Decimal(String),
-    Uuid(BlobBuf),
+    Stdlib(Box<Stdlib>),
 }
 
 /// A one-entry `{"$tag": inner}` object.
@@ -165,12 +140,7 @@ impl Serialize for Value {
                 Value::List(l) => TaggedRef::List(l),
                 Value::Tuple(t) => TaggedRef::Tuple(t),
                 Value::Dict(d) => TaggedRef::Dict(d),
-                Value::Date(d) => TaggedRef::Date(d),
-                Value::Time(t) => TaggedRef::Time(t),
-                Value::DateTime(d, t) => TaggedRef::DateTime(d, t),
-                Value::Timedelta(t) => TaggedRef::Timedelta(t),
-                Value::Decimal(d) => TaggedRef::Decimal(d),
-                Value::Uuid(u) => TaggedRef::Uuid(Blob(u)),
+                Value::Stdlib(v) => TaggedRef::Stdlib(v),
             };
             return tagged.serialize(s);
         }
@@ -202,12 +172,14 @@ impl Serialize for Value {
                 }
                 m.end()
             }
-            Value::Date(d) => TagMap("$date", d.to_string()).serialize(s),
-            Value::Time(t) => TagMap("$time", t.to_string()).serialize(s),
-            Value::DateTime(d, t) => TagMap("$datetime", format!("{d}T{t}")).serialize(s),
-            Value::Timedelta(t) => TagMap("$timedelta", (t.days, t.seconds, t.microseconds)).serialize(s),
-            Value::Decimal(d) => TagMap("$decimal", d).serialize(s),
-            Value::Uuid(u) => TagMap("$uuid", temporal::uuid_text(u)).serialize(s),
+            Value::Stdlib(v) => match &**v {
+                Stdlib::Date(d) => TagMap("$date", d.to_string()).serialize(s),
+                Stdlib::Time(t) => TagMap("$time", t.to_string()).serialize(s),
+                Stdlib::DateTime(d, t) => TagMap("$datetime", format!("{d}T{t}")).serialize(s),
+                Stdlib::Timedelta(t) => TagMap("$timedelta", (t.days, t.seconds, t.microseconds)).serialize(s),
+                Stdlib::Decimal(d) => TagMap("$decimal", d).serialize(s),
+                Stdlib::Uuid(u) => TagMap("$uuid", stdlib::uuid_text(u)).serialize(s),
+            },
         }
     }
 }
@@ -215,7 +187,7 @@ impl Serialize for Value {
 impl<'de> Deserialize<'de> for Value {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         if !d.is_human_readable() {
-            let value = match Tagged::deserialize(d)? {
+            return Ok(match Tagged::deserialize(d)? {
                 Tagged::None => Value::None,
                 Tagged::Bool(b) => Value::Bool(b),
                 Tagged::Int(i) => Value::Int(i),
@@ -226,15 +198,11 @@ impl<'de> Deserialize<'de> for Value {
                 Tagged::List(l) => Value::List(l),
                 Tagged::Tuple(t) => Value::Tuple(t),
                 Tagged::Dict(d) => Value::Dict(d),
-                Tagged::Date(d) => Value::Date(d),
-                Tagged::Time(t) => Value::Time(t),
-                Tagged::DateTime(d, t) => Value::DateTime(d, t),
-                Tagged::Timedelta(t) => Value::Timedelta(t),
-                Tagged::Decimal(d) => Value::Decimal(d),
-                Tagged::Uuid(b) => Value::Uuid(b.0.try_into().map_err(|_| de::Error::custom("a uuid is 16 bytes"))?),
-            };
-            value.check().map_err(de::Error::custom)?;
-            return Ok(value);
+                Tagged::Stdlib(v) => {
+                    v.check().map_err(de::Error::custom)?;
+                    Value::Stdlib(v)
+                }
+            });
         }
         d.deserialize_any(Readable)
     }
@@ -318,9 +286,9 @@ fn untag(tag: &str, inner: Value) -> Result<Value, String> {
             })
             .collect::<Result<Vec<_>, _>>()
             .map(Value::Dict),
-        ("$date", Value::Str(t)) => temporal::parse_date(&t).map(Value::Date),
-        ("$time", Value::Str(t)) => temporal::parse_time(&t).map(Value::Time),
-        ("$datetime", Value::Str(t)) => temporal::parse_datetime(&t).map(|(d, t)| Value::DateTime(d, t)),
+        ("$date", Value::Str(t)) => stdlib::parse_date(&t).map(|d| Stdlib::Date(d).into()),
+        ("$time", Value::Str(t)) => stdlib::parse_time(&t).map(|t| Stdlib::Time(t).into()),
+        ("$datetime", Value::Str(t)) => stdlib::parse_datetime(&t).map(|(d, t)| Stdlib::DateTime(d, t).into()),
         ("$timedelta", Value::List(parts)) => match parts.as_slice() {
             [Value::Int(days), Value::Int(seconds), Value::Int(micros)] => {
                 let field = |n: i64| i32::try_from(n).map_err(|_| format!("bad $timedelta field {n}"));
@@ -330,12 +298,12 @@ fn untag(tag: &str, inner: Value) -> Result<Value, String> {
                     seconds: u32::try_from(seconds).map_err(|_| format!("bad $timedelta seconds {seconds}"))?,
                     microseconds: u32::try_from(micros).map_err(|_| format!("bad $timedelta microseconds {micros}"))?,
                 };
-                duration.check().map(|()| Value::Timedelta(duration))
+                duration.check().map(|()| Stdlib::Timedelta(duration).into())
             }
             _ => Err("bad $timedelta: expected [days, seconds, microseconds]".to_string()),
         },
-        ("$decimal", Value::Str(d)) if temporal::is_decimal(&d) => Ok(Value::Decimal(d)),
-        ("$uuid", Value::Str(u)) => temporal::parse_uuid(&u).map(Value::Uuid),
+        ("$decimal", Value::Str(d)) if stdlib::is_decimal(&d) => Ok(Stdlib::Decimal(d).into()),
+        ("$uuid", Value::Str(u)) => stdlib::parse_uuid(&u).map(|u| Stdlib::Uuid(u).into()),
         (tag, _) => Err(format!("unknown or malformed tag {tag:?}")),
     }
 }

@@ -17,8 +17,8 @@ use pyo3::types::{
     PyTzInfoAccess,
 };
 
-use headrace_core::checkpoint::temporal::offset_text;
-use headrace_core::checkpoint::{Date, Duration, Time, Tz, Value};
+use headrace_core::checkpoint::stdlib::offset_text;
+use headrace_core::checkpoint::{Date, Duration, Stdlib, Time, Tz};
 
 const DAY_US: i64 = 86_400_000_000;
 
@@ -37,36 +37,36 @@ fn uuid_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
 
 /// The value for `obj` if it is exactly one of these types, None if it is
 /// none of them; an error for one that cannot be stored (e.g. a pytz zone).
-pub fn to_value(obj: &Bound<'_, PyAny>) -> Result<Option<Value>, String> {
+pub fn to_value(obj: &Bound<'_, PyAny>) -> Result<Option<Stdlib>, String> {
     let py = obj.py();
     let text = |e: PyErr| e.to_string();
     if let Ok(dt) = obj.cast_exact::<PyDateTime>() {
         let date = Date { year: dt.get_year() as u16, month: dt.get_month(), day: dt.get_day() };
         let tz = dt.get_tzinfo().map(|tz| tz_of(&tz)).transpose()?;
         let time = Time { hour: dt.get_hour(), minute: dt.get_minute(), second: dt.get_second(), microsecond: dt.get_microsecond(), fold: dt.get_fold(), tz };
-        return Ok(Some(Value::DateTime(date, time)));
+        return Ok(Some(Stdlib::DateTime(date, time)));
     }
     if let Ok(d) = obj.cast_exact::<PyDate>() {
-        return Ok(Some(Value::Date(Date { year: d.get_year() as u16, month: d.get_month(), day: d.get_day() })));
+        return Ok(Some(Stdlib::Date(Date { year: d.get_year() as u16, month: d.get_month(), day: d.get_day() })));
     }
     if let Ok(t) = obj.cast_exact::<PyTime>() {
         let tz = t.get_tzinfo().map(|tz| tz_of(&tz)).transpose()?;
         let time = Time { hour: t.get_hour(), minute: t.get_minute(), second: t.get_second(), microsecond: t.get_microsecond(), fold: t.get_fold(), tz };
-        return Ok(Some(Value::Time(time)));
+        return Ok(Some(Stdlib::Time(time)));
     }
     if let Ok(d) = obj.cast_exact::<PyDelta>() {
         // Python normalises seconds and microseconds to be non-negative.
         let duration = Duration { days: d.get_days(), seconds: d.get_seconds() as u32, microseconds: d.get_microseconds() as u32 };
-        return Ok(Some(Value::Timedelta(duration)));
+        return Ok(Some(Stdlib::Timedelta(duration)));
     }
     let ty = obj.get_type();
     if ty.is(decimal_type(py).map_err(text)?) {
         // str() of a Decimal is exact: sign, exponent, NaN payload, -0.
-        return Ok(Some(Value::Decimal(obj.str().map_err(text)?.to_string())));
+        return Ok(Some(Stdlib::Decimal(obj.str().map_err(text)?.to_string())));
     }
     if ty.is(uuid_type(py).map_err(text)?) {
         let int: u128 = obj.getattr("int").and_then(|i| i.extract()).map_err(text)?;
-        return Ok(Some(Value::Uuid(int.to_be_bytes())));
+        return Ok(Some(Stdlib::Uuid(int.to_be_bytes())));
     }
     Ok(None)
 }
@@ -95,34 +95,28 @@ fn tz_of(tzinfo: &Bound<'_, PyTzInfo>) -> Result<Tz, String> {
     Err(format!("tzinfo type {name} cannot be checkpointed (supported: datetime.timezone and zoneinfo.ZoneInfo)"))
 }
 
-pub fn date_to_python(py: Python<'_>, d: Date) -> PyResult<Py<PyAny>> {
-    Ok(PyDate::new(py, i32::from(d.year), d.month, d.day)?.into_any().unbind())
-}
-
-pub fn time_to_python(py: Python<'_>, t: Time) -> PyResult<Py<PyAny>> {
-    let tz = t.tz.map(|tz| tz_to_python(py, tz)).transpose()?;
-    Ok(PyTime::new_with_fold(py, t.hour, t.minute, t.second, t.microsecond, tz.as_ref(), t.fold)?.into_any().unbind())
-}
-
-pub fn datetime_to_python(py: Python<'_>, d: Date, t: Time) -> PyResult<Py<PyAny>> {
-    let tz = t.tz.map(|tz| tz_to_python(py, tz)).transpose()?;
-    let (year, month, day) = (i32::from(d.year), d.month, d.day);
-    let dt = PyDateTime::new_with_fold(py, year, month, day, t.hour, t.minute, t.second, t.microsecond, tz.as_ref(), t.fold)?;
-    Ok(dt.into_any().unbind())
-}
-
-pub fn timedelta_to_python(py: Python<'_>, d: Duration) -> PyResult<Py<PyAny>> {
-    Ok(PyDelta::new(py, d.days, d.seconds as i32, d.microseconds as i32, false)?.into_any().unbind())
-}
-
-pub fn decimal_to_python(py: Python<'_>, text: String) -> PyResult<Py<PyAny>> {
-    Ok(decimal_type(py)?.call1((PyString::new(py, &text),))?.unbind())
-}
-
-pub fn uuid_to_python(py: Python<'_>, bytes: [u8; 16]) -> PyResult<Py<PyAny>> {
-    let kwargs = PyDict::new(py);
-    kwargs.set_item("int", u128::from_be_bytes(bytes))?;
-    Ok(uuid_type(py)?.call((), Some(&kwargs))?.unbind())
+pub fn to_python(py: Python<'_>, value: Stdlib) -> PyResult<Py<PyAny>> {
+    Ok(match value {
+        Stdlib::Date(d) => PyDate::new(py, i32::from(d.year), d.month, d.day)?.into_any().unbind(),
+        Stdlib::Time(t) => {
+            let tz = t.tz.map(|tz| tz_to_python(py, tz)).transpose()?;
+            PyTime::new_with_fold(py, t.hour, t.minute, t.second, t.microsecond, tz.as_ref(), t.fold)?.into_any().unbind()
+        }
+        Stdlib::DateTime(d, t) => {
+            let tz = t.tz.map(|tz| tz_to_python(py, tz)).transpose()?;
+            let (year, month, day) = (i32::from(d.year), d.month, d.day);
+            PyDateTime::new_with_fold(py, year, month, day, t.hour, t.minute, t.second, t.microsecond, tz.as_ref(), t.fold)?
+                .into_any()
+                .unbind()
+        }
+        Stdlib::Timedelta(d) => PyDelta::new(py, d.days, d.seconds as i32, d.microseconds as i32, false)?.into_any().unbind(),
+        Stdlib::Decimal(text) => decimal_type(py)?.call1((PyString::new(py, &text),))?.unbind(),
+        Stdlib::Uuid(bytes) => {
+            let kwargs = PyDict::new(py);
+            kwargs.set_item("int", u128::from_be_bytes(bytes))?;
+            uuid_type(py)?.call((), Some(&kwargs))?.unbind()
+        }
+    })
 }
 
 fn tz_to_python(py: Python<'_>, tz: Tz) -> PyResult<Bound<'_, PyTzInfo>> {

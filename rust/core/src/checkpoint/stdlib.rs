@@ -1,4 +1,5 @@
-//! Dates, times, durations, decimals and UUIDs as checkpoint values.
+//! Python's standard-library value types as checkpoint values: `datetime`,
+//! `date`, `time`, `timedelta`, `Decimal` and `UUID`.
 //!
 //! The fields mirror Python's `datetime`, `decimal` and `uuid` types exactly,
 //! so a value comes back equal *and* alike: a naive time stays naive, an aware
@@ -11,6 +12,51 @@
 use std::fmt::{self, Write as _};
 
 use serde::{Deserialize, Serialize};
+
+/// One standard-library value. `Value` holds it boxed (it is larger than the
+/// built-in values, which would all grow to its size otherwise).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Stdlib {
+    Date(Date),
+    Time(Time),
+    DateTime(Date, Time),
+    Timedelta(Duration),
+    /// As `str(Decimal)` spells it: exact, with sign, exponent and NaN payload.
+    Decimal(String),
+    /// The 16 bytes, big-endian (`UUID.bytes`).
+    Uuid(#[serde(with = "sixteen_bytes")] [u8; 16]),
+}
+
+impl Stdlib {
+    /// Whether Python can build this value: fields in range, a decimal that parses.
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            Stdlib::Date(d) => d.check(),
+            Stdlib::Time(t) => t.check(),
+            Stdlib::DateTime(d, t) => d.check().and_then(|()| t.check()),
+            Stdlib::Timedelta(t) => t.check(),
+            Stdlib::Decimal(d) if is_decimal(d) => Ok(()),
+            Stdlib::Decimal(d) => Err(format!("bad decimal {d:?}")),
+            Stdlib::Uuid(_) => Ok(()),
+        }
+    }
+}
+
+/// A UUID as one 16-byte blob rather than 16 integers.
+mod sixteen_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::checkpoint::value::BlobBuf;
+
+    pub fn serialize<S: Serializer>(bytes: &[u8; 16], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(bytes)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 16], D::Error> {
+        let blob = BlobBuf::deserialize(d)?;
+        blob.0.try_into().map_err(|_| serde::de::Error::custom("a uuid is 16 bytes"))
+    }
+}
 
 /// Python's `datetime.MINYEAR..=MAXYEAR`.
 const YEARS: std::ops::RangeInclusive<u16> = 1..=9999;
