@@ -8,6 +8,7 @@ import datetime as dt
 import decimal
 import fractions
 import math
+import struct
 import uuid
 import zoneinfo
 
@@ -306,3 +307,18 @@ def test_a_restarted_graph_gets_its_trading_values_back(store_url, tenant, codec
     assert same(restored, [TRADING, {"n": 2}])
     assert restored[0]["at"].utcoffset() == TRADING["at"].utcoffset()  # type: ignore[attr-defined]
     assert restored[0]["expiry"].utcoffset() == dt.timedelta(hours=14)
+
+
+def test_a_zone_missing_on_the_restoring_machine_is_a_checkpoint_error(tmp_path) -> None:
+    # A zone that exists only while encoding: a one-type TZif file (UTC) under a made-up key.
+    counts = struct.pack(">6l", 0, 0, 0, 0, 1, 4)  # isut, isstd, leap, times, types, chars
+    (tmp_path / "Test").mkdir()
+    (tmp_path / "Test" / "Atlantis").write_bytes(b"TZif" + bytes(16) + counts + struct.pack(">lBB", 0, 0, 0) + b"UTC\0")
+    zoneinfo.reset_tzpath([str(tmp_path)])
+    try:
+        blob = _core.encode_checkpoint({"at": dt.datetime(2024, 1, 1, tzinfo=zoneinfo.ZoneInfo("Test/Atlantis"))})
+    finally:
+        zoneinfo.reset_tzpath()
+        zoneinfo.ZoneInfo.clear_cache()
+    with pytest.raises(hr.CheckpointError, match="time zone 'Test/Atlantis' cannot be loaded"):
+        _core.decode_checkpoint(blob)

@@ -20,6 +20,8 @@ use pyo3::types::{
 use headrace_core::checkpoint::stdlib::offset_text;
 use headrace_core::checkpoint::{Date, Duration, Stdlib, Time, Tz};
 
+use crate::convert;
+
 const DAY_US: i64 = 86_400_000_000;
 
 static DECIMAL: PyOnceLock<Py<PyType>> = PyOnceLock::new();
@@ -110,7 +112,11 @@ pub fn to_python(py: Python<'_>, value: Stdlib) -> PyResult<Py<PyAny>> {
                 .unbind()
         }
         Stdlib::Timedelta(d) => PyDelta::new(py, d.days, d.seconds as i32, d.microseconds as i32, false)?.into_any().unbind(),
-        Stdlib::Decimal(text) => decimal_type(py)?.call1((PyString::new(py, &text),))?.unbind(),
+        Stdlib::Decimal(text) => match decimal_type(py)?.call1((PyString::new(py, &text),)) {
+            Ok(d) => d.unbind(),
+            // Text past this machine's decimal limits (an exponent beyond them).
+            Err(e) => return Err(convert::checkpoint_error(py, format!("decimal '{text}' cannot be restored here: {e}"))),
+        },
         Stdlib::Uuid(bytes) => {
             let kwargs = PyDict::new(py);
             kwargs.set_item("int", u128::from_be_bytes(bytes))?;
@@ -121,7 +127,10 @@ pub fn to_python(py: Python<'_>, value: Stdlib) -> PyResult<Py<PyAny>> {
 
 fn tz_to_python(py: Python<'_>, tz: Tz) -> PyResult<Bound<'_, PyTzInfo>> {
     match tz {
-        Tz::Zone(key) => PyTzInfo::timezone(py, key),
+        Tz::Zone(key) => PyTzInfo::timezone(py, &key).map_err(|e| {
+            let hint = "is it in this machine's tz database? `pip install tzdata` provides one";
+            convert::checkpoint_error(py, format!("time zone '{key}' cannot be loaded ({e}); {hint}"))
+        }),
         Tz::Fixed { offset_us, name } => {
             let days = offset_us.div_euclid(DAY_US) as i32;
             let rest = offset_us.rem_euclid(DAY_US);
