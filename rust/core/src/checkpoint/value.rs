@@ -99,6 +99,18 @@ enum TaggedRef<'a> {
     Stdlib(&'a Stdlib),
 }
 
+/// A boxed `Stdlib`, read by a function of its own: inlined into `Tagged`'s
+/// reader, its code pushed the common variants' element reads out of line
+/// (1.2% more instructions to decode a book of floats and ints, measured).
+struct OutOfLine(Box<Stdlib>);
+
+impl<'de> Deserialize<'de> for OutOfLine {
+    #[inline(never)]
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Box::<Stdlib>::deserialize(d).map(OutOfLine)
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(rename = "Value")]
 enum Tagged {
@@ -112,7 +124,7 @@ enum Tagged {
     List(Vec<Value>),
     Tuple(Vec<Value>),
     Dict(Vec<(String, Value)>),
-    Stdlib(Box<Stdlib>),
+    Stdlib(OutOfLine),
 }
 
 /// A one-entry `{"$tag": inner}` object.
@@ -198,7 +210,7 @@ impl<'de> Deserialize<'de> for Value {
                 Tagged::List(l) => Value::List(l),
                 Tagged::Tuple(t) => Value::Tuple(t),
                 Tagged::Dict(d) => Value::Dict(d),
-                Tagged::Stdlib(v) => {
+                Tagged::Stdlib(OutOfLine(v)) => {
                     v.check().map_err(de::Error::custom)?;
                     Value::Stdlib(v)
                 }
