@@ -140,6 +140,17 @@ impl Tz {
 }
 
 impl Duration {
+    /// From JSON's `[days, seconds, microseconds]`, range-checked.
+    pub fn from_parts(days: i64, seconds: i64, microseconds: i64) -> Result<Duration, String> {
+        let bad = || format!("invalid timedelta [{days}, {seconds}, {microseconds}]");
+        let duration = Duration {
+            days: i32::try_from(days).map_err(|_| bad())?,
+            seconds: u32::try_from(seconds).map_err(|_| bad())?,
+            microseconds: u32::try_from(microseconds).map_err(|_| bad())?,
+        };
+        duration.check().map(|()| duration)
+    }
+
     pub fn check(&self) -> Result<(), String> {
         if self.days.abs() > MAX_DAYS || self.seconds >= 86_400 || self.microseconds >= 1_000_000 {
             return Err(format!("invalid timedelta {self:?}"));
@@ -381,7 +392,8 @@ pub fn parse_uuid(text: &str) -> Result<[u8; 16], String> {
     Ok(out)
 }
 
-/// The offset text alone (for messages and tests).
+/// An offset as Python spells it ("+05:30", "-00:00:01", "+05:30:15.000001"):
+/// `datetime.timezone` names itself "UTC" followed by this by default.
 pub fn offset_text(offset_us: i64) -> String {
     let mut out = String::new();
     let _ = write_offset(&mut out, offset_us);

@@ -303,14 +303,7 @@ fn untag(tag: &str, inner: Value) -> Result<Value, String> {
         ("$datetime", Value::Str(t)) => stdlib::parse_datetime(&t).map(|(d, t)| Stdlib::DateTime(d, t).into()),
         ("$timedelta", Value::List(parts)) => match parts.as_slice() {
             [Value::Int(days), Value::Int(seconds), Value::Int(micros)] => {
-                let field = |n: i64| i32::try_from(n).map_err(|_| format!("bad $timedelta field {n}"));
-                let (days, seconds, micros) = (field(*days)?, field(*seconds)?, field(*micros)?);
-                let duration = Duration {
-                    days,
-                    seconds: u32::try_from(seconds).map_err(|_| format!("bad $timedelta seconds {seconds}"))?,
-                    microseconds: u32::try_from(micros).map_err(|_| format!("bad $timedelta microseconds {micros}"))?,
-                };
-                duration.check().map(|()| Stdlib::Timedelta(duration).into())
+                Duration::from_parts(*days, *seconds, *micros).map(|d| Stdlib::Timedelta(d).into())
             }
             _ => Err("bad $timedelta: expected [days, seconds, microseconds]".to_string()),
         },
