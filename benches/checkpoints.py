@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
 import os
 import tempfile
 import time
+import uuid
+import zoneinfo
 from dataclasses import dataclass
 
 import headrace as hr
@@ -33,6 +37,22 @@ def state_of(size: int) -> dict[str, object]:
     }
 
 
+def trades_of(count: int) -> dict[str, object]:
+    """An order blotter: datetimes with a zone, Decimal prices, UUID ids."""
+    start = dt.datetime(2026, 3, 6, 9, 30, tzinfo=zoneinfo.ZoneInfo("America/New_York"))
+    return {
+        "orders": [
+            {
+                "id": uuid.UUID(int=i),
+                "at": start + dt.timedelta(microseconds=i),
+                "px": decimal.Decimal("101.25") + i,
+                "ttl": dt.timedelta(seconds=30),
+            }
+            for i in range(count)
+        ]
+    }
+
+
 def timed(fn, n: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
     samples = []
     for _ in range(n):
@@ -55,6 +75,12 @@ def codecs() -> list[Cost]:
             label = f"{size // 1024} KiB ({len(blob):,} B)"
             out.append(Cost(f"encode {label}", codec, *enc))
             out.append(Cost(f"decode {label}", codec, *dec))
+    trades = trades_of(16)
+    for codec in ("bincode", "msgpack", "json"):
+        blob = _core.encode_checkpoint(trades, codec)
+        label = f"16 trades ({len(blob):,} B)"
+        out.append(Cost(f"encode {label}", codec, *timed(lambda c=codec: _core.encode_checkpoint(trades, c), 2000)))
+        out.append(Cost(f"decode {label}", codec, *timed(lambda b=blob: _core.decode_checkpoint(b), 2000)))
     return out
 
 

@@ -11,9 +11,10 @@ use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyT
 use headrace_core::checkpoint::{self, CodecError, CodecId, Value};
 use headrace_core::host::Unsupported;
 
-use crate::errors;
+use crate::{errors, stdlib};
 
-const SUPPORTED: &str = "None, bool, int, float, str, bytes, list, tuple, and dict with str keys";
+const SUPPORTED: &str = "None, bool, int, float, str, bytes, list, tuple, dict with str keys, \
+    datetime, date, time, timedelta, Decimal and UUID";
 /// Nesting deeper than this is refused rather than risking the stack.
 pub const MAX_DEPTH: usize = 256;
 
@@ -104,6 +105,10 @@ fn convert(obj: &Bound<'_, PyAny>, depth: usize) -> Result<Value, Failure> {
         }
         return Ok(Value::Dict(out));
     }
+    // Only after every built-in check failed: the common values pay nothing.
+    if let Some(v) = stdlib::to_value(obj).map_err(Failure::new)? {
+        return Ok(v.into());
+    }
     let ty = obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into());
     Err(Failure::new(format!("type {ty} cannot be checkpointed (supported: {SUPPORTED})")).of_type(ty))
 }
@@ -151,6 +156,7 @@ pub fn to_python(py: Python<'_>, value: Value) -> PyResult<Py<PyAny>> {
             }
             dict.into_any().unbind()
         }
+        Value::Stdlib(v) => stdlib::to_python(py, *v)?,
     })
 }
 

@@ -14,6 +14,7 @@ mod graph;
 mod inline;
 mod restore;
 mod stats;
+mod stdlib;
 mod threaded;
 
 /// Checks a graph description and returns the node names in execution order.

@@ -3,10 +3,12 @@
 pub mod codec;
 pub mod envelope;
 pub mod snapshot;
+pub mod stdlib;
 pub mod value;
 
 pub use codec::{decode, encode};
 pub use envelope::{CodecError, CodecId};
+pub use stdlib::{Date, Duration, Stdlib, Time, Tz};
 pub use value::Value;
 
 #[cfg(test)]
