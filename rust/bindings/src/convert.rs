@@ -106,10 +106,11 @@ fn convert(obj: &Bound<'_, PyAny>, depth: usize) -> Result<Value, Failure> {
         return Ok(Value::Dict(out));
     }
     // Only after every built-in check failed: the common values pay nothing.
-    if let Some(v) = stdlib::to_value(obj).map_err(Failure::new)? {
+    let type_name = || obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into());
+    if let Some(v) = stdlib::to_value(obj).map_err(|message| Failure::new(message).of_type(type_name()))? {
         return Ok(v.into());
     }
-    let ty = obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into());
+    let ty = type_name();
     Err(Failure::new(format!("type {ty} cannot be checkpointed (supported: {SUPPORTED})")).of_type(ty))
 }
 
