@@ -153,11 +153,15 @@ from server_util import SLOW_LEDGER, Server, alive, ledger_report, package_bytes
 SLOW = 5.0
 
 
+def _marks(tmp_path: Path) -> Path:
+    """Where the slow node leaves its pids: a folder its sandbox lets it
+    write (its tenant's own ``tmp``), which this test (root) can read."""
+    return tmp_path / "data" / "tenants" / "public" / "tmp"
+
+
 def _server(tmp_path: Path) -> Server:
-    marks = tmp_path / "marks"
-    marks.mkdir(exist_ok=True)
     env = {
-        "MARKS_DIR": str(marks),
+        "MARKS_DIR": str(_marks(tmp_path)),
         "SLOW_SECONDS": str(SLOW),
         "HEADRACE_CRASH_LIMIT": "1000",
         "HEADRACE_RESTART_MAX": "0.3",
@@ -193,7 +197,7 @@ def _start_slow_node(server: Server, marks: Path) -> tuple[int, int]:
 @pytest.mark.parametrize("order", ["supervisor", "worker", "both"])
 def test_no_acknowledged_event_is_lost_whatever_dies_during_a_slow_node(tmp_path: Path, order: str) -> None:
     server = _server(tmp_path)
-    marks = tmp_path / "marks"
+    marks = _marks(tmp_path)
     try:
         server.start()
         server.deploy(package_bytes("ledger", SLOW_LEDGER), "ledger")
@@ -261,6 +265,7 @@ def test_a_stale_worker_is_refused_by_the_store_and_exits(tmp_path: Path) -> Non
     """Fencing by the store alone: a worker started by hand on the graph's
     store, then replaced by the server's, cannot write and exits at once."""
     server = _server(tmp_path)
+    stale: subprocess.Popen[bytes] | None = None
     try:
         server.start()
         server.deploy(package_bytes("ledger", SLOW_LEDGER), "ledger")
@@ -269,7 +274,7 @@ def test_a_stale_worker_is_refused_by_the_store_and_exits(tmp_path: Path) -> Non
         config = {
             "package_dir": str(package),
             "tenant": "public",
-            "store": f"sqlite:///{(tmp_path / 'data' / 'state.db').resolve()}",
+            "store": f"sqlite:///{(tmp_path / 'data' / 'tenants' / 'public' / 'state.db').resolve()}",
             "socket": sock,
             "fire_log": str(tmp_path / "stale-fires.db"),
         }
@@ -295,4 +300,8 @@ def test_a_stale_worker_is_refused_by_the_store_and_exits(tmp_path: Path) -> Non
         seen = int(ledger_report(server)["seen"], 16)
         assert [e for e in range(50) if not (seen >> e) & 1] == [] and not (seen >> 60) & 1
     finally:
+        if stale is not None and stale.poll() is None:
+            stale.kill()
+        if stale is not None:
+            stale.communicate()
         server.close()

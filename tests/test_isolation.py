@@ -9,6 +9,7 @@ checks something it *may* do, so a probe that fails for an unrelated reason
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
@@ -25,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from server_util import ROOT, Server, new_key, package_bytes
+from server_util import Server, new_key, package_bytes
 
+import headrace
 from headrace.server.auth import KeyStore
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a uid per tenant needs root (CI runs as root)")
@@ -117,9 +119,27 @@ DENIED = (
 
 def python_for_other_uids() -> tuple[str, str]:
     """An interpreter for the workers that an unprivileged uid can run, and the
-    PYTHONPATH it needs: this one, or the system's of the same version with
-    this one's packages (a pyenv under /root, mode 0700, cannot serve other uids)."""
-    pythonpath = os.pathsep.join([str(ROOT / "python"), sysconfig.get_paths()["purelib"]])
+    PYTHONPATH it needs: this one, or the system's of the same version, with
+    the packages this test imports (headrace as installed, and its
+    dependencies). A pyenv under /root (mode 0700), or a checkout in a folder
+    other uids cannot traverse, cannot serve other uids: then those packages
+    are copied once to a folder they can read."""
+    global _OTHER_UIDS_PYTHON
+    if _OTHER_UIDS_PYTHON is None:
+        installed = [str(Path(headrace.__file__).resolve().parents[1]), sysconfig.get_paths()["purelib"]]
+        found = _try_pythons(os.pathsep.join(dict.fromkeys(installed)))
+        if isinstance(found, list):
+            found = _try_pythons(_readable_copy(installed))
+        if isinstance(found, list):
+            pytest.fail(f"no Python that uid 65534 can run: {found}")
+        _OTHER_UIDS_PYTHON = found
+    return _OTHER_UIDS_PYTHON
+
+
+_OTHER_UIDS_PYTHON: tuple[str, str] | None = None
+
+
+def _try_pythons(pythonpath: str) -> tuple[str, str] | list[str]:
     candidates = [sys.executable, f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"]
     problems = []
     for python in candidates:
@@ -139,7 +159,24 @@ def python_for_other_uids() -> tuple[str, str]:
         if r.returncode == 0:
             return python, pythonpath
         problems.append(f"{python}: {r.stderr.decode()[-300:]}")
-    pytest.fail(f"no Python that uid 65534 can run: {problems}")
+    return problems
+
+
+def _readable_copy(paths: list[str]) -> str:
+    """A world-readable copy of ``paths`` (site-packages folders), removed at exit."""
+    base = Path(tempfile.mkdtemp(prefix="headrace-worker-python-", dir="/tmp"))
+    atexit.register(shutil.rmtree, base, True)
+    copies = []
+    for i, path in enumerate(paths):
+        target = base / str(i)
+        # Test tools are not needed by workers and make up most of the bytes.
+        shutil.copytree(path, target, ignore=shutil.ignore_patterns("mypy*", "hypothesis*", "_pytest", "pip", "__pycache__"))
+        copies.append(str(target))
+    for folder, dirs, files in os.walk(base):
+        os.chmod(folder, 0o755)
+        for name in files:
+            os.chmod(os.path.join(folder, name), 0o755)
+    return os.pathsep.join(copies)
 
 
 class Tenants:

@@ -80,7 +80,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
 def test_a_locked_fire_log_refuses_pushes_shows_in_health_and_recovers(server: Server, tmp_path: Path) -> None:
     server.deploy(package_bytes("prices", PRICES), "prices")
     assert "ack" in push(server, [{"p": 1}])[0]
-    lock = sqlite3.connect(tmp_path / "data" / "fires" / "public" / "prices.db", isolation_level=None)
+    lock = sqlite3.connect(tmp_path / "data" / "tenants" / "public" / "fires" / "prices.db", isolation_level=None)
     lock.execute("BEGIN IMMEDIATE")  # another process holds the write lock
     try:
         first = push(server, [{"p": 2}])[0]
@@ -106,7 +106,7 @@ BIG = PRICES.replace('return price["p"] * 2', 'return len(price["p"])')
 
 
 def test_a_full_disk_under_the_fire_log_refuses_pushes_and_recovers(tmp_path: Path) -> None:
-    with tmpfs(tmp_path / "data" / "fires", "2m") as fires:
+    with tmpfs(tmp_path / "data" / "tenants" / "public" / "fires", "2m") as fires:
         server = Server(tmp_path / "data").start()
         try:
             server.deploy(package_bytes("prices", BIG), "prices")
@@ -278,7 +278,7 @@ def test_a_corrupted_checkpoint_has_a_way_out_from_the_command_line(
     server.deploy(package_bytes("prices", graph), "prices")
     assert all("ack" in r for r in push(server, [{"p": 1}, {"p": 2}]))
     server.stop()
-    db = sqlite3.connect(tmp_path / "data" / "state.db")
+    db = sqlite3.connect(tmp_path / "data" / "tenants" / "public" / "state.db")
     with db:
         db.execute("UPDATE headrace_checkpoint SET data = x'00ff00ff'")
     db.close()
@@ -333,23 +333,6 @@ def test_shutdown_does_not_wait_for_what_nodes_forked(tmp_path: Path) -> None:
 # --- frames bounded by bytes -------------------------------------------------------
 
 
-def _worker_socket(server: Server, tmp_path: Path) -> str:
-    return str(next((tmp_path / "data" / "run").glob("*.sock")))
-
-
-def _ask(path: str, op: str, arg: Any) -> Any:
-    import socket
-
-    from headrace.supervisor.ipc import encode, read_frame
-
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.connect(path)
-        s.sendall(encode([7, op, arg]))
-        req_id, ok, result = read_frame(s)
-    assert req_id == 7 and ok, result
-    return result
-
-
 def test_hundreds_of_megabytes_at_once_neither_cut_the_graph_off_nor_its_fire_reads(
     server: Server, tmp_path: Path
 ) -> None:
@@ -365,16 +348,20 @@ def test_hundreds_of_megabytes_at_once_neither_cut_the_graph_off_nor_its_fire_re
     assert 1 <= len(r.json()["items"]) <= 150
     wait_acked(server, {"p": "after"}, "acks after the flood")
     assert server.graph("prices")["worker"]["restarts"] == 0
-    # The worker's fires op pages by bytes: every fire exactly once, newest first.
-    sock = _worker_socket(server, tmp_path)
+    # Fire reads page by bytes (the worker's fires op pages itself): every
+    # fire exactly once, newest first, no page over the byte budget but by
+    # its one fire.
     seen: list[int] = []
-    before = None
+    cursor = None
     while True:
-        page = _ask(sock, "fires", {"limit": 150, "before": before, "max_bytes": 8 * 1024 * 1024})
+        params: dict[str, Any] = {"limit": 150} | ({"cursor": cursor} if cursor else {})
+        r = server.http.get("/v1/health/reactors/prices/fires", params=params)
+        assert r.status_code == 200, r.text[:500]
+        page = r.json()
         assert page["items"], page
-        assert sum(len(str(f)) for f in page["items"]) <= 8 * 1024 * 1024 + 2 * 1024 * 1024
+        assert len(page["items"]) == 1 or len(r.content) <= 2 * 1024 * 1024
         seen += [f["id"] for f in page["items"]]
-        if page["next"] is None:
+        cursor = page["next_cursor"]
+        if cursor is None:
             break
-        before = page["next"]
     assert seen == sorted(seen, reverse=True) and len(seen) == len(set(seen)) == 301

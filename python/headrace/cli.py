@@ -111,7 +111,7 @@ def checkpoint_discard(
     data_dir: DataDir = Path("headrace-data"),
     store: Annotated[
         str | None,
-        typer.Option(envvar=ENV["store"], help="Checkpoint store URL (default: sqlite:///DATA_DIR/state.db)."),
+        typer.Option(envvar=ENV["store"], help="Checkpoint store URL (default: sqlite:///DATA_DIR/tenants/TENANT/state.db)."),
     ] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
 ) -> None:
@@ -121,7 +121,7 @@ def checkpoint_discard(
     crash loop) starts it empty."""
     from headrace.checkpoint import open_store
 
-    url = ServerConfig(data_dir=data_dir, store=store).store_url
+    url = ServerConfig(data_dir=data_dir, store=store).tenant_store_url(tenant)
     if not yes:
         typer.confirm(f"Delete the checkpoint of graph '{graph}' (tenant '{tenant}') in {url}?", abort=True)
     try:
@@ -218,7 +218,7 @@ def serve(
     ] = False,
     worker_memory_mb: Annotated[
         int, typer.Option(envvar=ENV["worker_memory_mb"], help="Heap and anonymous memory per worker, MiB (0: none).")
-    ] = 2048,
+    ] = 8192,
     worker_cpu_seconds: Annotated[
         int, typer.Option(envvar=ENV["worker_cpu_seconds"], help="CPU seconds per worker run (0: none).")
     ] = 0,

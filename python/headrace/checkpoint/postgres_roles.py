@@ -23,7 +23,7 @@ from headrace.checkpoint.postgres import PostgresStore
 __all__ = ["TENANT_TABLES", "cannot_create_roles", "provision_tenant_role", "role_name"]
 
 #: Tables a tenant's workers write, each with a ``tenant`` column under row-level security.
-TENANT_TABLES = ("headrace_checkpoint",)
+TENANT_TABLES = ("headrace_checkpoint", "headrace_fence")
 
 
 def role_name(tenant: str) -> str:

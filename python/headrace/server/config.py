@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from headrace.names import name_problem
+from headrace.names import name_problem, path_under
 from headrace.packages.archive import Limits
 
 __all__ = ["ENV", "LIMITS_ENV", "ServerConfig", "ServerLimits"]
@@ -127,7 +127,7 @@ class ServerConfig:
     #: Run uploads of several tenants even when workers cannot be confined.
     trust_uploads: bool = False
     #: Limits of each worker (0: none); a package's [limits] may only lower them.
-    worker_memory_mb: int = 2048
+    worker_memory_mb: int = 8192
     worker_cpu_seconds: int = 0
     worker_processes: int = 512
     worker_open_files: int = 4096
@@ -150,7 +150,9 @@ class ServerConfig:
 
     def tenant_store_url(self, tenant: str) -> str:
         """The store holding ``tenant``'s checkpoints (as the server reaches it)."""
-        return self.store or f"sqlite:///{(self.data_dir / 'tenants' / tenant / 'state.db').resolve()}"
+        if self.store:
+            return self.store
+        return f"sqlite:///{path_under(self.data_dir.resolve(), 'tenants', tenant, 'state.db')}"
 
     def check(self) -> None:
         """Raises ValueError naming a setting the server cannot run with."""

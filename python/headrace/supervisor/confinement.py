@@ -35,6 +35,7 @@ import threading
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from headrace.server.config import ServerConfig
 from headrace.supervisor.sandbox import Limits, Policy, landlock_abi
@@ -93,6 +94,13 @@ class Confinement:
         if mode == "uid" and not self.own_uids:
             raise ValueError("--sandbox uid: running workers as a uid per tenant needs the server to run as root")
         self.uid_first, self.uid_count = config.sandbox_uid_range
+        #: A --store naming one SQLite file: every tenant's workers write that
+        #: file (and its journal beside it), so they share one uid and its folder.
+        self.shared_sqlite = _sqlite_folder(config.store)
+        if self.own_uids and self.shared_sqlite is not None:
+            if mode == "uid":
+                raise ValueError("--sandbox uid: --store names one SQLite file, which workers of different uids cannot share")
+            self.own_uids = False
         if self.own_uids:
             problem = self._unreachable()
             if problem is not None and mode == "uid":
@@ -285,7 +293,9 @@ class Confinement:
         self.prepare(tenant)
         uid = self.uid(tenant)
         home = self.tenant_dir(tenant)
-        write = (str(home / "tmp"),) if check else (str(home), str(self.socket_dir(tenant)))
+        write: tuple[str, ...] = (str(home / "tmp"),) if check else (str(home), str(self.socket_dir(tenant)))
+        if not check and self.shared_sqlite is not None:
+            write += (str(self.shared_sqlite),)
         policy = Policy(
             limits=self.limits.lowered_by(limits or Limits()),
             read=(*self.python_paths, *_SYSTEM, str(package)),
@@ -313,3 +323,12 @@ class Confinement:
 def _chown_tree(folder: Path, uid: int, gid: int) -> None:
     for path in [folder, *folder.rglob("*")]:
         os.chown(path, uid, gid, follow_symlinks=False)
+
+
+def _sqlite_folder(store: str | None) -> Path | None:
+    """The folder of the SQLite file a ``sqlite:///PATH`` store URL names, or None."""
+    if store is None or not store.startswith("sqlite:"):
+        return None
+    path = urlsplit(store).path
+    path = path[1:] if path.startswith("/") else path  # as open_store reads it
+    return Path(path).resolve().parent
