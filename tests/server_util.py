@@ -209,8 +209,10 @@ class Server:
 
 # --- workers' processes (fencing, streams, faults) ---------------------------
 
-#: Like test_server_crash's ledger (a bit per event applied), plus a slow
-#: node: event -2 makes it sleep SLOW_SECONDS and fork a child that sleeps
+#: A stream accumulator whose state records every event it applies (a bit
+#: per event number) and how many times it applied one; its stream backend is
+#: an idle one registered by the package, so events arrive only by push. A
+#: slow node: event -2 makes it sleep SLOW_SECONDS and fork a child that sleeps
 #: longer (its pids go to $MARKS_DIR), event -1 reports.
 SLOW_LEDGER = """
 import os, subprocess, time

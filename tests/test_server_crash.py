@@ -16,47 +16,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from server_util import PRICES, Server, package_bytes
-
-#: A stream accumulator whose state records every event it applies (a bit
-#: per event number) and how many times it applied one. Its stream backend
-#: is an idle one registered by the package, so events arrive only by push.
-LEDGER = """
-import time
-import headrace as hr
-
-class Idle:
-    def __init__(self, config):
-        pass
-    def connect(self, assignment):
-        pass
-    def receive(self, max_messages, timeout):
-        time.sleep(min(timeout, 0.05))
-        return []
-    def commit(self, positions):
-        pass
-    def connected(self):
-        return True
-    def close(self):
-        pass
-
-hr.register_stream_backend("idle", Idle)
-
-@hr.stream_accumulator(type="idle", topic="none", broker="IDLE", state={"seen": 0, "applied": 0})
-def ledger(event, state):
-    s = state.value
-    if event == -1:  # a report: every event number applied so far
-        return {"applied": s["applied"], "seen": format(s["seen"], "x")}
-    s["seen"] |= 1 << event
-    s["applied"] += 1
-    return {"applied": s["applied"]}
-
-graph = hr.ComputationGraph("ledger", accumulators=[ledger], input_strategy="sequential")
-
-@graph.node
-def report(ledger):
-    return ledger
-"""
+from server_util import PRICES, SLOW_LEDGER, Server, package_bytes
 
 
 @pytest.fixture
@@ -141,7 +101,7 @@ def _report(server: Server) -> dict[str, Any]:
 
 
 def test_kill_9_under_load_loses_no_acknowledged_event(server: Server) -> None:
-    server.deploy(package_bytes("ledger", LEDGER), "ledger")
+    server.deploy(package_bytes("ledger", SLOW_LEDGER), "ledger")
     n, kills = 20_000, 10
     producer = Producer(server, n)
     killed_at: list[int] = []

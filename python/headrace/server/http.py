@@ -30,6 +30,9 @@ from headrace.supervisor.client import OpFailed, WorkerUnavailable
 from headrace.supervisor.process import GraphWorker
 from headrace.supervisor.supervisor import DeployError, Supervisor
 
+#: Refusal codes that say "not now": the same event may be sent again.
+RETRY_LATER = frozenset({"backpressure", "unavailable", "fire_log_unavailable", "store_unavailable"})
+
 __all__ = ["Api", "fire_arg"]
 
 #: Seconds an op may take in a worker before the API answers 504.
@@ -140,7 +143,8 @@ class Api:
         result = await self.call(worker, "inject", [name, body["event"]], data=True)
         if result["refused"]:
             _, code, text = result["refused"][0]
-            raise ApiError(503 if code == "backpressure" else 400, text, code)
+            # Refusals of the moment (resend later) are 503; a refusal of the event itself is 400.
+            raise ApiError(503 if code in RETRY_LATER else 400, text, code)
         return json_response({"accepted": True, "graph": worker.spec.graph, "accumulator": name, **durable(result)})
 
     async def list_reactors(self, request: Request) -> Response:
