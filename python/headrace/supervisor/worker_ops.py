@@ -97,6 +97,9 @@ class WorkerOps:
             checkpoint_every=int(config.get("checkpoint_every", 1000)),
             checkpoint_interval=config.get("checkpoint_interval", "1s"),
             on_corrupt=config.get("on_corrupt", "refuse"),
+            # An ack says "durable": an event no checkpoint could hold is
+            # refused alone rather than stop every checkpoint after it.
+            check_checkpointable=True,
         )
         self.started_at = time.time()
 
