@@ -225,6 +225,23 @@ def test_no_acknowledged_event_is_lost_whatever_dies_during_a_slow_node(tmp_path
         server.close()
 
 
+def test_a_killed_supervisor_takes_its_workers_and_their_forks_along(tmp_path: Path) -> None:
+    """kill -9 of the server while a node sleeps (holding a forked child):
+    the worker and the child end at once, with no server started again."""
+    server = _server(tmp_path)
+    try:
+        server.start()
+        server.deploy(package_bytes("ledger", SLOW_LEDGER), "ledger")
+        worker, child = _start_slow_node(server, _marks(tmp_path))
+        server.stop(signal.SIGKILL)
+        deadline = time.monotonic() + 5  # the node sleeps SLOW (5 s); the fork 600 s
+        while (alive(worker) or alive(child)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not alive(worker) and not alive(child), "the worker or its fork outlived the server"
+    finally:
+        server.close()
+
+
 def test_a_server_restart_kills_a_worker_group_left_running(tmp_path: Path) -> None:
     """A worker that outlived its supervisor (as one would without the
     kernel's parent-death signal) is killed, with its forks, before the

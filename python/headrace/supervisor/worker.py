@@ -43,19 +43,35 @@ _TERM: list[bool] = []  # SIGTERM received
 
 
 def die_with_supervisor(supervisor_pid: int | None) -> None:
-    """Asks the kernel to SIGKILL this process when its parent dies, then
+    """Asks the kernel to signal this process when its parent dies, then
     checks that the parent is still the supervisor (it may have died before
-    the request took effect).
+    the request took effect). The signal ends the worker and its process
+    group at once, so what its nodes forked goes with it (the kernel's
+    parent-death signal reaches only this process); a group the handler
+    could not reach is killed by the next server on this data dir.
 
     Must run after any change of credentials (a setuid clears the request),
     so it is called after the worker's confinement step, if any."""
     if not sys.platform.startswith("linux"):
         return
+    signal.signal(_PARENT_DIED, _end_with_forks)
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+    if libc.prctl(_PR_SET_PDEATHSIG, _PARENT_DIED, 0, 0, 0) != 0:
         log.warning("prctl(PR_SET_PDEATHSIG) failed: %s", os.strerror(ctypes.get_errno()))
     if supervisor_pid is not None and os.getppid() != supervisor_pid:
         os._exit(EXIT_START)  # the supervisor is already gone
+
+
+#: The parent-death signal: caught (SIGKILL could not take the forks along).
+_PARENT_DIED = signal.SIGUSR2
+
+
+def _end_with_forks(signum: int, frame: object) -> None:
+    # Runs on the main thread, which only waits once the worker serves, so
+    # it runs at once (within one 0.2 s wait at most).
+    if os.getpgrp() == os.getpid():  # spawned by a supervisor: the group is ours alone
+        os.killpg(os.getpid(), signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 class _Status:
