@@ -159,13 +159,18 @@ def test_server_config_refuses_a_hostile_admin_tenant() -> None:
     (["keys", "create", "--tenant", "public", "--graph", "prices,beta"], "graph name 'prices,beta' is not valid"),
     (["keys", "create", "--tenant", "public", "--graph", ""], "graph name '' is not valid"),
     (["serve", "--admin-tenant", "/", "--port", "0"], "--admin-tenant: tenant name '/' is not valid"),
-], ids=["keys-tenant", "keys-scope-comma", "keys-scope-empty", "serve-admin-tenant"])
+    (["checkpoint", "discard", "--yes", "--tenant", "../public", "--graph", "prices"], "tenant name '../public' is not valid"),
+    (["checkpoint", "discard", "--yes", "--tenant", "public", "--graph", "/"], "graph name '/' is not valid"),
+    (["checkpoint", "on-corrupt", "start_empty", "--tenant", "..", "--graph", "prices"], "tenant name '..' is not valid"),
+], ids=["keys-tenant", "keys-scope-comma", "keys-scope-empty", "serve-admin-tenant", "discard-tenant", "discard-graph",
+        "on-corrupt-tenant"])
 def test_the_cli_refuses_hostile_names(tmp_path: Path, args: list[str], fragment: str) -> None:
     data_dir = ["--data-dir", str(tmp_path / "data")]
     env = {k: v for k, v in os.environ.items() if k != "HEADRACE_ADMIN_KEY"}
     p = subprocess.run([sys.executable, "-m", "headrace", *args, *data_dir], capture_output=True, text=True,
                        timeout=60, env=env)
     assert p.returncode == 1 and fragment in p.stderr, (p.returncode, p.stderr)
+    assert not (tmp_path / "data" / "graph-settings").exists()  # nothing written for a refused name
     keys = tmp_path / "data" / "keys.db"
     if keys.exists():
         store = KeyStore(keys)

@@ -104,6 +104,17 @@ checkpoints = typer.Typer(help="Checkpoints of a server's graphs.", no_args_is_h
 app.add_typer(checkpoints, name="checkpoint")
 
 
+def _check_names(**names: str) -> None:
+    """Exits with an error naming the first of ``names`` (kind=value) that is
+    not a valid name: names become file and folder names."""
+    from headrace.names import name_problem
+
+    for kind, value in names.items():
+        if (problem := name_problem(kind, value)) is not None:
+            typer.echo(f"error: {problem}", err=True)
+            raise typer.Exit(1)
+
+
 @checkpoints.command("discard")
 def checkpoint_discard(
     tenant: Annotated[str, typer.Option(help="The graph's tenant.")],
@@ -121,6 +132,7 @@ def checkpoint_discard(
     crash loop) starts it empty."""
     from headrace.checkpoint import open_store
 
+    _check_names(tenant=tenant, graph=graph)
     url = ServerConfig(data_dir=data_dir, store=store).tenant_store_url(tenant)
     if not yes:
         typer.confirm(f"Delete the checkpoint of graph '{graph}' (tenant '{tenant}') in {url}?", abort=True)
@@ -154,6 +166,7 @@ def checkpoint_on_corrupt(
     at the worker's next start (`POST .../workflows/GRAPH/restart`)."""
     from headrace.supervisor.graph_settings import write_on_corrupt
 
+    _check_names(tenant=tenant, graph=graph)
     try:
         write_on_corrupt(data_dir, tenant, graph, policy)
     except ValueError as e:
