@@ -96,3 +96,16 @@ def tenant() -> str:
 def kafka_broker() -> str:
     """The test Kafka broker (scripts/kafka.sh start)."""
     return _service("HEADRACE_TEST_KAFKA", "Kafka broker", "scripts/kafka.sh start")
+
+
+@pytest.fixture
+def server(tmp_path: Any) -> Iterator[Any]:
+    """A real ``headrace serve`` on a data dir of its own (tests/server_util.py);
+    test files that need other settings define their own."""
+    from server_util import Server
+
+    s = Server(tmp_path / "data").start()
+    try:
+        yield s
+    finally:
+        s.close()

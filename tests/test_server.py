@@ -8,25 +8,14 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import msgpack
-import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from server_util import PRICES, Server, package_bytes
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    s = Server(tmp_path / "data").start()
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def _alive(pid: int) -> bool:

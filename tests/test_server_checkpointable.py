@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from websockets.asyncio.client import connect
 
 from server_util import Server, package_bytes
@@ -36,15 +33,6 @@ graph = hr.ComputationGraph("prices", accumulators=[price])
 def double(price):
     return price["p"] * 2
 """
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    s = Server(tmp_path / "data").start()
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 async def _producer(server: Server, events: list[dict[str, Any]]) -> list[dict[str, Any]]:

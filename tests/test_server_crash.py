@@ -16,7 +16,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from server_util import PRICES, SLOW_LEDGER, Server, package_bytes
+from server_util import PRICES, SLOW_LEDGER, Server, ledger_report, package_bytes
 
 
 @pytest.fixture
@@ -89,17 +89,6 @@ class Producer:
                     return
 
 
-def _report(server: Server) -> dict[str, Any]:
-    r = server.http.post("/v1/health/accumulators/ledger/inject", json={"event": -1})
-    assert r.status_code == 200, r.text
-    fire = server.wait_for(
-        lambda: (f := server.fires("ledger", 1)) and "seen" in f[0]["outputs"]["report"] and f[0],
-        what="the report fire",
-    )
-    report: dict[str, Any] = fire["outputs"]["report"]
-    return report
-
-
 def test_kill_9_under_load_loses_no_acknowledged_event(server: Server) -> None:
     server.deploy(package_bytes("ledger", SLOW_LEDGER), "ledger")
     n, kills = 20_000, 10
@@ -133,7 +122,7 @@ def test_kill_9_under_load_loses_no_acknowledged_event(server: Server) -> None:
 
     detail = server.wait_state("ledger", "running")
     assert detail["worker"]["restarts"] == kills
-    report = _report(server)
+    report = ledger_report(server)
     seen = int(report["seen"], 16)
     missing = [e for e in range(n) if not (seen >> e) & 1]
     assert missing == [], f"{len(missing)} acknowledged events lost, first {missing[:10]}"

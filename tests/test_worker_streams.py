@@ -6,10 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from headrace.supervisor.streams import MAX_LINE, TAIL_LINES, OutputTail, drain
 from server_util import PRICES, Server, package_bytes, send_acked
@@ -26,15 +22,6 @@ NOISY = PRICES.replace(
     '    print("small line", flush=True)\n'
     '    return price["p"] * 2',
 )
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    s = Server(tmp_path / "data").start()
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def test_a_graph_that_prints_megabytes_keeps_serving(server: Server) -> None:

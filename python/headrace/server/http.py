@@ -59,6 +59,12 @@ class Api:
         #: Bytes pushed over WebSockets and not yet acknowledged, server-wide.
         self.inflight = ByteBudget(config.limits.max_inflight_bytes)
 
+    async def visible_stats(self, request: Request) -> list[tuple[GraphWorker, dict[str, Any] | None]]:
+        """The graphs the request's read key sees, each with its worker's stats."""
+        workers = self.access.visible(self.access.require(request, "read"))
+        stats = await asyncio.gather(*(self.stats(w) for w in workers))
+        return list(zip(workers, stats, strict=True))
+
     async def stats(self, worker: GraphWorker) -> dict[str, Any] | None:
         if worker.state != "running" or worker.control is None:
             return None
@@ -100,18 +106,13 @@ class Api:
         return json_response({"ready": True, "reason": f"serving {sum(states.values())} graph(s)", **body})
 
     async def metrics(self, request: Request) -> Response:
-        grant = self.access.require(request, "read")
-        workers = self.access.visible(grant)
-        stats = await asyncio.gather(*(self.stats(w) for w in workers))
-        text = render_metrics(list(zip(workers, stats, strict=True)))
+        text = render_metrics(await self.visible_stats(request))
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def list_graphs(self, request: Request) -> Response:
-        grant = self.access.require(request, "read")
-        workers = self.access.visible(grant)
-        stats = await asyncio.gather(*(self.stats(w) for w in workers))
-        items = [graph_summary(w, s) for w, s in zip(workers, stats, strict=True)]
-        reactors = [reactor(w, s) for w, s in zip(workers, stats, strict=True)]
+        graphs = await self.visible_stats(request)
+        items = [graph_summary(w, s) for w, s in graphs]
+        reactors = [reactor(w, s) for w, s in graphs]
         return json_response({"items": items, "total": len(items), "reactors": reactors})
 
     async def get_graph(self, request: Request) -> Response:
@@ -120,10 +121,7 @@ class Api:
         return json_response(graph_detail(worker, await self.stats(worker)))
 
     async def list_accumulators(self, request: Request) -> Response:
-        grant = self.access.require(request, "read")
-        workers = self.access.visible(grant)
-        stats = await asyncio.gather(*(self.stats(w) for w in workers))
-        items = [a for w, s in zip(workers, stats, strict=True) for a in graph_detail(w, s)["accumulator_health"]]
+        items = [a for w, s in await self.visible_stats(request) for a in graph_detail(w, s)["accumulator_health"]]
         return json_response({"items": items, "total": len(items)})
 
     async def get_accumulator(self, request: Request) -> Response:
@@ -148,10 +146,7 @@ class Api:
         return json_response({"accepted": True, "graph": worker.spec.graph, "accumulator": name, **durable(result)})
 
     async def list_reactors(self, request: Request) -> Response:
-        grant = self.access.require(request, "read")
-        workers = self.access.visible(grant)
-        stats = await asyncio.gather(*(self.stats(w) for w in workers))
-        items = [reactor(w, s) for w, s in zip(workers, stats, strict=True)]
+        items = [reactor(w, s) for w, s in await self.visible_stats(request)]
         return json_response({"items": items, "total": len(items)})
 
     async def get_reactor(self, request: Request) -> Response:
