@@ -365,3 +365,31 @@ def test_hundreds_of_megabytes_at_once_neither_cut_the_graph_off_nor_its_fire_re
         if cursor is None:
             break
     assert seen == sorted(seen, reverse=True) and len(seen) == len(set(seen)) == 301
+
+
+# --- resident memory -----------------------------------------------------------
+
+HOARDER = PRICES.replace(
+    'return price["p"] * 2',
+    'HOARD.append(b"x" * (price["mb"] * 1024 * 1024))  # written, so resident\n    return price["p"] * 2',
+).replace("import headrace as hr", "import headrace as hr\n\nHOARD = []")
+
+
+def test_a_worker_over_its_resident_memory_limit_is_restarted(tmp_path: Path) -> None:
+    """The supervisor reads each worker's resident size every second: one that
+    holds more than --worker-rss-mb is killed, named, and restarted."""
+    server = Server(tmp_path / "data", env={"HEADRACE_WORKER_RSS_MB": "150", "HEADRACE_RESTART_MAX": "0.5"}).start()
+    try:
+        server.deploy(package_bytes("prices", HOARDER), "prices")
+        assert "ack" in push(server, [{"p": 1, "mb": 10}])[0]
+        time.sleep(2.5)  # two checks: 10 MiB held is within the limit
+        assert server.graph("prices")["worker"]["restarts"] == 0
+        push(server, [{"p": 2, "mb": 300}])
+        detail = server.wait_for(
+            lambda: (d := server.graph("prices"))["worker"]["restarts"] >= 1 and d, what="the restart over the limit"
+        )
+        assert "resident memory" in detail["last_error"] and "150 MiB" in detail["last_error"], detail["last_error"]
+        server.wait_state("prices", "running")
+        wait_acked(server, {"p": 3, "mb": 1}, "acks after the restart")
+    finally:
+        server.close()

@@ -244,6 +244,13 @@ def serve(
     worker_file_mb: Annotated[
         int, typer.Option(envvar=ENV["worker_file_mb"], help="Largest file a worker may write, MiB (0: none).")
     ] = 0,
+    worker_rss_mb: Annotated[
+        int,
+        typer.Option(
+            envvar=ENV["worker_rss_mb"],
+            help="Resident memory per worker, MiB, checked every second; past it the worker is restarted (0: none).",
+        ),
+    ] = 4096,
     worker_python: Annotated[
         str | None,
         typer.Option(envvar=ENV["worker_python"], help="Interpreter for workers (default: the server's own)."),
@@ -280,6 +287,7 @@ def serve(
         worker_processes=worker_processes,
         worker_open_files=worker_open_files,
         worker_file_mb=worker_file_mb,
+        worker_rss_mb=worker_rss_mb,
         worker_python=worker_python,
     )
     try:

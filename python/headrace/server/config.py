@@ -38,6 +38,7 @@ ENV = {
     "worker_processes": "HEADRACE_WORKER_PROCESSES",
     "worker_open_files": "HEADRACE_WORKER_OPEN_FILES",
     "worker_file_mb": "HEADRACE_WORKER_FILE_MB",
+    "worker_rss_mb": "HEADRACE_WORKER_RSS_MB",
     "worker_python": "HEADRACE_WORKER_PYTHON",
 }
 
@@ -50,7 +51,7 @@ LIMITS_ENV = {
     "upload_concurrency": "HEADRACE_UPLOAD_CONCURRENCY",
     "fires_page_bytes": "HEADRACE_FIRES_PAGE_BYTES",
 }
-_INTS = ("port", "crash_limit", "worker_memory_mb", "worker_cpu_seconds", "worker_processes", "worker_open_files", "worker_file_mb")
+_INTS = ("port", "crash_limit", "worker_memory_mb", "worker_cpu_seconds", "worker_processes", "worker_open_files", "worker_file_mb", "worker_rss_mb")
 SANDBOX_MODES = ("auto", "uid", "landlock", "off")
 
 DEFAULT_HOST = "127.0.0.1"
@@ -132,6 +133,9 @@ class ServerConfig:
     worker_processes: int = 512
     worker_open_files: int = 4096
     worker_file_mb: int = 0
+    #: Resident memory a worker may hold, checked by the supervisor every second
+    #: (0: none); past it the worker is killed and restarted like a crash.
+    worker_rss_mb: int = 4096
     #: The interpreter workers run (None: the server's own). Workers with a uid
     #: of their own need one that every uid can reach (not a pyenv under /root).
     worker_python: str | None = None

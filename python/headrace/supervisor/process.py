@@ -68,6 +68,19 @@ def package_limits(package_dir: Path) -> Limits:
     return Limits(**parse_manifest((package_dir / "package.toml").read_text(encoding="utf-8")).limits)
 
 
+_MIB = 1024 * 1024
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def resident_bytes(pid: int) -> int | None:
+    """A process's resident memory (None once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 class GraphWorker:
     """States: starting, running, restarting, crash_loop, stopped."""
 
@@ -291,8 +304,19 @@ class GraphWorker:
         last_ok = time.monotonic()
         timeout = self.config.heartbeat_timeout
         progress: tuple[int, float] | None = None
+        rss_limit = self.config.worker_rss_mb * _MIB
         while True:
             await asyncio.sleep(1.0)
+            # Read by the supervisor, so a worker too busy (or too hostile) to
+            # answer a ping is held to it all the same.
+            rss = resident_bytes(proc.pid)
+            if rss_limit and rss is not None and rss > rss_limit:
+                self._kill(
+                    proc,
+                    f"used {rss // _MIB} MiB of resident memory, over the limit of "
+                    f"{self.config.worker_rss_mb} MiB (--worker-rss-mb)",
+                )
+                return
             if not await self._reconnect(proc):
                 return
             assert self.control is not None
