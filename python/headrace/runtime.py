@@ -228,12 +228,25 @@ class Runtime(_core.Engine):
         sources = getattr(self, "_sources", [])
         if sources:
             s["sources"] = {r.name: r.stats() for r in sources}
-        if self._writer is not None:
-            cp = self._writer.stats()
+        cp = self.checkpoint_health()
+        if cp is not None:
             s["checkpoint"] = cp
             if cp["health"] != "ok" and s["health"] == "live":
                 s["health"] = "degraded"
         return s
+
+    def counters(self) -> _core.Counters:
+        """Events taken, successful and failed fires, queue depth, pending
+        boundaries, paused and health, read from the engine's counters: cheap
+        enough for a heartbeat, unlike :meth:`stats` (which builds a dict per
+        accumulator and per dead letter). ``health`` is the engine's; a
+        failing checkpoint store shows in :meth:`checkpoint_health`."""
+        return super().counters()
+
+    def checkpoint_health(self) -> dict[str, Any] | None:
+        """The checkpoint writer's stats (``stats()["checkpoint"]``), or None
+        without a store."""
+        return None if self._writer is None else self._writer.stats()
 
     def close(self) -> None:
         """Stops polling, flushes batch accumulators (firing on what they

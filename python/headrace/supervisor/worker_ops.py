@@ -224,15 +224,15 @@ class WorkerOps:
         }
 
     def ping(self, arg: Any) -> dict[str, Any]:
-        s = self.rt.stats()
-        events = sum(a["events"] for a in s["accumulators"].values())
+        # Every second: the engine's counters, not the whole stats() dict.
+        c = self.rt.counters()
         since = self.busy_since
-        checkpoint = s.get("checkpoint") or {}
+        checkpoint = self.rt.checkpoint_health() or {}
         self.store_error = checkpoint.get("last_error") if checkpoint.get("health", "ok") != "ok" else None
         return {
-            "queue_depth": s["queue_depth"],
-            "events": events,
-            "fire_count": s["fire_count"],
+            "queue_depth": c.queue_depth,
+            "events": c.events,
+            "fire_count": c.fires,
             # Inline: how long the current push has been running (a stuck node).
             "busy_for": 0.0 if since is None else time.monotonic() - since,
             "problem": self.problem(),

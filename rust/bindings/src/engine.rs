@@ -451,6 +451,16 @@ impl Engine {
         stats::build(py, &self.graph, self.mode(), &self.acc_names, &self.metrics, &self.dead_letters, depth, capacity, self.closed())
     }
 
+    /// A heartbeat's read: events, fires, queue depth, pending, paused, health
+    /// (see `headrace.Runtime.counters`), without building `stats()`.
+    fn counters(&self) -> stats::Counters {
+        let depth = match &self.mode {
+            Mode::Inline(_) => 0,
+            Mode::Thread(t) => t.sender.depth(),
+        };
+        stats::counters(&self.metrics, depth, self.closed())
+    }
+
     /// Sets an accumulator's health (sources report their connection state).
     #[pyo3(signature = (name, health, error=None))]
     fn set_health(&self, py: Python<'_>, name: &str, health: &str, error: Option<String>) -> PyResult<()> {

@@ -27,6 +27,52 @@ fn reactor_health(metrics: &Metrics, closed: bool) -> &'static str {
     }
 }
 
+/// The few counters a heartbeat needs, read from the metrics' atomics: no
+/// per-accumulator dicts, no dead letters (`stats()` builds those, up to
+/// `dead_letter_limit` of them).
+#[pyclass(frozen, get_all, module = "headrace._core")]
+pub struct Counters {
+    /// Events taken, over every accumulator.
+    pub events: u64,
+    /// Successful fires.
+    pub fires: u64,
+    pub fires_failed: u64,
+    pub queue_depth: usize,
+    /// Boundaries waiting to fire (sequential queue, or a dirty latest set).
+    pub pending: usize,
+    pub paused: bool,
+    /// As `stats()["health"]` reports it, before any checkpoint-writer health.
+    pub health: &'static str,
+}
+
+#[pymethods]
+impl Counters {
+    fn __repr__(&self) -> String {
+        format!(
+            "Counters(events={}, fires={}, fires_failed={}, queue_depth={}, pending={}, paused={}, health='{}')",
+            self.events,
+            self.fires,
+            self.fires_failed,
+            self.queue_depth,
+            self.pending,
+            if self.paused { "True" } else { "False" },
+            self.health
+        )
+    }
+}
+
+pub fn counters(metrics: &Metrics, queue_depth: usize, closed: bool) -> Counters {
+    Counters {
+        events: metrics.accumulators.iter().map(|m| m.events.load(Relaxed)).sum(),
+        fires: metrics.fires.load(Relaxed),
+        fires_failed: metrics.fires_failed.load(Relaxed),
+        queue_depth,
+        pending: metrics.pending.load(Relaxed),
+        paused: metrics.paused.load(Relaxed),
+        health: reactor_health(metrics, closed),
+    }
+}
+
 pub fn dead_letter_list<'py, 'a>(
     py: Python<'py>,
     names: &[String],
