@@ -92,21 +92,34 @@ def test_other_tenants_are_served_while_heavy_uploads_are_checked(tmp_path: Path
             watcher = threading.Thread(target=watch, daemon=True)
             watcher.start()
             started.wait(10)
-            time.sleep(1.0)  # the bodies (a few MB over loopback) have arrived; the checks run
-            latencies = []
-            for _ in range(10):
+
+            def checking() -> bool:
+                with contextlib.suppress(OSError):
+                    return incoming.exists() and any(incoming.iterdir())
+                return False
+
+            # Each measurement counts only if an upload was being unpacked or
+            # checked both before and after it (a fast machine may finish the
+            # checks quickly: the test waits for them, then measures).
+            latencies: list[float] = []
+            deadline = time.monotonic() + 120
+            while len(latencies) < 10 and not all(f.done() for f in futures) and time.monotonic() < deadline:
+                if not checking():
+                    time.sleep(0.01)
+                    continue
                 t = time.perf_counter()
                 r = health.get("/v1/health/graphs")
-                latencies.append(time.perf_counter() - t)
+                took = time.perf_counter() - t
                 assert r.status_code == 200 and [g["name"] for g in r.json()["items"]] == ["prices"], r.text
-                time.sleep(0.1)
-            in_flight = sum(not f.done() for f in futures)
+                if checking():
+                    latencies.append(took)
+                time.sleep(0.05)
             results = [f.result(timeout=300) for f in futures]
             watcher.join(10)
         print(f"health latency during {UPLOADS} uploads: max {max(latencies) * 1000:.1f} ms, "
               f"median {statistics.median(latencies) * 1000:.1f} ms")
+        assert len(latencies) >= 5, f"only {len(latencies)} requests were answered while uploads were checked"
         assert max(latencies) <= 0.1, [round(x * 1000, 1) for x in latencies]
-        assert in_flight == UPLOADS, "the uploads finished before the measurements did: the test proves nothing"
         assert all(r.status_code == 201 for r in results), [r.text for r in results]
         # At most upload_concurrency (2) are unpacked and checked at once.
         assert max(checked_at_once) == ServerLimits().upload_concurrency, sorted(set(checked_at_once))
