@@ -299,15 +299,20 @@ def test_the_server_gives_workers_their_tenants_role(pg_url: str, tmp_path: Path
 # --- unconfined: one tenant, unless --trust-uploads ------------------------------
 
 
-@pytest.fixture
-def unconfined(tmp_path: Path) -> Iterator[tuple[Server, dict[str, str]]]:
+def _two_tenant_server(tmp_path: Path, env: dict[str, str]) -> tuple[Server, dict[str, str]]:
+    """A started server with an admin key for tenants "public" and "other"."""
     keys = {"public": new_key(), "other": new_key()}
     data = tmp_path / "data"
     data.mkdir()
     store = KeyStore(data / "keys.db")
     store.ensure(keys["other"], "other", "admin")
     store.close()
-    server = Server(data, env={"HEADRACE_SANDBOX": "off"}, key=keys["public"]).start()
+    return Server(data, env=env, key=keys["public"]).start(), keys
+
+
+@pytest.fixture
+def unconfined(tmp_path: Path) -> Iterator[tuple[Server, dict[str, str]]]:
+    server, keys = _two_tenant_server(tmp_path, {"HEADRACE_SANDBOX": "off"})
     yield server, keys
     server.close()
 
@@ -324,14 +329,7 @@ def test_unconfined_a_second_tenant_is_refused(unconfined: tuple[Server, dict[st
 
 
 def test_trust_uploads_accepts_every_tenant_unconfined(tmp_path: Path) -> None:
-    keys = {"public": new_key(), "other": new_key()}
-    data = tmp_path / "data"
-    data.mkdir()
-    store = KeyStore(data / "keys.db")
-    store.ensure(keys["other"], "other", "admin")
-    store.close()
-    env = {"HEADRACE_SANDBOX": "off", "HEADRACE_TRUST_UPLOADS": "1"}
-    server = Server(data, env=env, key=keys["public"]).start()
+    server, keys = _two_tenant_server(tmp_path, {"HEADRACE_SANDBOX": "off", "HEADRACE_TRUST_UPLOADS": "1"})
     try:
         assert "Every tenant's uploads are trusted (--trust-uploads)" in server.log()
         server.deploy(package_bytes("prices", PRICES), "prices", "public")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from starlette.requests import Request
@@ -29,6 +29,16 @@ from headrace.server.views import durable, grant_json, graph_detail, graph_summa
 from headrace.supervisor.client import OpFailed, WorkerUnavailable
 from headrace.supervisor.process import GraphWorker
 from headrace.supervisor.supervisor import DeployError, Supervisor
+
+T = TypeVar("T")
+
+
+def _found(value: T | None, name: str) -> T:
+    """``value``, or a 404 naming the workflow that is not there."""
+    if value is None:
+        raise ApiError(404, f"no workflow named '{name}'", "not_found")
+    return value
+
 
 #: Refusal codes that say "not now": the same event may be sent again.
 RETRY_LATER = frozenset({"backpressure", "unavailable", "fire_log_unavailable", "store_unavailable"})
@@ -244,26 +254,20 @@ class Api:
     async def get_package(self, request: Request) -> Response:
         tenant, name = request.path_params["tenant"], request.path_params["name"]
         self.access.require(request, "read", tenant, name)
-        record = self.sup.registry.get(tenant, name)
-        if record is None:
-            raise ApiError(404, f"no workflow named '{name}'", "not_found")
+        record = _found(self.sup.registry.get(tenant, name), name)
         worker = self.sup.worker(tenant, name)
         return json_response({**record.public(), "state": worker.state if worker else "stopped"})
 
     async def delete_package(self, request: Request) -> Response:
         tenant, name = request.path_params["tenant"], request.path_params["name"]
         self.access.require(request, "admin", tenant, name)
-        record = await self.sup.remove(tenant, name)
-        if record is None:
-            raise ApiError(404, f"no workflow named '{name}'", "not_found")
+        record = _found(await self.sup.remove(tenant, name), name)
         return json_response({"deleted": name, "version": record.version})
 
     async def restart_package(self, request: Request) -> Response:
         tenant, name = request.path_params["tenant"], request.path_params["name"]
         self.access.require(request, "admin", tenant, name)
-        worker = await self.sup.restart(tenant, name)
-        if worker is None:
-            raise ApiError(404, f"no workflow named '{name}'", "not_found")
+        _found(await self.sup.restart(tenant, name), name)
         return json_response({"restarting": name})
 
     # --- keys ---------------------------------------------------------------
