@@ -213,6 +213,8 @@ pub fn read_component(py: Python<'_>, name: &str, data: Vec<u8>) -> PyResult<Str
         serde_json::to_string(&snap.sources)
     } else if name == headrace_core::checkpoint::snapshot::CONTROL {
         serde_json::to_string(&snap.control)
+    } else if name == headrace_core::checkpoint::snapshot::INPUTS {
+        serde_json::to_string(&snap.inputs)
     } else {
         return Err(checkpoint_error(py, format!("unknown checkpoint component '{name}'")));
     };

@@ -127,6 +127,12 @@ fn acc_kind(kind: &str, config: &Bound<'_, PyDict>, name: &str) -> PyResult<AccK
     })
 }
 
+fn input_strategy(label: &str, what: &str) -> PyResult<InputStrategy> {
+    InputStrategy::parse(label).ok_or_else(|| {
+        pyo3::exceptions::PyValueError::new_err(format!("{what} must be 'latest', 'sequential' or 'burst', got '{label}'"))
+    })
+}
+
 pub struct Parsed {
     pub spec: GraphSpec,
     pub accs: Vec<AccCall>,
@@ -138,13 +144,7 @@ pub fn parse(spec: &Bound<'_, PyDict>) -> PyResult<Parsed> {
     let name: String = item(spec, "name")?;
     let strategy = match spec.get_item("input_strategy")?.map(|s| s.extract::<String>()).transpose()?.as_deref() {
         None => InputStrategy::default(),
-        Some("latest") => InputStrategy::Latest,
-        Some("sequential") => InputStrategy::Sequential,
-        Some(other) => {
-            return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                "input_strategy must be 'latest' or 'sequential', got '{other}'"
-            )))
-        }
+        Some(label) => input_strategy(label, "input_strategy")?,
     };
     let criteria: Bound<'_, PyDict> = item(spec, "criteria")?;
     let kind = match item::<String>(&criteria, "kind")?.as_str() {
@@ -176,7 +176,11 @@ pub fn parse(spec: &Bound<'_, PyDict>) -> PyResult<Parsed> {
         };
         let state: Option<Py<PyAny>> = a.get_item("state")?.filter(|s| !s.is_none()).map(Bound::unbind);
         accs.push(AccCall { function: item(&a, "function")?, state, codec, good_state: Mutex::new(None) });
-        accumulators.push(AccSpec { name: acc_name, kind });
+        let input = match a.get_item("input")?.filter(|s| !s.is_none()) {
+            Some(label) => Some(input_strategy(&label.extract::<String>()?, &format!("accumulator '{acc_name}': input"))?),
+            None => None,
+        };
+        accumulators.push(AccSpec { name: acc_name, kind, input });
     }
 
     let mut nodes = Vec::new();

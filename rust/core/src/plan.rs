@@ -60,7 +60,13 @@ pub struct Plan {
     /// Nodes in execution (topological) order.
     pub nodes: Vec<PlanNode>,
     pub criteria: Criteria,
+    /// The graph's default input strategy.
     pub strategy: InputStrategy,
+    /// `inputs[i]`: accumulator `i`'s input strategy, its own or the graph's.
+    pub inputs: Vec<InputStrategy>,
+    /// Some accumulator is sequential: its boundaries must be settled one by
+    /// one, not a whole batch of events at once.
+    pub any_sequential: bool,
 }
 
 /// One thing wrong with a graph definition.
@@ -434,11 +440,14 @@ fn build(spec: &GraphSpec, inputs: &[Vec<Source>], order: &[usize], criteria: Cr
             }
         })
         .collect();
+    let inputs: Vec<InputStrategy> = spec.accumulators.iter().map(|a| a.input.unwrap_or(spec.strategy)).collect();
     Plan {
         graph: spec.name.clone(),
         accumulators: spec.accumulators.clone(),
         nodes,
         criteria,
         strategy: spec.strategy,
+        any_sequential: inputs.contains(&InputStrategy::Sequential),
+        inputs,
     }
 }

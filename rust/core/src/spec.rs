@@ -39,6 +39,8 @@ impl AccKind {
 pub struct AccSpec {
     pub name: String,
     pub kind: AccKind,
+    /// How this accumulator's boundaries reach fires; `None`: the graph's strategy.
+    pub input: Option<InputStrategy>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +66,25 @@ pub enum InputStrategy {
     /// nothing is conflated unless the graph asks for it.
     #[default]
     Sequential,
+    /// Like latest, updates collapse into one fire, but the input is the list
+    /// of every boundary accepted since the last successful fire, oldest first.
+    Burst,
+}
+
+impl InputStrategy {
+    pub const ALL: [InputStrategy; 3] = [InputStrategy::Latest, InputStrategy::Sequential, InputStrategy::Burst];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            InputStrategy::Latest => "latest",
+            InputStrategy::Sequential => "sequential",
+            InputStrategy::Burst => "burst",
+        }
+    }
+
+    pub fn parse(label: &str) -> Option<InputStrategy> {
+        Self::ALL.into_iter().find(|s| s.label() == label)
+    }
 }
 
 /// A routing node's branch: when the node returns `Route(label, v)`, only `targets` run.

@@ -138,7 +138,7 @@ impl Calls<Val, String> for Fake {
 }
 
 fn acc(name: &str, kind: AccKind) -> AccSpec {
-    AccSpec { name: name.into(), kind }
+    AccSpec { name: name.into(), kind, input: None }
 }
 
 fn node(name: &str, params: &[&str]) -> NodeSpec {
@@ -563,6 +563,7 @@ fn encode_all(snap: &crate::checkpoint::snapshot::EngineSnapshot) -> crate::chec
     out.reactor = decode(&encode(&snap.reactor, CodecId::Msgpack).unwrap()).unwrap();
     out.sources = decode(&encode(&snap.sources, CodecId::Json).unwrap()).unwrap();
     out.control = decode(&encode(&snap.control, CodecId::Bincode).unwrap()).unwrap();
+    out.inputs = decode(&encode(&snap.inputs, CodecId::Msgpack).unwrap()).unwrap();
     out
 }
 
@@ -640,5 +641,6 @@ fn channel_items_stay_small() {
     assert!(std::mem::size_of::<Item<Val>>() <= 48, "{}", std::mem::size_of::<Item<Val>>());
 }
 
+mod burst;
 mod delivery;
 mod checkpointable;

@@ -8,6 +8,11 @@
 //! - `reactor`: input cache, dirty flags, sequential queue, dead letters, counters.
 //! - `sources`: stream positions, saved with the state that reflects them.
 //! - `control`: whether the graph is paused.
+//! - `inputs`: each accumulator's input strategy and, for a burst input, the
+//!   boundaries no successful fire has delivered yet. A component of its own
+//!   so that checkpoints written before it (which lack it) still restore:
+//!   readers ignore component names they do not know, and a missing `inputs`
+//!   means no burst list was pending.
 
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +23,7 @@ use super::value::Value;
 pub const REACTOR: &str = "reactor";
 pub const SOURCES: &str = "sources";
 pub const CONTROL: &str = "control";
+pub const INPUTS: &str = "inputs";
 pub const ACCUMULATOR_PREFIX: &str = "accumulator:";
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -97,6 +103,21 @@ pub struct ControlSnapshot {
     pub paused: bool,
 }
 
+/// One accumulator's input, as the reactor saw it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputSnapshot {
+    pub accumulator: String,
+    /// "latest", "sequential" or "burst" when saved.
+    pub strategy: String,
+    /// Burst input: boundaries accepted since the last successful fire, oldest first.
+    pub burst: Vec<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct InputsSnapshot {
+    pub inputs: Vec<InputSnapshot>,
+}
+
 /// Everything the processor saves (the host adds user state it owns).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct EngineSnapshot {
@@ -104,6 +125,7 @@ pub struct EngineSnapshot {
     pub reactor: ReactorSnapshot,
     pub sources: SourcesSnapshot,
     pub control: ControlSnapshot,
+    pub inputs: InputsSnapshot,
 }
 
 /// Sealed components as stored: `(component name, blob)`.
@@ -115,13 +137,14 @@ pub type ComponentError = (String, CodecError);
 /// Seals every component of `snap` with `codec`.
 pub fn encode_components(snap: &EngineSnapshot, codec: CodecId) -> Result<Components, ComponentError> {
     let seal = |name: String, r: Result<Vec<u8>, CodecError>| r.map(|b| (name.clone(), b)).map_err(|e| (name, e));
-    let mut out = Vec::with_capacity(snap.accumulators.len() + 3);
+    let mut out = Vec::with_capacity(snap.accumulators.len() + 4);
     for (name, a) in &snap.accumulators {
         out.push(seal(format!("{ACCUMULATOR_PREFIX}{name}"), encode(a, codec))?);
     }
     out.push(seal(REACTOR.into(), encode(&snap.reactor, codec))?);
     out.push(seal(SOURCES.into(), encode(&snap.sources, codec))?);
     out.push(seal(CONTROL.into(), encode(&snap.control, codec))?);
+    out.push(seal(INPUTS.into(), encode(&snap.inputs, codec))?);
     Ok(out)
 }
 
@@ -139,6 +162,8 @@ pub fn decode_components(components: &[(String, Vec<u8>)]) -> Result<EngineSnaps
             snap.sources = decode(blob).map_err(named)?;
         } else if name == CONTROL {
             snap.control = decode(blob).map_err(named)?;
+        } else if name == INPUTS {
+            snap.inputs = decode(blob).map_err(named)?;
         }
     }
     Ok(snap)

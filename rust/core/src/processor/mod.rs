@@ -90,7 +90,8 @@ pub enum Input<V> {
     Bytes { data: Vec<u8>, codec: Codec },
 }
 
-/// A boundary accepted by the sequential reactor and not yet fired.
+/// A boundary accepted and not yet taken up: a sequential one waiting for its
+/// fire, or any other accepted behind one (it must not be seen before it).
 struct Pending<V> {
     acc: usize,
     value: V,
@@ -109,8 +110,16 @@ pub struct Processor<V, E> {
     any_dirty: bool,
     /// Criteria members without a value yet (`when_all` waits for zero).
     missing: usize,
-    /// Sequential strategy: accepted boundaries, in acceptance order.
+    /// Sequential boundaries, and every boundary accepted behind one, in
+    /// acceptance order.
     queue: VecDeque<Pending<V>>,
+    /// Burst inputs: every boundary accepted since the last successful fire,
+    /// oldest first (empty for other inputs).
+    burst: Vec<Vec<V>>,
+    /// Entries in all burst lists (part of the `pending` metric).
+    burst_pending: usize,
+    /// The burst accumulators, whose list a fire delivers instead of the cache.
+    burst_accs: Vec<usize>,
     executor: Executor<V>,
     metrics: Arc<Metrics>,
     dead_letters: Arc<DeadLetters<V>>,
@@ -146,6 +155,7 @@ impl<V, E> Processor<V, E> {
             });
         }
         let n = accs.len();
+        let burst_accs = (0..n).filter(|&i| plan.inputs[i] == InputStrategy::Burst).collect();
         Processor {
             missing: plan.criteria.member.iter().filter(|m| **m).count(),
             executor: Executor::new(&plan),
@@ -158,6 +168,9 @@ impl<V, E> Processor<V, E> {
             dirty: vec![false; n],
             any_dirty: false,
             queue: VecDeque::new(),
+            burst: (0..n).map(|_| Vec::new()).collect(),
+            burst_pending: 0,
+            burst_accs,
             next_fire_id: 1,
             next_seq: 1,
             latest_seq: 0,
@@ -184,10 +197,11 @@ impl<V, E> Processor<V, E> {
         &self.dead_letters
     }
 
-    /// Whether each event should be settled as it arrives (sequential), or a
-    /// whole batch at once so that its updates collapse into one fire (latest).
+    /// Whether each event should be settled as it arrives (some input is
+    /// sequential), or a whole batch at once so that its updates collapse into
+    /// one fire (latest and burst inputs only).
     pub fn settles_per_event(&self) -> bool {
-        self.plan.strategy == InputStrategy::Sequential
+        self.plan.any_sequential
     }
 
     /// The cached boundary of every accumulator.
@@ -245,7 +259,7 @@ impl<V, E> Processor<V, E> {
             },
         };
         match self.accs[acc].take(acc, event, self.config.check_checkpointable, calls, now) {
-            Taken::Emit(boundary) => self.accept(acc, boundary, seq),
+            Taken::Emit(boundary) => self.accept(acc, boundary, seq, calls),
             Taken::Suppressed => {
                 bump(&self.metrics.accumulators[acc].suppressed);
             }
@@ -352,24 +366,44 @@ impl<V, E> Processor<V, E> {
         seq
     }
 
-    fn accept(&mut self, acc: usize, value: V, seq: u64) {
+    fn accept(&mut self, acc: usize, value: V, seq: u64, calls: &mut dyn Calls<V, E>) {
         bump(&self.metrics.accumulators[acc].boundaries);
-        match self.plan.strategy {
-            InputStrategy::Latest => {
-                self.store(acc, value);
-                if self.plan.criteria.member[acc] {
-                    self.dirty[acc] = true;
-                    self.any_dirty = true;
-                    self.latest_seq = seq;
-                    self.attempts = 0;
-                    self.retry_at = None;
-                }
-            }
-            InputStrategy::Sequential => {
-                self.queue.push_back(Pending { acc, value, seq, attempts: 0 });
-                self.metrics.pending.store(self.queue.len(), Relaxed);
-            }
+        // A sequential boundary waits for its own fire; any boundary accepted
+        // behind one waits too, so that its fire sees the inputs as of its
+        // acceptance. With nothing queued, latest and burst boundaries take
+        // effect at once (the common path: no queue at all).
+        if self.plan.inputs[acc] == InputStrategy::Sequential || !self.queue.is_empty() {
+            self.queue.push_back(Pending { acc, value, seq, attempts: 0 });
+            self.set_pending();
+        } else {
+            self.apply(acc, value, seq, calls);
         }
+    }
+
+    /// A latest or burst boundary takes effect: it becomes the cached value (a
+    /// burst one is also appended to the list the next fire delivers) and, for
+    /// a criteria member, calls for a fire that collapses every such update.
+    fn apply(&mut self, acc: usize, value: V, seq: u64, calls: &mut dyn Calls<V, E>) {
+        if self.plan.inputs[acc] == InputStrategy::Burst {
+            let newest = calls.share(&value);
+            self.burst[acc].push(value);
+            self.burst_pending += 1;
+            self.set_pending();
+            self.store(acc, newest);
+        } else {
+            self.store(acc, value);
+        }
+        if self.plan.criteria.member[acc] {
+            self.dirty[acc] = true;
+            self.any_dirty = true;
+            self.latest_seq = seq;
+            self.attempts = 0;
+            self.retry_at = None;
+        }
+    }
+
+    fn set_pending(&self) {
+        self.metrics.pending.store(self.queue.len() + self.burst_pending, Relaxed);
     }
 
     fn store(&mut self, acc: usize, value: V) {
@@ -379,17 +413,29 @@ impl<V, E> Processor<V, E> {
         self.cache[acc] = Some(value);
     }
 
-    /// After a successful fire: every boundary in the cache has been seen.
+    /// After a successful fire: every boundary in the cache has been seen,
+    /// and every burst list delivered.
     fn clear_dirty(&mut self) {
         if self.any_dirty {
             self.dirty.fill(false);
             self.any_dirty = false;
         }
-        for acc in &mut self.accs {
-            acc.release();
+        if self.burst_pending > 0 {
+            for list in &mut self.burst {
+                list.clear();
+            }
+            self.burst_pending = 0;
+            self.set_pending();
+        }
+        for i in 0..self.accs.len() {
+            // A held batch whose boundary still waits in the queue was not seen.
+            if self.accs[i].is_held() && !self.queue.iter().any(|p| p.acc == i) {
+                self.accs[i].release();
+            }
         }
         self.attempts = 0;
-        if self.plan.strategy == InputStrategy::Latest {
+        // A failing sequential head keeps its retry time.
+        if self.queue.is_empty() {
             self.retry_at = None;
         }
     }
@@ -400,18 +446,26 @@ impl<V, E> Processor<V, E> {
         timer && attempts > 0 && self.retry_at.is_none_or(|t| t > now.get())
     }
 
+    /// Sequential boundaries fire first, in order, each taking along the latest
+    /// and burst updates accepted before it. What is left (updates with no
+    /// sequential boundary behind them) collapses into one fire.
     fn settle_inner(&mut self, calls: &mut dyn Calls<V, E>, now: &Now, timer: bool) {
         if self.paused {
             return;
         }
-        match self.plan.strategy {
-            InputStrategy::Latest => while self.settle_latest(calls, now, timer) {},
-            InputStrategy::Sequential => self.pump(calls, now, timer),
+        loop {
+            self.pump(calls, now, timer);
+            // A sequential head still waiting (failed, backing off) keeps
+            // everything accepted after it waiting too.
+            if !self.queue.is_empty() || !self.settle_latest(calls, now, timer) {
+                break;
+            }
         }
     }
 
-    /// One latest-strategy fire if the criteria are met. Returns true when it
-    /// succeeded and the batch flush that follows produced new boundaries.
+    /// One fire for the latest and burst updates if the criteria are met.
+    /// Returns true when it succeeded and the batch flush that follows
+    /// produced new boundaries.
     fn settle_latest(&mut self, calls: &mut dyn Calls<V, E>, now: &Now, timer: bool) -> bool {
         let ready = self.any_dirty && (self.plan.criteria.kind == CriteriaKind::Any || self.missing == 0);
         if !ready || self.backing_off(timer, self.attempts, now) {
@@ -435,12 +489,18 @@ impl<V, E> Processor<V, E> {
         }
     }
 
-    /// Sequential strategy: fires the queued boundaries in order, each against the
-    /// cache as of its acceptance. A failing head stays at the front (later
-    /// boundaries wait behind it) until it succeeds or runs out of attempts.
+    /// Fires the queued sequential boundaries in order, each against the
+    /// inputs as of its acceptance; latest and burst boundaries queued behind
+    /// them take effect as they come up. A failing head stays at the front
+    /// (later boundaries wait behind it) until it succeeds or runs out of attempts.
     fn pump(&mut self, calls: &mut dyn Calls<V, E>, now: &Now, timer: bool) {
         while let Some(head) = self.queue.front() {
             let acc = head.acc;
+            if self.plan.inputs[acc] != InputStrategy::Sequential {
+                let p = self.queue.pop_front().expect("head exists");
+                self.apply(p.acc, p.value, p.seq, calls);
+                continue;
+            }
             let member = self.plan.criteria.member[acc];
             let missing_after = self.missing - usize::from(member && self.cache[acc].is_none());
             let fires = member && (self.plan.criteria.kind == CriteriaKind::Any || missing_after == 0);
@@ -457,8 +517,10 @@ impl<V, E> Processor<V, E> {
             let fire = Fire { trigger: Trigger::Boundary(acc), seq, attempt, dead_letter_on_failure: last_try };
             match self.run(fire, true, calls) {
                 Ok(()) => {
-                    self.retry_at = None;
                     self.pop_into_cache();
+                    // It took the latest and burst updates before it along.
+                    self.clear_dirty();
+                    self.retry_at = None;
                     self.flush_batches(seq, calls);
                 }
                 Err(text) if last_try => {
@@ -485,14 +547,15 @@ impl<V, E> Processor<V, E> {
                 }
             }
         }
-        self.metrics.pending.store(self.queue.len(), Relaxed);
+        self.set_pending();
     }
 
     /// Runs the graph once; with `head_input`, the sequential queue's head
     /// stands in for its accumulator's cached value.
     fn run(&mut self, fire: Fire, head_input: bool, calls: &mut dyn Calls<V, E>) -> Result<(), String> {
+        let newest = self.lend_bursts(calls);
         let override_input = if head_input { self.queue.front().map(|h| (h.acc, &h.value)) } else { None };
-        execute(
+        let result = execute(
             &mut self.executor,
             &self.plan,
             &self.cache,
@@ -502,7 +565,34 @@ impl<V, E> Processor<V, E> {
             fire,
             override_input,
             calls,
-        )
+        );
+        self.return_bursts(newest);
+        result
+    }
+
+    /// A burst input's nodes see the list of its pending boundaries: built by
+    /// the host and put in the cache for the fire (so that a fire reads one
+    /// source), the newest boundary set aside to be put back after. Before its
+    /// first boundary the input stays `None`; after, it is a list, empty when
+    /// nothing arrived since the last successful fire.
+    fn lend_bursts(&mut self, calls: &mut dyn Calls<V, E>) -> Vec<(usize, V)> {
+        let mut newest = Vec::new();
+        for k in 0..self.burst_accs.len() {
+            let b = self.burst_accs[k];
+            if self.cache[b].is_some() {
+                let list = calls.list(&mut self.burst[b].iter());
+                if let Some(v) = self.cache[b].replace(list) {
+                    newest.push((b, v));
+                }
+            }
+        }
+        newest
+    }
+
+    fn return_bursts(&mut self, newest: Vec<(usize, V)>) {
+        for (b, v) in newest {
+            self.cache[b] = Some(v);
+        }
     }
 
     fn pop_into_cache(&mut self) {
@@ -529,10 +619,12 @@ impl<V, E> Processor<V, E> {
         match flushed {
             Flushed::Empty => false,
             Flushed::Emit(boundary) => {
-                if self.plan.strategy == InputStrategy::Latest {
+                // Only a latest input would overwrite an unfired batch; a burst
+                // input keeps every flush in its list, a sequential one queues it.
+                if self.plan.inputs[acc] == InputStrategy::Latest {
                     self.accs[acc].hold();
                 }
-                self.accept(acc, boundary, seq);
+                self.accept(acc, boundary, seq, calls);
                 true
             }
             Flushed::Refused { events, error } => {

@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use super::{Now, Pending, Processor};
 use crate::checkpoint::snapshot::{
-    AccumulatorSnapshot, ControlSnapshot, DeadLetterSnapshot, EngineSnapshot, PendingSnapshot, Position,
-    ReactorSnapshot, SourcesSnapshot,
+    AccumulatorSnapshot, ControlSnapshot, DeadLetterSnapshot, EngineSnapshot, InputSnapshot, InputsSnapshot,
+    PendingSnapshot, Position, ReactorSnapshot, SourcesSnapshot,
 };
 use crate::checkpoint::Value;
 use crate::dead_letter::{DeadLetter, Stage};
@@ -108,6 +108,11 @@ impl<V, E> Processor<V, E> {
                 .collect();
             (letters, dropped)
         });
+        let mut inputs = Vec::with_capacity(self.burst.len());
+        for (i, list) in self.burst.iter().enumerate() {
+            let burst = list.iter().map(&mut *conv).collect::<Result<Vec<_>, X>>()?;
+            inputs.push(InputSnapshot { accumulator: names(i), strategy: self.plan.inputs[i].label().to_string(), burst });
+        }
         let m = &self.metrics;
         Ok(EngineSnapshot {
             accumulators,
@@ -138,6 +143,7 @@ impl<V, E> Processor<V, E> {
                     .collect(),
             },
             control: ControlSnapshot { paused: self.paused },
+            inputs: InputsSnapshot { inputs },
         })
     }
 
@@ -173,19 +179,43 @@ impl<V, E> Processor<V, E> {
                 None => skipped.names.push(format!("reactor cache '{name}'")),
             }
         }
-        if self.plan.strategy == InputStrategy::Latest {
-            for name in r.dirty {
-                let Some(i) = self.index_of(&name) else { continue };
-                if self.plan.criteria.member[i] {
-                    self.dirty[i] = true;
-                    self.any_dirty = true;
-                }
-                if self.cache[i].is_some() {
-                    self.accs[i].hold();
-                }
+        // Dirty flags matter to latest and burst inputs only (a sequential
+        // boundary not yet fired is in the queue).
+        for name in r.dirty {
+            let Some(i) = self.index_of(&name) else { continue };
+            if self.plan.inputs[i] == InputStrategy::Sequential {
+                continue;
             }
-            self.attempts = r.attempts;
-            self.latest_seq = r.next_seq.saturating_sub(1);
+            if self.plan.criteria.member[i] {
+                self.dirty[i] = true;
+                self.any_dirty = true;
+            }
+            if self.plan.inputs[i] == InputStrategy::Latest && self.cache[i].is_some() {
+                self.accs[i].hold();
+            }
+        }
+        self.attempts = r.attempts;
+        self.latest_seq = r.next_seq.saturating_sub(1);
+        for input in snap.inputs.inputs {
+            if input.burst.is_empty() {
+                continue;
+            }
+            match self.index_of(&input.accumulator) {
+                Some(i) if self.plan.inputs[i] == InputStrategy::Burst => {
+                    for v in input.burst {
+                        let v = conv(v)?;
+                        self.burst[i].push(v);
+                        self.burst_pending += 1;
+                    }
+                    if self.plan.criteria.member[i] {
+                        self.dirty[i] = true;
+                        self.any_dirty = true;
+                    }
+                }
+                // No longer a burst input: its newest boundary is in the cache
+                // (and dirty); the list has no place to go.
+                _ => skipped.names.push(format!("burst list of '{}' ({} boundaries)", input.accumulator, input.burst.len())),
+            }
         }
         for p in r.queue {
             match self.index_of(&p.accumulator) {
@@ -210,7 +240,7 @@ impl<V, E> Processor<V, E> {
         m.fires_failed.store(r.fires_failed, Relaxed);
         m.retries.store(r.retries, Relaxed);
         m.last_fired_at_us.store(r.last_fired_at_us, Relaxed);
-        m.pending.store(self.queue.len(), Relaxed);
+        self.set_pending();
         self.checkpointed_fires = r.fires;
         for p in snap.sources.positions {
             match self.index_of(&p.accumulator) {
