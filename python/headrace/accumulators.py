@@ -20,6 +20,7 @@ from headrace.names import name_problem
 __all__ = [
     "Accumulator",
     "AccumulatorKind",
+    "InputStrategy",
     "State",
     "batch_accumulator",
     "passthrough_accumulator",
@@ -29,6 +30,12 @@ __all__ = [
 ]
 
 AccumulatorKind = Literal["passthrough", "stream", "polling", "batch", "state"]
+#: How an accumulator's boundaries reach fires: ``"latest"`` (updates collapse,
+#: nodes see the newest), ``"sequential"`` (a fire per boundary, in order) or
+#: ``"burst"`` (updates collapse, nodes see the list of every boundary since
+#: the last successful fire).
+InputStrategy = Literal["latest", "sequential", "burst"]
+INPUT_STRATEGIES: tuple[InputStrategy, ...] = ("latest", "sequential", "burst")
 Codec = Literal["json", "msgpack"]
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -73,6 +80,8 @@ class Accumulator:
     #: Initial value of the stream accumulator's :class:`State`, if it has one.
     initial_state: Any = None
     has_state: bool = False
+    #: This accumulator's input strategy; ``None``: the graph's ``input_strategy``.
+    input: InputStrategy | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.function(*args, **kwargs)
@@ -89,6 +98,7 @@ class Accumulator:
             "codec": self.codec,
             "config": dict(self.config),
             "state": self.new_state(),
+            "input": self.input,
         }
 
 
@@ -137,6 +147,15 @@ def _codec(codec: str, name: str) -> Codec:
     return codec  # type: ignore[return-value]
 
 
+def _input(value: Any, name: str) -> InputStrategy | None:
+    if value is not None and value not in INPUT_STRATEGIES:
+        raise GraphDefinitionError(
+            f"accumulator '{name}': input must be 'latest', 'sequential' or 'burst' (or None for the "
+            f"graph's input_strategy), got {value!r}"
+        )
+    return value  # type: ignore[no-any-return]
+
+
 def _positive_int(value: Any, what: str, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise GraphDefinitionError(f"accumulator '{name}': {what} must be a positive integer, got {value!r}")
@@ -153,19 +172,29 @@ def _duration(value: Any, what: str, name: str) -> float:
 @overload
 def passthrough_accumulator(fn: F, /) -> Accumulator: ...
 @overload
-def passthrough_accumulator(*, name: str | None = None, codec: Codec = "json") -> Callable[[F], Accumulator]: ...
+def passthrough_accumulator(
+    *, name: str | None = None, codec: Codec = "json", input: InputStrategy | None = None
+) -> Callable[[F], Accumulator]: ...
 
 
 def passthrough_accumulator(
-    fn: Callable[..., Any] | None = None, /, *, name: str | None = None, codec: Codec = "json"
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    codec: Codec = "json",
+    input: InputStrategy | None = None,  # noqa: A002 - the issue's spelling
 ) -> Accumulator | Callable[[Callable[..., Any]], Accumulator]:
     """Declares a passthrough accumulator: ``fn(event)`` returns the boundary
-    (or ``None`` to emit nothing)."""
+    (or ``None`` to emit nothing).
+
+    Every kind takes ``input=``: ``"latest"``, ``"sequential"`` or ``"burst"``
+    overrides the graph's ``input_strategy`` for this accumulator."""
 
     def wrap(f: Callable[..., Any]) -> Accumulator:
         n = _name_of(f, name)
         _check_arity(f, n, 1, "one argument (the event)")
-        return Accumulator(n, "passthrough", f, _codec(codec, n))
+        return Accumulator(n, "passthrough", f, _codec(codec, n), input=_input(input, n))
 
     return wrap(fn) if fn is not None else wrap
 
@@ -181,6 +210,7 @@ def stream_accumulator(
     dead_letter_topic: str | None = None,
     name: str | None = None,
     codec: Codec = "json",
+    input: InputStrategy | None = None,  # noqa: A002
 ) -> Callable[[Callable[..., Any]], Accumulator]:
     """Declares a stream accumulator fed by a broker topic (and by pushes).
 
@@ -210,13 +240,15 @@ def stream_accumulator(
             "config": dict(config or {}),
             "dead_letter_topic": dead_letter_topic,
         }
-        return Accumulator(n, "stream", f, _codec(codec, n), settings, state if has_state else None, has_state)
+        return Accumulator(
+            n, "stream", f, _codec(codec, n), settings, state if has_state else None, has_state, _input(input, n)
+        )
 
     return wrap
 
 
 def polling_accumulator(
-    *, interval: str | float, name: str | None = None
+    *, interval: str | float, name: str | None = None, input: InputStrategy | None = None  # noqa: A002
 ) -> Callable[[Callable[..., Any]], Accumulator]:
     """Declares a polling accumulator: in thread mode a timer calls ``fn()``
     (sync or ``async def``) every ``interval``; a ``None`` result, or one equal
@@ -225,7 +257,8 @@ def polling_accumulator(
     def wrap(f: Callable[..., Any]) -> Accumulator:
         n = _name_of(f, name)
         _check_arity(f, n, 0, "no arguments")
-        return Accumulator(n, "polling", f, "json", {"interval": _duration(interval, "interval", n)})
+        settings = {"interval": _duration(interval, "interval", n)}
+        return Accumulator(n, "polling", f, "json", settings, input=_input(input, n))
 
     return wrap
 
@@ -236,6 +269,7 @@ def batch_accumulator(
     max_buffer_size: int | None = None,
     name: str | None = None,
     codec: Codec = "json",
+    input: InputStrategy | None = None,  # noqa: A002
 ) -> Callable[[Callable[..., Any]], Accumulator]:
     """Declares a batch accumulator: events are buffered and ``fn(events)``
     sees the buffered list when it flushes — after each successful fire, when
@@ -244,7 +278,10 @@ def batch_accumulator(
     exactly one flush, and every flushed boundary one successful fire: under
     the ``latest`` strategy a batch whose boundary has not fired yet does not
     flush again (that would overwrite it) but keeps buffering, past
-    ``max_buffer_size`` if need be, until the next successful fire."""
+    ``max_buffer_size`` if need be, until the next successful fire. With
+    ``input="burst"`` nothing is held: each flush's result is one element of
+    the list the next successful fire delivers, and the buffer never grows
+    past ``max_buffer_size``."""
 
     def wrap(f: Callable[..., Any]) -> Accumulator:
         n = _name_of(f, name)
@@ -253,13 +290,13 @@ def batch_accumulator(
             "flush_interval": None if flush_interval is None else _duration(flush_interval, "flush_interval", n),
             "max_buffer_size": None if max_buffer_size is None else _positive_int(max_buffer_size, "max_buffer_size", n),
         }
-        return Accumulator(n, "batch", f, _codec(codec, n), settings)
+        return Accumulator(n, "batch", f, _codec(codec, n), settings, input=_input(input, n))
 
     return wrap
 
 
 def state_accumulator(
-    *, capacity: int, name: str | None = None, codec: Codec = "json"
+    *, capacity: int, name: str | None = None, codec: Codec = "json", input: InputStrategy | None = None  # noqa: A002
 ) -> Callable[[Callable[..., Any]], Accumulator]:
     """Declares a state accumulator: ``fn(event)`` returns a value (or ``None``
     to skip the event) and the boundary is the list of the last ``capacity``
@@ -268,6 +305,7 @@ def state_accumulator(
     def wrap(f: Callable[..., Any]) -> Accumulator:
         n = _name_of(f, name)
         _check_arity(f, n, 1, "one argument (the event)")
-        return Accumulator(n, "state", f, _codec(codec, n), {"capacity": _positive_int(capacity, "capacity", n)})
+        settings = {"capacity": _positive_int(capacity, "capacity", n)}
+        return Accumulator(n, "state", f, _codec(codec, n), settings, input=_input(input, n))
 
     return wrap

@@ -12,13 +12,12 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, overload
 
 from headrace import _core
-from headrace.accumulators import Accumulator
+from headrace.accumulators import INPUT_STRATEGIES, Accumulator, InputStrategy
 from headrace.errors import GraphDefinitionError
 from headrace.names import name_problem
 
 __all__ = ["ComputationGraph", "Criteria", "InputStrategy", "Node", "when_all", "when_any"]
 
-InputStrategy = Literal["latest", "sequential"]
 F = TypeVar("F", bound=Callable[..., Any])
 AccumulatorRef = Accumulator | str
 
@@ -159,8 +158,8 @@ class ComputationGraph:
             for m in criteria.members:
                 if m not in names:
                     problems.append(f"criteria name '{m}', which is not an accumulator of this graph")
-        if input_strategy not in ("latest", "sequential"):
-            problems.append(f"input_strategy must be 'latest' or 'sequential', got {input_strategy!r}")
+        if input_strategy not in INPUT_STRATEGIES:
+            problems.append(f"input_strategy must be 'latest', 'sequential' or 'burst', got {input_strategy!r}")
         if problems:
             raise GraphDefinitionError(f"invalid graph '{name}': " + "; ".join(problems), problems=problems)
         self._name = name

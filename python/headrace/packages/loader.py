@@ -60,8 +60,9 @@ def _redeclare(acc: Accumulator, entry: AccumulatorEntry) -> Accumulator:
     cfg: dict[str, Any] = {**(acc.config if acc.kind == entry.accumulator_type else {}), **entry.config}
     fn, name = acc.function, acc.name
     kind = entry.accumulator_type
+    strategy: Any = entry.input or acc.input  # checked by the decorator
     if kind == "passthrough":
-        return passthrough_accumulator(name=name, codec=acc.codec)(fn)
+        return passthrough_accumulator(name=name, codec=acc.codec, input=strategy)(fn)
     if kind == "stream":
         return stream_accumulator(
             type=str(cfg.get("type", "kafka")),
@@ -73,18 +74,23 @@ def _redeclare(acc: Accumulator, entry: AccumulatorEntry) -> Accumulator:
             dead_letter_topic=cfg.get("dead_letter_topic"),
             name=name,
             codec=acc.codec,
+            input=strategy,
         )(fn)
     if kind == "polling":
         if "interval" not in cfg:
             raise GraphDefinitionError("config.interval is required for a polling accumulator")
-        return polling_accumulator(interval=cfg["interval"], name=name)(fn)
+        return polling_accumulator(interval=cfg["interval"], name=name, input=strategy)(fn)
     if kind == "batch":
         return batch_accumulator(
-            flush_interval=cfg.get("flush_interval"), max_buffer_size=cfg.get("max_buffer_size"), name=name, codec=acc.codec
+            flush_interval=cfg.get("flush_interval"),
+            max_buffer_size=cfg.get("max_buffer_size"),
+            name=name,
+            codec=acc.codec,
+            input=strategy,
         )(fn)
     if "capacity" not in cfg:
         raise GraphDefinitionError("config.capacity is required for a state accumulator")
-    return state_accumulator(capacity=cfg["capacity"], name=name, codec=acc.codec)(fn)
+    return state_accumulator(capacity=cfg["capacity"], name=name, codec=acc.codec, input=strategy)(fn)
 
 
 def apply_manifest(graph: ComputationGraph, manifest: Manifest) -> ComputationGraph:

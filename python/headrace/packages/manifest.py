@@ -9,11 +9,13 @@
     language = "python"
     entry = "price_signal:graph"        # module:attribute of the ComputationGraph
     reaction_mode = "when_any"          # optional; overrides the code
-    input_strategy = "latest"           # optional; overrides the code (whose default is "sequential")
+    input_strategy = "latest"           # optional; overrides the code (whose default is "sequential");
+                                        # latest | sequential | burst
 
     [[metadata.accumulators]]
     name = "orderbook"
     accumulator_type = "stream"         # passthrough | stream | polling | batch | state
+    input = "burst"                     # optional; latest | sequential | burst (default: input_strategy)
     [metadata.accumulators.config]
     broker = "KAFKA_BROKER"
     topic = "price.orderbook"
@@ -42,6 +44,7 @@ from headrace.names import name_problem
 __all__ = ["AccumulatorEntry", "Manifest", "ManifestError", "parse_manifest"]
 
 KINDS = ("passthrough", "stream", "polling", "batch", "state")
+INPUTS = ("latest", "sequential", "burst")
 CONFIG_KEYS = {
     "passthrough": set(),
     "stream": {"broker", "topic", "group", "dead_letter_topic"},
@@ -69,6 +72,8 @@ class AccumulatorEntry:
     name: str
     accumulator_type: str
     config: dict[str, Any] = field(default_factory=dict)
+    #: ``input``: this accumulator's input strategy; None keeps the code's.
+    input: str | None = None
 
 
 @dataclass(frozen=True)
@@ -160,8 +165,8 @@ def parse_manifest(text: str) -> Manifest:
     if reaction is not None and reaction not in ("when_any", "when_all"):
         c.problems.append(f"metadata.reaction_mode: must be 'when_any' or 'when_all', got {reaction!r}")
     strategy = c.string(metadata, "input_strategy", "metadata", required=False)
-    if strategy is not None and strategy not in ("latest", "sequential"):
-        c.problems.append(f"metadata.input_strategy: must be 'latest' or 'sequential', got {strategy!r}")
+    if strategy is not None and strategy not in INPUTS:
+        c.problems.append(f"metadata.input_strategy: must be 'latest', 'sequential' or 'burst', got {strategy!r}")
     accumulators = []
     raw = metadata.get("accumulators", [])
     if not isinstance(raw, list):
@@ -171,7 +176,7 @@ def parse_manifest(text: str) -> Manifest:
     for i, entry_data in enumerate(raw):
         path = f"metadata.accumulators[{i}]"
         acc = c.table(entry_data, path)
-        c.known(acc, path, {"name", "accumulator_type", "config"})
+        c.known(acc, path, {"name", "accumulator_type", "config", "input"})
         acc_name = c.string(acc, "name", path)
         kind = c.string(acc, "accumulator_type", path)
         if acc_name is not None:
@@ -182,6 +187,11 @@ def parse_manifest(text: str) -> Manifest:
             if acc_name in seen:
                 c.problems.append(f"{path}.name: accumulator '{acc_name}' is declared twice")
             seen.add(acc_name)
+        acc_input = c.string(acc, "input", path, required=False)
+        if acc_input is not None and acc_input not in INPUTS:
+            who = f"accumulator '{acc_name}'" if acc_name is not None else "accumulator"
+            c.problems.append(f"{path}.input: {who}: must be 'latest', 'sequential' or 'burst', got {acc_input!r}")
+            acc_input = None
         if kind is not None and kind not in KINDS:
             c.problems.append(f"{path}.accumulator_type: must be one of {', '.join(KINDS)}, got {kind!r}")
         config = c.table(acc.get("config", {}), f"{path}.config")
@@ -190,7 +200,7 @@ def parse_manifest(text: str) -> Manifest:
         if kind == "stream" and "topic" not in config:
             c.problems.append(f"{path}.config.topic: required for a stream accumulator")
         if acc_name is not None and kind is not None:
-            accumulators.append(AccumulatorEntry(acc_name, kind, dict(config)))
+            accumulators.append(AccumulatorEntry(acc_name, kind, dict(config), acc_input))
     if c.problems:
         raise ManifestError(c.problems)
     assert name and version and graph_name and entry
