@@ -22,6 +22,7 @@ __all__ = [
     "AccumulatorKind",
     "State",
     "batch_accumulator",
+    "passthrough",
     "passthrough_accumulator",
     "polling_accumulator",
     "state_accumulator",
@@ -73,6 +74,10 @@ class Accumulator:
     #: Initial value of the stream accumulator's :class:`State`, if it has one.
     initial_state: Any = None
     has_state: bool = False
+    #: False for :func:`passthrough` (declared without a function): the event
+    #: itself is the boundary and the engine makes no Python call for it;
+    #: ``function`` is then the identity.
+    has_function: bool = True
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.function(*args, **kwargs)
@@ -85,7 +90,7 @@ class Accumulator:
         return {
             "name": self.name,
             "kind": self.kind,
-            "function": self.function,
+            "function": self.function if self.has_function else None,
             "codec": self.codec,
             "config": dict(self.config),
             "state": self.new_state(),
@@ -168,6 +173,28 @@ def passthrough_accumulator(
         return Accumulator(n, "passthrough", f, _codec(codec, n))
 
     return wrap(fn) if fn is not None else wrap
+
+
+def _forward(event: Any) -> Any:
+    return event
+
+
+def passthrough(name: str, *, codec: Codec = "json") -> Accumulator:
+    """Declares a passthrough accumulator without a function: each event (as
+    pushed, or decoded from bytes) is the boundary as it is, and a ``None``
+    event emits nothing, as ``lambda event: event`` would. The engine makes no
+    Python call for it, so it is the cheapest way in for events that are
+    already in the shape the nodes want.
+
+    Example::
+
+        book = hr.passthrough("book")
+        graph = hr.ComputationGraph("spread", accumulators=[book])
+    """
+    if not isinstance(name, str):
+        raise GraphDefinitionError(f"passthrough() takes the accumulator's name as a string, got {name!r}")
+    n = _name_of(_forward, name)
+    return Accumulator(n, "passthrough", _forward, _codec(codec, n), has_function=False)
 
 
 def stream_accumulator(

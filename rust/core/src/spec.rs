@@ -39,6 +39,9 @@ impl AccKind {
 pub struct AccSpec {
     pub name: String,
     pub kind: AccKind,
+    /// False for a passthrough declared without a function: its boundary is
+    /// the (decoded) event itself and the host is never called for it.
+    pub function: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
