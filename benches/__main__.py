@@ -34,6 +34,10 @@ def table(results: list[Result]) -> str:
     lines.append(" consume loop calling the same functions; Kafka latency is producer timestamp -> fire)")
     lines.append("(WS push -> fire's baseline is a raw Unix-socket round trip between two Python processes;")
     lines.append(" WS throughput's is the same graph fed the same bytes in-process, no server)")
+    lines.append("(W1 + results' baseline appends each result to a list; 'no acc fn' rows push book-shaped events")
+    lines.append(" through hr.passthrough and their baseline calls no accumulator function either;")
+    lines.append(" W3 gap: 50 µs idle before each event; thread's baseline is a bare SimpleQueue hop to a")
+    lines.append(" Python thread calling the same functions, send -> callback, measured the same way)")
     lines.append("(throughput: higher is better; latency: lower is better)")
     return "\n".join(lines)
 
@@ -52,6 +56,8 @@ def main() -> int:
     results += workloads.w2(500_000 // scale, args.runs)
     results += workloads.w3_inline(max(100_000 // scale, 10_000))
     results += workloads.w3_thread(max(20_000 // scale, 2_000))
+    results += workloads.w3_gap_inline(max(20_000 // scale, 5_000))
+    results += workloads.w3_gap_thread(max(10_000 // scale, 1_000))
     results += checkpoints.w1_checkpointed(1_000_000 // scale, args.runs)
     costs = checkpoints.all_costs()
     if kafka_bench.broker():

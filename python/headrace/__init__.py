@@ -6,11 +6,12 @@ when to fire, and a DAG of Python node functions runs over the current inputs.
 
 from collections.abc import Sequence as _Sequence
 
-from headrace._core import FireList, FireResult, Route
+from headrace._core import FireList, FireResult, OnOutput, Route
 from headrace.accumulators import (
     Accumulator,
     State,
     batch_accumulator,
+    passthrough,
     passthrough_accumulator,
     polling_accumulator,
     state_accumulator,
@@ -27,7 +28,7 @@ from headrace.errors import (
     UncheckpointableError,
 )
 from headrace.graph import ComputationGraph, Criteria, when_all, when_any
-from headrace.runtime import Runtime
+from headrace.runtime import Runtime, on_output
 from headrace.sources import StreamBackend, StreamConfig, StreamError, register_stream_backend
 
 _Sequence.register(FireList)
@@ -46,6 +47,7 @@ __all__ = [
     "GraphDefinitionError",
     "HeadraceError",
     "NodeError",
+    "OnOutput",
     "PayloadError",
     "Route",
     "Runtime",
@@ -55,6 +57,8 @@ __all__ = [
     "StreamError",
     "UncheckpointableError",
     "batch_accumulator",
+    "on_output",
+    "passthrough",
     "passthrough_accumulator",
     "polling_accumulator",
     "register_stream_backend",

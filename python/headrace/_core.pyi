@@ -1,6 +1,6 @@
 """Type stubs for the Rust extension ``headrace._core`` (checked by mypy.stubtest)."""
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Self, final, overload
 
 from typing_extensions import disjoint_base
@@ -11,6 +11,7 @@ __all__ = [
     "Engine",
     "FireList",
     "FireResult",
+    "OnOutput",
     "Route",
     "__version__",
     "compile_graph",
@@ -71,6 +72,18 @@ class FireList:
     @overload
     def __getitem__(self, key: slice, /) -> list[FireResult]: ...
     def __iter__(self) -> Iterator[FireResult]: ...
+    def outputs(self, node: str) -> list[Any]:
+        """Terminal ``node``'s value of every fire, in order (None where it did not run)."""
+
+@final
+class OnOutput:
+    """``on_fire`` sink receiving only terminal ``node``'s value (see ``headrace.on_output``)."""
+
+    @property
+    def node(self) -> str: ...
+    @property
+    def function(self) -> Callable[[Any], Any]: ...
+    def __new__(cls, node: str, function: Callable[[Any], Any]) -> OnOutput: ...
 
 @final
 class Counters:

@@ -23,6 +23,7 @@ __all__ = [
     "InputStrategy",
     "State",
     "batch_accumulator",
+    "passthrough",
     "passthrough_accumulator",
     "polling_accumulator",
     "state_accumulator",
@@ -82,6 +83,10 @@ class Accumulator:
     has_state: bool = False
     #: This accumulator's input strategy; ``None``: the graph's ``input_strategy``.
     input: InputStrategy | None = None
+    #: False for :func:`passthrough` (declared without a function): the event
+    #: itself is the boundary and the engine makes no Python call for it;
+    #: ``function`` is then the identity.
+    has_function: bool = True
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.function(*args, **kwargs)
@@ -94,7 +99,7 @@ class Accumulator:
         return {
             "name": self.name,
             "kind": self.kind,
-            "function": self.function,
+            "function": self.function if self.has_function else None,
             "codec": self.codec,
             "config": dict(self.config),
             "state": self.new_state(),
@@ -197,6 +202,28 @@ def passthrough_accumulator(
         return Accumulator(n, "passthrough", f, _codec(codec, n), input=_input(input, n))
 
     return wrap(fn) if fn is not None else wrap
+
+
+def _forward(event: Any) -> Any:
+    return event
+
+
+def passthrough(name: str, *, codec: Codec = "json", input: InputStrategy | None = None) -> Accumulator:  # noqa: A002
+    """Declares a passthrough accumulator without a function: each event (as
+    pushed, or decoded from bytes) is the boundary as it is, and a ``None``
+    event emits nothing, as ``lambda event: event`` would. The engine makes no
+    Python call for it, so it is the cheapest way in for events that are
+    already in the shape the nodes want.
+
+    Example::
+
+        book = hr.passthrough("book")
+        graph = hr.ComputationGraph("spread", accumulators=[book])
+    """
+    if not isinstance(name, str):
+        raise GraphDefinitionError(f"passthrough() takes the accumulator's name as a string, got {name!r}")
+    n = _name_of(_forward, name)
+    return Accumulator(n, "passthrough", _forward, _codec(codec, n), input=_input(input, n), has_function=False)
 
 
 def stream_accumulator(

@@ -17,11 +17,26 @@ from headrace.errors import AccumulatorError, CheckpointError, HeadraceError
 from headrace.graph import ComputationGraph
 from headrace.sources.runner import StreamRunner
 
-__all__ = ["Mode", "Runtime"]
+__all__ = ["Mode", "Runtime", "on_output"]
 
 log = logging.getLogger("headrace")
 
 Mode = Literal["inline", "thread"]
+
+
+def on_output(node: str, fn: Callable[[Any], Any]) -> _core.OnOutput:
+    """A sink for ``Runtime(on_fire=...)`` that receives only terminal
+    ``node``'s value: ``fn(value)`` for every successful fire in which the
+    node ran, with no :class:`~headrace.FireResult` built, so a sink such as
+    ``results.append`` costs one call per fire. Failed fires are raised
+    (inline) or logged (thread mode) as without ``on_fire``.
+
+    Raises:
+        TypeError: ``fn`` is not callable.
+        GraphDefinitionError: (when the runtime is built) ``node`` is not a
+            terminal node of the graph.
+    """
+    return _core.OnOutput(node, fn)
 
 
 class Runtime(_core.Engine):
@@ -36,7 +51,8 @@ class Runtime(_core.Engine):
         graph: The graph; it is validated before any event is accepted.
         mode: "inline" or "thread".
         on_fire: Called with every :class:`~headrace.FireResult` (thread mode:
-            on the processor thread; exceptions it raises are logged).
+            on the processor thread; exceptions it raises are logged), or
+            ``hr.on_output(node, fn)`` to receive only that terminal node's value.
         capacity: Queue bound in events (thread mode).
         push_timeout: Seconds a push waits for room before raising
             :class:`~headrace.BackpressureError`; None waits as long as it takes.
@@ -78,7 +94,7 @@ class Runtime(_core.Engine):
         graph: ComputationGraph,
         *,
         mode: Mode = "inline",
-        on_fire: Callable[[_core.FireResult], Any] | None = None,
+        on_fire: Callable[[_core.FireResult], Any] | _core.OnOutput | None = None,
         capacity: int = 65536,
         push_timeout: float | str | None = None,
         max_attempts: int = 3,
@@ -96,7 +112,7 @@ class Runtime(_core.Engine):
     ) -> Self:
         if not isinstance(graph, ComputationGraph):
             raise TypeError(f"Runtime needs a ComputationGraph, got {type(graph).__name__}")
-        if on_fire is not None and not callable(on_fire):
+        if on_fire is not None and not isinstance(on_fire, _core.OnOutput) and not callable(on_fire):
             raise TypeError(f"on_fire must be callable, got {on_fire!r}")
         if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 0:
             raise ValueError(f"checkpoint_every must be a non-negative integer, got {checkpoint_every!r}")

@@ -17,6 +17,7 @@ from headrace.accumulators import (
     _NO_STATE,
     Accumulator,
     batch_accumulator,
+    passthrough,
     passthrough_accumulator,
     polling_accumulator,
     state_accumulator,
@@ -62,7 +63,13 @@ def _redeclare(acc: Accumulator, entry: AccumulatorEntry) -> Accumulator:
     kind = entry.accumulator_type
     strategy: Any = entry.input or acc.input  # checked by the decorator
     if kind == "passthrough":
+        if not acc.has_function:
+            return passthrough(name, codec=acc.codec, input=strategy)
         return passthrough_accumulator(name=name, codec=acc.codec, input=strategy)(fn)
+    if not acc.has_function:
+        raise GraphDefinitionError(
+            f"accumulator '{name}' is declared without a function (hr.passthrough), so it cannot be a {kind} accumulator"
+        )
     if kind == "stream":
         return stream_accumulator(
             type=str(cfg.get("type", "kafka")),
@@ -98,10 +105,17 @@ def apply_manifest(graph: ComputationGraph, manifest: Manifest) -> ComputationGr
     names = [a.name for a in graph.accumulators]
     problems = []
     entries: dict[str, AccumulatorEntry] = {}
+    # A passthrough the code does not declare needs no code: the manifest
+    # declares it, without a function (the event is the boundary).
+    added: list[Accumulator] = []
     for i, entry in enumerate(manifest.accumulators):
         if entry.name not in names:
+            if entry.accumulator_type == "passthrough":
+                added.append(passthrough(entry.name))
+                continue
             problems.append(
-                f"metadata.accumulators[{i}].name: the graph has no accumulator '{entry.name}' (it has: {', '.join(names)})"
+                f"metadata.accumulators[{i}].name: the graph has no accumulator '{entry.name}' (it has: {', '.join(names)});"
+                " only a passthrough may be declared in package.toml alone"
             )
         entries[entry.name] = entry
     accumulators = []
@@ -115,6 +129,7 @@ def apply_manifest(graph: ComputationGraph, manifest: Manifest) -> ComputationGr
             accumulators.append(_redeclare(acc, declared))
         except GraphDefinitionError as e:
             problems.append(f"metadata.accumulators[{index}]: {e}")
+    accumulators += added
     if problems:
         raise ManifestError(problems)
     criteria = graph.criteria

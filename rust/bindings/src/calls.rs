@@ -9,7 +9,7 @@ use pyo3::Borrowed;
 
 use headrace_core::checkpoint::snapshot::{encode_components, EngineSnapshot};
 use headrace_core::checkpoint::Value as CheckpointValue;
-use headrace_core::host::{Calls, CheckpointError, Codec, NodeOutput, Report, Unsupported};
+use headrace_core::host::{Calls, CheckpointError, Codec, NodeOutput, Outputs, Report, Unsupported};
 use pyo3::types::PyDict;
 use std::sync::atomic::Ordering::SeqCst;
 
@@ -134,6 +134,16 @@ impl PyCalls<'_, '_> {
                     "on_fire callback of graph '{}' raised {e}", self.cx.plan.graph
                 ));
             }
+        }
+    }
+
+    /// `on_output(node, fn)`: the node's value alone, when it ran.
+    fn call_on_output(&self, pos: usize, sink: &Value, outputs: &Outputs<Value>) {
+        let Some((_, value)) = outputs.iter().find(|(p, _)| *p == pos) else { return };
+        if let Err(e) = sink.bind(self.py).call1((value.bind_borrowed(self.py),)) {
+            errors::log(self.py, "error", &format!(
+                "on_output callback of graph '{}' raised {e}", self.cx.plan.graph
+            ));
         }
     }
 
@@ -386,6 +396,9 @@ impl Calls<Value, PyErr> for PyCalls<'_, '_> {
         let py = self.py;
         match report {
             Report::Fired(record) => {
+                if let (Some((pos, sink)), None) = (&self.cx.on_output, &record.failure) {
+                    self.call_on_output(*pos, sink, &record.outputs);
+                }
                 let wanted = self.inline.as_ref().is_some_and(|o| o.result.is_none() && o.target == record.seq);
                 let failed = record.failure.is_some();
                 if !failed && self.cx.on_fire.is_none() {

@@ -15,6 +15,66 @@ type Record = FireRecord<Py<PyAny>, PyErr>;
 pub struct Names {
     pub nodes: Vec<Py<PyString>>,
     pub accumulators: Vec<Py<PyString>>,
+    /// By plan position: whether the node is terminal (has an output).
+    pub terminal: Vec<bool>,
+}
+
+impl Names {
+    /// Plan position of terminal node `name`, or a `HeadraceError` naming the terminals.
+    fn terminal(&self, py: Python<'_>, name: &str) -> PyResult<usize> {
+        let found = self.nodes.iter().position(|n| n.bind(py).to_str().is_ok_and(|s| s == name));
+        match found {
+            Some(i) if self.terminal[i] => Ok(i),
+            _ => {
+                let terminals: Vec<String> = (0..self.nodes.len())
+                    .filter(|i| self.terminal[*i])
+                    .map(|i| self.nodes[i].bind(py).to_string())
+                    .collect();
+                let what = if found.is_some() { "is not a terminal node" } else { "is not a node of this graph" };
+                Err(crate::errors::raise(
+                    crate::errors::headrace_error(py)?,
+                    format!("outputs('{name}'): '{name}' {what}; the terminal nodes are: {}", terminals.join(", ")),
+                    &[],
+                ))
+            }
+        }
+    }
+}
+
+/// `on_fire=hr.on_output(node, fn)`: call `fn(value)` with terminal `node`'s
+/// value for every successful fire in which it ran, instead of `on_fire(FireResult)`.
+/// No `FireResult` is built, so the sink costs one call. Failed fires are
+/// raised (inline) or logged (thread mode) as without `on_fire`.
+#[pyclass(frozen, module = "headrace", name = "OnOutput")]
+pub struct OnOutput {
+    /// The terminal node whose value is handed over.
+    #[pyo3(get)]
+    pub node: Py<PyString>,
+    /// Called with that value.
+    #[pyo3(get)]
+    pub function: Py<PyAny>,
+}
+
+#[pymethods]
+impl OnOutput {
+    #[new]
+    fn new(node: Bound<'_, PyString>, function: Bound<'_, PyAny>) -> PyResult<Self> {
+        if !function.is_callable() {
+            return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                "on_output('{node}', fn): fn must be callable, got {}",
+                function.repr()?
+            )));
+        }
+        Ok(OnOutput { node: node.unbind(), function: function.unbind() })
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!("on_output({}, {})", self.node.bind(py).repr()?, self.function.bind(py).repr()?))
+    }
+
+    fn __traverse__(&self, visit: pyo3::gc::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+        visit.call(&self.function)
+    }
 }
 
 /// A routing node's choice: only the nodes on branch `label` run, and they
@@ -212,6 +272,27 @@ impl FireList {
 
     fn __repr__(&self) -> String {
         format!("<FireList of {} fire(s)>", self.items.len())
+    }
+
+    /// Terminal node `node`'s value of every fire, in order, as one list
+    /// (None where the node did not run or the fire failed): reading a column
+    /// builds no `FireResult` and no outputs dict.
+    fn outputs<'py>(&self, py: Python<'py>, node: &str) -> PyResult<Bound<'py, PyList>> {
+        let pos = self.names.terminal(py, node)?;
+        let none = py.None();
+        let value = |outputs: &Outputs<Py<PyAny>>| -> Py<PyAny> {
+            match outputs.iter().find(|(p, _)| *p == pos) {
+                Some((_, v)) => v.clone_ref(py),
+                None => none.clone_ref(py),
+            }
+        };
+        PyList::new(
+            py,
+            self.items.iter().map(|item| match item {
+                Kept::Record(r) => value(&r.outputs),
+                Kept::Built(b) => value(&b.get().outputs),
+            }),
+        )
     }
 
     fn __traverse__(&self, visit: pyo3::gc::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {

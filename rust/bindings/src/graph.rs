@@ -15,9 +15,10 @@ use headrace_core::spec::{
 };
 
 use crate::errors::{self, LogLimiter};
-use crate::fire::Names;
+use crate::fire::{Names, OnOutput};
 
 pub struct AccCall {
+    /// None for a passthrough declared without a function (never called).
     pub function: Py<PyAny>,
     /// Passed as the second argument (stream accumulators declared with `state=`).
     pub state: Option<Py<PyAny>>,
@@ -39,6 +40,9 @@ pub struct Callables {
     pub accs: Vec<AccCall>,
     pub nodes: Vec<NodeCall>,
     pub on_fire: Option<Py<PyAny>>,
+    /// `on_fire=hr.on_output(node, fn)`: (plan position of that terminal
+    /// node, fn), called with the node's value alone; no `FireResult` is built.
+    pub on_output: Option<(usize, Py<PyAny>)>,
     /// Interned once so that building a fire's outputs allocates no strings.
     pub names: Arc<Names>,
     /// Where checkpoints go; None without a store.
@@ -70,6 +74,9 @@ impl Callables {
             visit.call(&n.function)?;
         }
         visit.call(&self.on_fire)?;
+        if let Some((_, f)) = &self.on_output {
+            visit.call(f)?;
+        }
         visit.call(&self.on_undecodable)?;
         if let Some(sink) = &self.checkpoint {
             visit.call(&sink.writer)?;
@@ -175,12 +182,14 @@ pub fn parse(spec: &Bound<'_, PyDict>) -> PyResult<Parsed> {
             }
         };
         let state: Option<Py<PyAny>> = a.get_item("state")?.filter(|s| !s.is_none()).map(Bound::unbind);
-        accs.push(AccCall { function: item(&a, "function")?, state, codec, good_state: Mutex::new(None) });
+        let function: Py<PyAny> = item(&a, "function")?;
+        let has_function = !function.is_none(a.py());
+        accs.push(AccCall { function, state, codec, good_state: Mutex::new(None) });
         let input = match a.get_item("input")?.filter(|s| !s.is_none()) {
             Some(label) => Some(input_strategy(&label.extract::<String>()?, &format!("accumulator '{acc_name}': input"))?),
             None => None,
         };
-        accumulators.push(AccSpec { name: acc_name, kind, input });
+        accumulators.push(AccSpec { name: acc_name, kind, input, function: has_function });
     }
 
     let mut nodes = Vec::new();
@@ -205,6 +214,13 @@ pub fn parse(spec: &Bound<'_, PyDict>) -> PyResult<Parsed> {
 /// Validates and compiles a spec; raises `GraphDefinitionError` naming every problem.
 pub fn compile(py: Python<'_>, parsed: Parsed, on_fire: Option<Py<PyAny>>) -> PyResult<Callables> {
     let plan = Arc::new(Plan::compile(&parsed.spec).map_err(|e| errors::definition(py, &e))?);
+    let (on_fire, on_output) = match on_fire {
+        Some(f) => match f.bind(py).cast::<OnOutput>() {
+            Ok(sink) => (None, Some(output_sink(py, &plan, sink.get())?)),
+            Err(_) => (Some(f), None),
+        },
+        None => (None, None),
+    };
     let mut by_spec: Vec<Option<(Py<PyAny>, Vec<String>)>> = parsed.nodes.into_iter().map(Some).collect();
     let nodes = plan
         .nodes
@@ -218,13 +234,33 @@ pub fn compile(py: Python<'_>, parsed: Parsed, on_fire: Option<Py<PyAny>>) -> Py
         names: Arc::new(Names {
             accumulators: plan.accumulators.iter().map(|a| PyString::intern(py, &a.name).unbind()).collect(),
             nodes: plan.nodes.iter().map(|n| PyString::intern(py, &n.name).unbind()).collect(),
+            terminal: plan.nodes.iter().map(|n| n.terminal).collect(),
         }),
         plan,
         accs: parsed.accs,
         nodes,
         on_fire,
+        on_output,
         checkpoint: None,
         on_undecodable: None,
         refusals: LogLimiter::new(Duration::from_secs(10)),
     })
+}
+
+/// Resolves `hr.on_output(node, fn)` against the plan: the node must be a
+/// terminal node (only those have a value in a fire's outputs).
+fn output_sink(py: Python<'_>, plan: &Plan, sink: &OnOutput) -> PyResult<(usize, Py<PyAny>)> {
+    let name = sink.node.bind(py).to_str()?;
+    match plan.nodes.iter().position(|n| n.name == name) {
+        Some(i) if plan.nodes[i].terminal => Ok((i, sink.function.clone_ref(py))),
+        found => {
+            let terminals: Vec<&str> = plan.nodes.iter().filter(|n| n.terminal).map(|n| n.name.as_str()).collect();
+            let what = if found.is_some() { "is not a terminal node (another node takes its value)" } else { "is not a node of the graph" };
+            Err(errors::raise(
+                errors::definition_error(py)?,
+                format!("graph '{}': on_output('{name}') {what}; its terminal nodes are: {}", plan.graph, terminals.join(", ")),
+                &[],
+            ))
+        }
+    }
 }

@@ -31,6 +31,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<engine::Engine>()?;
     m.add_class::<fire::FireResult>()?;
     m.add_class::<fire::FireList>()?;
+    m.add_class::<fire::OnOutput>()?;
     m.add_class::<fire::Route>()?;
     m.add_class::<stats::Counters>()?;
     m.add_function(wrap_pyfunction!(compile_graph, m)?)?;

@@ -6,11 +6,14 @@ use std::time::{Duration, Instant};
 use crate::checkpoint::Value;
 use crate::host::{Calls, Unsupported};
 use crate::processor::Now;
-use crate::spec::AccKind;
+use crate::spec::{AccKind, AccSpec};
 
 pub(crate) enum AccState<V> {
     /// Passthrough and stream: the user function maps each event.
     Plain,
+    /// A passthrough without a function: the event is the boundary, with no
+    /// call to the host at all (the cheapest path an event can take).
+    Forward,
     /// The last emitted value, for change suppression.
     Polling { last: Option<V> },
     Batch {
@@ -54,8 +57,9 @@ pub(crate) enum Flushed<V, E> {
 }
 
 impl<V> AccState<V> {
-    pub(crate) fn new(kind: &AccKind) -> Self {
-        match kind {
+    pub(crate) fn new(spec: &AccSpec) -> Self {
+        match &spec.kind {
+            AccKind::Passthrough if !spec.function => AccState::Forward,
             AccKind::Passthrough | AccKind::Stream => AccState::Plain,
             AccKind::Polling { .. } => AccState::Polling { last: None },
             AccKind::Batch { max_buffer_size, flush_interval } => AccState::Batch {
@@ -83,6 +87,18 @@ impl<V> AccState<V> {
         now: &Now,
     ) -> Taken<V, E> {
         match self {
+            AccState::Forward => {
+                // As a function returning its event would: `None` emits nothing.
+                if calls.is_none(&event) {
+                    return Taken::Suppressed;
+                }
+                if check {
+                    if let Err(error) = calls.checkpointable("boundary", &event) {
+                        return Taken::Refused { event, error };
+                    }
+                }
+                Taken::Emit(event)
+            }
             AccState::Plain => {
                 let result = calls.accumulate(acc, &event);
                 if check {
@@ -200,7 +216,7 @@ impl<V> AccState<V> {
         conv: &mut dyn FnMut(&V) -> Result<Value, X>,
     ) -> Result<(Option<Value>, Vec<Value>, Vec<Value>), X> {
         Ok(match self {
-            AccState::Plain => (None, Vec::new(), Vec::new()),
+            AccState::Plain | AccState::Forward => (None, Vec::new(), Vec::new()),
             AccState::Polling { last } => (last.as_ref().map(&mut *conv).transpose()?, Vec::new(), Vec::new()),
             AccState::Batch { buffer, .. } => (None, buffer.iter().map(&mut *conv).collect::<Result<_, X>>()?, Vec::new()),
             AccState::State { window, .. } => (None, Vec::new(), window.iter().map(&mut *conv).collect::<Result<_, X>>()?),
@@ -211,7 +227,7 @@ impl<V> AccState<V> {
     /// fresh flush deadline.
     pub(crate) fn import(&mut self, saved_last: Option<V>, saved_buffer: Vec<V>, saved_window: Vec<V>, now: Instant) {
         match self {
-            AccState::Plain => {}
+            AccState::Plain | AccState::Forward => {}
             AccState::Polling { last } => *last = saved_last,
             AccState::Batch { buffer, interval, due, .. } => {
                 *buffer = saved_buffer;

@@ -253,6 +253,9 @@ fn check_settings(accs: &[AccSpec], problems: &mut Vec<Problem>) {
             AccKind::State { capacity: 0 } => problems.push(bad("capacity must be at least 1")),
             _ => {}
         }
+        if !acc.function && acc.kind != AccKind::Passthrough {
+            problems.push(bad(&format!("a {} accumulator needs a function (only a passthrough may have none)", acc.kind.label())));
+        }
     }
 }
 

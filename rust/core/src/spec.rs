@@ -41,6 +41,9 @@ pub struct AccSpec {
     pub kind: AccKind,
     /// How this accumulator's boundaries reach fires; `None`: the graph's strategy.
     pub input: Option<InputStrategy>,
+    /// False for a passthrough declared without a function: its boundary is
+    /// the (decoded) event itself and the host is never called for it.
+    pub function: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

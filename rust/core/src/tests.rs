@@ -36,11 +36,13 @@ struct Fake {
     saved: Vec<crate::checkpoint::snapshot::EngineSnapshot>,
     refused: Vec<(usize, bool)>,
     checkpoint_failures: usize,
+    /// Calls of `accumulate`, by accumulator.
+    accumulated: Vec<usize>,
 }
 
 impl Fake {
     fn new(nodes: Vec<NodeFn>) -> Self {
-        Fake { nodes, fires: vec![], acc_failures: 0, saved: vec![], refused: vec![], checkpoint_failures: 0 }
+        Fake { nodes, fires: vec![], acc_failures: 0, saved: vec![], refused: vec![], checkpoint_failures: 0, accumulated: vec![] }
     }
 }
 
@@ -71,7 +73,11 @@ fn from_cp(v: crate::checkpoint::Value) -> Result<Val, String> {
 }
 
 impl Calls<Val, String> for Fake {
-    fn accumulate(&mut self, _acc: usize, event: &Val) -> Result<Option<Val>, String> {
+    fn accumulate(&mut self, acc: usize, event: &Val) -> Result<Option<Val>, String> {
+        if self.accumulated.len() <= acc {
+            self.accumulated.resize(acc + 1, 0);
+        }
+        self.accumulated[acc] += 1;
         match event {
             Val::Nil => Ok(None),
             Val::Int(i) if *i < 0 => Err(format!("negative {i}")),
@@ -138,7 +144,7 @@ impl Calls<Val, String> for Fake {
 }
 
 fn acc(name: &str, kind: AccKind) -> AccSpec {
-    AccSpec { name: name.into(), kind, input: None }
+    AccSpec { name: name.into(), kind, input: None, function: true }
 }
 
 fn node(name: &str, params: &[&str]) -> NodeSpec {
@@ -644,3 +650,4 @@ fn channel_items_stay_small() {
 mod burst;
 mod delivery;
 mod checkpointable;
+mod forward;

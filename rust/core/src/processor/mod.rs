@@ -146,7 +146,7 @@ pub struct Processor<V, E> {
 
 impl<V, E> Processor<V, E> {
     pub fn new(plan: Arc<Plan>, config: Config) -> Self {
-        let accs: Vec<AccState<V>> = plan.accumulators.iter().map(|a| AccState::new(&a.kind)).collect();
+        let accs: Vec<AccState<V>> = plan.accumulators.iter().map(AccState::new).collect();
         let metrics = Metrics::new(accs.len());
         for (m, spec) in metrics.accumulators.iter().zip(&plan.accumulators) {
             m.set_health(match spec.kind {
