@@ -13,6 +13,7 @@ __all__ = [
     "FireResult",
     "Route",
     "__version__",
+    "call_with_loop",
     "compile_graph",
     "decode_checkpoint",
     "encode_checkpoint",
@@ -23,6 +24,7 @@ __version__: str
 MAX_BATCH: int
 
 def compile_graph(spec: dict[str, Any]) -> list[str]: ...
+def call_with_loop(loop: Any, function: Any, *args: Any) -> Any: ...
 def encode_checkpoint(value: Any, codec: str = "bincode", *, component: str = "value") -> bytes: ...
 def decode_checkpoint(data: bytes, *, component: str = "value") -> Any: ...
 def read_component(name: str, data: bytes) -> str: ...
@@ -114,6 +116,7 @@ class Engine:
         on_corrupt: str = "refuse",
         on_undecodable: Any = None,
         check_checkpointable: bool | None = None,
+        loop: Any = None,
     ) -> Self: ...
     @property
     def graph_name(self) -> str: ...
