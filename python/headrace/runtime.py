@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, TypeVar
 
 from headrace import _core
 from headrace._durations import seconds
@@ -22,6 +22,7 @@ __all__ = ["Mode", "Runtime"]
 log = logging.getLogger("headrace")
 
 Mode = Literal["inline", "thread"]
+T = TypeVar("T")
 
 
 class Runtime(_core.Engine):
@@ -243,9 +244,10 @@ class Runtime(_core.Engine):
             return self.fire()
         return await self._on_loop(self.fire)
 
-    async def _on_loop(self, method: Callable[..., Any], *args: Any) -> Any:
+    async def _on_loop(self, method: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, _core.call_with_loop, loop, method, *args)
+        result: T = await loop.run_in_executor(None, _core.call_with_loop, loop, method, *args)
+        return result
 
     def checkpoint(self, timeout: float | None = 30.0) -> None:
         """Checkpoints everything accepted so far and waits until it is durable.
