@@ -139,6 +139,11 @@ class ComputationGraph:
     rest (unknown parameter names, cycles, unreachable nodes, bad routes) when
     the graph is validated, which :class:`~headrace.Runtime` does before it
     accepts any event. Every problem is reported at once, by name.
+
+    ``fire_timeout`` (seconds, or a string such as "5ms") bounds each fire:
+    once it has passed, the remaining nodes are skipped (an async node still
+    running is cancelled) and the fire fails with
+    :class:`~headrace.FireTimeoutError`, retried like any failed fire.
     """
 
     def __init__(

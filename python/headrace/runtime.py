@@ -76,6 +76,8 @@ class Runtime(_core.Engine):
             in thread mode. Default: the runtime starts a loop on a thread of
             its own, only if the graph has async callables, and stops it at
             close. (Inline, ``apush``/``afire`` run them on the caller's loop.)
+            A loop passed in must be running, and ``drain()`` must not be
+            called on its thread (the fire it waits for needs that loop).
     """
 
     def __new__(
