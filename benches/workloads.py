@@ -6,6 +6,7 @@ directly in a loop; every headrace figure is reported as a ratio to it.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import statistics
 import threading
@@ -64,6 +65,22 @@ def w1_graph(forward: bool = False) -> hr.ComputationGraph:
     g = hr.ComputationGraph("w1", accumulators=[orderbook], criteria=hr.when_any(orderbook), input_strategy="sequential")
     g.node(name="compute")(compute_fn)
     g.node(name="emit")(emit_fn)
+    return g
+
+
+async def enrich_fn(gate: dict[str, float]) -> dict[str, float]:
+    return gate
+
+
+def w1_idle_branch_graph(async_branch: bool) -> hr.ComputationGraph:
+    """W1 with a router after compute whose second branch is never taken:
+    `enrich` there is async or not, so the two graphs differ only in that."""
+    orderbook = hr.passthrough_accumulator(name="orderbook")(orderbook_fn)
+    g = hr.ComputationGraph("w1_idle", accumulators=[orderbook], criteria=hr.when_any(orderbook), input_strategy="sequential")
+    g.node(name="compute")(compute_fn)
+    g.node(name="gate", routes={"emit": ["emit"], "enrich": ["enrich"]})(lambda compute: hr.Route("emit", compute))
+    g.node(name="emit")(lambda gate: emit_fn(gate))
+    g.node(name="enrich")(enrich_fn if async_branch else (lambda gate: gate))
     return g
 
 
@@ -171,6 +188,11 @@ def w1(n: int, runs: int) -> list[Result]:
 
         return run
 
+    def idle_branch(async_branch: bool) -> None:
+        with hr.Runtime(w1_idle_branch_graph(async_branch), mode="inline") as rt:
+            fires = asyncio.run(rt.apush_many("orderbook", data)) if async_branch else rt.push_many("orderbook", data)
+            assert fires is not None and len(fires) == n
+
     base = best_of(runs, lambda: rate(n, baseline))
     base_append = best_of(runs, lambda: rate(n, baseline_append))
     base_book = best_of(runs, lambda: rate(n, baseline_book_append))
@@ -183,6 +205,50 @@ def w1(n: int, runs: int) -> list[Result]:
         Result("W1 + results", "thread on_output", best_of(runs, lambda: rate(n, thread_sink(False))), "events/s", base_append, "higher", tgt_t),
         Result("W1 no acc fn", "inline .outputs()", best_of(runs, lambda: rate(n, inline_column(True))), "events/s", base_book, "higher", tgt_i),
         Result("W1 no acc fn", "thread on_output", best_of(runs, lambda: rate(n, thread_sink(True))), "events/s", base_book, "higher", tgt_t),
+        Result("W1 throughput", "inline, router + idle sync branch", best_of(runs, lambda: rate(n, lambda: idle_branch(False))), "events/s", base, "higher", "ref"),
+        Result("W1 throughput", "inline, router + idle async node", best_of(runs, lambda: rate(n, lambda: idle_branch(True))), "events/s", base, "higher", "= row above"),
+    ]
+
+
+def w1_apush(n: int, runs: int) -> list[Result]:
+    """One event per call from a coroutine: push vs apush on the W1 graph (no
+    async callables: apush is push), and apush on a graph with an async node
+    (the processor work hops to a helper thread)."""
+    data = events(n, seed=9)
+
+    def baseline() -> None:
+        for e in data:
+            emit_fn(compute_fn(orderbook_fn(e)))
+
+    def push() -> None:
+        async def go(rt: hr.Runtime) -> None:
+            for e in data:
+                rt.push("orderbook", e)
+
+        with hr.Runtime(w1_graph(), mode="inline") as rt:
+            asyncio.run(go(rt))
+
+    def apush(graph: hr.ComputationGraph) -> None:
+        async def go(rt: hr.Runtime) -> None:
+            for e in data:
+                await rt.apush("orderbook", e)
+
+        with hr.Runtime(graph, mode="inline") as rt:
+            asyncio.run(go(rt))
+
+    base = best_of(runs, lambda: rate(n, baseline))
+    return [
+        Result("W1 per-event from asyncio", "inline push", best_of(runs, lambda: rate(n, push)), "events/s", base, "higher", "ref"),
+        Result("W1 per-event from asyncio", "inline apush (no async nodes)", best_of(runs, lambda: rate(n, lambda: apush(w1_graph()))), "events/s", base, "higher", "~ push"),
+        Result(
+            "W1 per-event from asyncio",
+            "inline apush (idle async node: helper thread)",
+            best_of(runs, lambda: rate(n, lambda: apush(w1_idle_branch_graph(True)))),
+            "events/s",
+            base,
+            "higher",
+            "report",
+        ),
     ]
 
 

@@ -14,6 +14,7 @@ __all__ = [
     "OnOutput",
     "Route",
     "__version__",
+    "call_with_loop",
     "compile_graph",
     "decode_checkpoint",
     "encode_checkpoint",
@@ -24,6 +25,7 @@ __version__: str
 MAX_BATCH: int
 
 def compile_graph(spec: dict[str, Any]) -> list[str]: ...
+def call_with_loop(loop: Any, function: Any, *args: Any) -> Any: ...
 def encode_checkpoint(value: Any, codec: str = "bincode", *, component: str = "value") -> bytes: ...
 def decode_checkpoint(data: bytes, *, component: str = "value") -> Any: ...
 def read_component(name: str, data: bytes) -> str: ...
@@ -127,6 +129,7 @@ class Engine:
         on_corrupt: str = "refuse",
         on_undecodable: Any = None,
         check_checkpointable: bool | None = None,
+        loop: Any = None,
     ) -> Self: ...
     @property
     def graph_name(self) -> str: ...

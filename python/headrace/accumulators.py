@@ -91,6 +91,12 @@ class Accumulator:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.function(*args, **kwargs)
 
+    @property
+    def is_async(self) -> bool:
+        """The engine awaits this function (``async def``; a polling
+        accumulator's is called by its poller, not by the engine)."""
+        return self.kind != "polling" and inspect.iscoroutinefunction(self.function)
+
     def new_state(self) -> State | None:
         """A fresh :class:`State` for one runtime (runtimes never share state)."""
         return State(copy.deepcopy(self.initial_state)) if self.has_state else None
@@ -104,6 +110,7 @@ class Accumulator:
             "config": dict(self.config),
             "state": self.new_state(),
             "input": self.input,
+            "is_async": self.is_async,
         }
 
 

@@ -9,6 +9,7 @@ __all__ = [
     "BackpressureError",
     "CheckpointError",
     "FencedError",
+    "FireTimeoutError",
     "GraphDefinitionError",
     "HeadraceError",
     "InvalidNameError",
@@ -71,6 +72,34 @@ class NodeError(HeadraceError):
         self.graph = graph
         self.node = node
         self.fire = fire
+
+
+class FireTimeoutError(NodeError):
+    """A fire overran a deadline: the graph's ``fire_timeout`` (``deadline ==
+    "fire"``) or node ``node``'s own ``timeout`` (``deadline == "node"``).
+
+    ``node`` is the node that overran, ``limit`` the deadline's length and
+    ``overrun`` how far past it the node was seen to finish, in seconds (0 for
+    an async node, cancelled at the deadline). The nodes after it were
+    skipped; the fire failed like a raising node (inputs kept, retried,
+    dead-lettered after ``max_attempts``).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        graph: str,
+        node: str,
+        deadline: str,
+        limit: float,
+        overrun: float,
+        fire: Any = None,
+    ) -> None:
+        super().__init__(message, graph=graph, node=node, fire=fire)
+        self.deadline = deadline
+        self.limit = limit
+        self.overrun = overrun
 
 
 class BackpressureError(HeadraceError):

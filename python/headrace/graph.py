@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, overload
 
 from headrace import _core
+from headrace._durations import seconds
 from headrace.accumulators import INPUT_STRATEGIES, Accumulator, InputStrategy
 from headrace.errors import GraphDefinitionError
 from headrace.names import name_problem
@@ -65,6 +66,13 @@ class Node:
     routes: tuple[tuple[str, tuple[str, ...]], ...] = ()
     #: Parameters with a default: wired when they name an input, else left alone.
     optional: tuple[str, ...] = ()
+    #: Seconds this node's own run may take (None: no bound of its own).
+    timeout: float | None = None
+
+    @property
+    def is_async(self) -> bool:
+        """``async def``: awaited, together with the other ready async nodes."""
+        return inspect.iscoroutinefunction(self.function)
 
     def inputs(self, known: set[str]) -> list[str]:
         """The parameters the engine passes, in order."""
@@ -130,6 +138,11 @@ class ComputationGraph:
     rest (unknown parameter names, cycles, unreachable nodes, bad routes) when
     the graph is validated, which :class:`~headrace.Runtime` does before it
     accepts any event. Every problem is reported at once, by name.
+
+    ``fire_timeout`` (seconds, or a string such as "5ms") bounds each fire:
+    once it has passed, the remaining nodes are skipped (an async node still
+    running is cancelled) and the fire fails with
+    :class:`~headrace.FireTimeoutError`, retried like any failed fire.
     """
 
     def __init__(
@@ -138,6 +151,7 @@ class ComputationGraph:
         accumulators: Sequence[Accumulator],
         criteria: Criteria | None = None,
         input_strategy: InputStrategy = "sequential",
+        fire_timeout: float | str | None = None,
     ) -> None:
         if (problem := name_problem("graph", name)) is not None:
             raise GraphDefinitionError(problem)
@@ -160,12 +174,19 @@ class ComputationGraph:
                     problems.append(f"criteria name '{m}', which is not an accumulator of this graph")
         if input_strategy not in INPUT_STRATEGIES:
             problems.append(f"input_strategy must be 'latest', 'sequential' or 'burst', got {input_strategy!r}")
+        timeout = None
+        if fire_timeout is not None:
+            try:
+                timeout = seconds(fire_timeout, what="fire_timeout")
+            except ValueError as e:
+                problems.append(str(e))
         if problems:
             raise GraphDefinitionError(f"invalid graph '{name}': " + "; ".join(problems), problems=problems)
         self._name = name
         self._accumulators: tuple[Accumulator, ...] = tuple(accs)
         self._criteria: Criteria = criteria
         self._input_strategy: InputStrategy = input_strategy
+        self._fire_timeout: float | None = timeout
         self._nodes: dict[str, Node] = {}
 
     @property
@@ -185,6 +206,16 @@ class ComputationGraph:
         return self._input_strategy
 
     @property
+    def fire_timeout(self) -> float | None:
+        """Seconds a whole fire may take, or None."""
+        return self._fire_timeout
+
+    @property
+    def has_async(self) -> bool:
+        """Some node or accumulator function is ``async def``."""
+        return any(n.is_async for n in self._nodes.values()) or any(a.is_async for a in self._accumulators)
+
+    @property
     def nodes(self) -> tuple[Node, ...]:
         return tuple(self._nodes.values())
 
@@ -198,7 +229,11 @@ class ComputationGraph:
     def node(self, fn: F) -> F: ...
     @overload
     def node(
-        self, *, name: str | None = None, routes: Sequence[str] | Mapping[str, Sequence[str] | str] | None = None
+        self,
+        *,
+        name: str | None = None,
+        routes: Sequence[str] | Mapping[str, Sequence[str] | str] | None = None,
+        timeout: float | str | None = None,
     ) -> Callable[[F], F]: ...
 
     def node(
@@ -207,6 +242,7 @@ class ComputationGraph:
         *,
         name: str | None = None,
         routes: Sequence[str] | Mapping[str, Sequence[str] | str] | None = None,
+        timeout: float | str | None = None,
     ) -> Any:
         """Adds a node. Its parameter names name its inputs: accumulators (the
         cached boundary, ``None`` before the first) or other nodes (their
@@ -215,7 +251,11 @@ class ComputationGraph:
         :class:`headrace.Route`; ``routes=["a", "b"]`` means label "a" runs
         node ``a``; a mapping ``{"label": ["n1", "n2"]}`` names the nodes of
         each label. Consumers of a routing node that no route names run
-        whatever it chose. Returns the function unchanged."""
+        whatever it chose. An ``async def`` node is awaited (with the other
+        async nodes whose inputs are ready, concurrently). ``timeout`` (seconds
+        or "250ms") bounds this node's run: an async node is cancelled at it, a
+        sync one is checked when it returns; past it the fire fails with
+        :class:`~headrace.FireTimeoutError`. Returns the function unchanged."""
 
         def add(f: Callable[..., Any]) -> Callable[..., Any]:
             n = name if name is not None else getattr(f, "__name__", None)
@@ -228,7 +268,11 @@ class ComputationGraph:
                     f"graph '{self._name}': node '{n}' has the same name as an accumulator"
                 )
             required, optional = _params(f, n)
-            self._nodes[n] = Node(n, f, required, _routes(routes, n) if routes is not None else (), optional)
+            try:
+                limit = None if timeout is None else seconds(timeout, what=f"node '{n}': timeout")
+            except ValueError as e:
+                raise GraphDefinitionError(str(e)) from None
+            self._nodes[n] = Node(n, f, required, _routes(routes, n) if routes is not None else (), optional, limit)
             return f
 
         return add(fn) if fn is not None else add
@@ -240,6 +284,7 @@ class ComputationGraph:
             "name": self._name,
             "input_strategy": self._input_strategy,
             "criteria": {"kind": self._criteria.kind, "members": list(self._criteria.members)},
+            "fire_timeout": self._fire_timeout,
             "accumulators": [a.engine_spec() for a in self._accumulators],
             "nodes": [
                 {
@@ -247,6 +292,8 @@ class ComputationGraph:
                     "function": n.function,
                     "params": n.inputs(known),
                     "routes": [(label, list(targets)) for label, targets in n.routes],
+                    "is_async": n.is_async,
+                    "timeout": n.timeout,
                 }
                 for n in self._nodes.values()
             ],

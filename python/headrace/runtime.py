@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, TypeVar
 
 from headrace import _core
 from headrace._durations import seconds
@@ -22,6 +22,7 @@ __all__ = ["Mode", "Runtime", "on_output"]
 log = logging.getLogger("headrace")
 
 Mode = Literal["inline", "thread"]
+T = TypeVar("T")
 
 
 def on_output(node: str, fn: Callable[[Any], Any]) -> _core.OnOutput:
@@ -87,6 +88,12 @@ class Runtime(_core.Engine):
             event goes to the dead-letter list (stage "checkpoint") and is
             counted and logged. Without the check, one such value stops every
             checkpoint until it leaves the state. Default: on with a store.
+        loop: The running event loop that async nodes and accumulators run on
+            in thread mode. Default: the runtime starts a loop on a thread of
+            its own, only if the graph has async callables, and stops it at
+            close. (Inline, ``apush``/``afire`` run them on the caller's loop.)
+            A loop passed in must be running, and ``drain()`` must not be
+            called on its thread (the fire it waits for needs that loop).
     """
 
     def __new__(
@@ -109,6 +116,7 @@ class Runtime(_core.Engine):
         on_corrupt: str = "refuse",
         sources: bool = True,
         check_checkpointable: bool | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> Self:
         if not isinstance(graph, ComputationGraph):
             raise TypeError(f"Runtime needs a ComputationGraph, got {type(graph).__name__}")
@@ -152,6 +160,7 @@ class Runtime(_core.Engine):
                 on_corrupt=on_corrupt,
                 on_undecodable=hook,
                 check_checkpointable=check_checkpointable,
+                loop=loop,
             )
         except BaseException:
             if writer is not None:
@@ -162,8 +171,12 @@ class Runtime(_core.Engine):
         self._writer = writer
         self._store = the_store if opened else None
         self._hook = hook
+        # Inline with async callables: apush runs the processor work on a
+        # helper thread, the coroutines on the caller's loop.
+        self._lend_loop = mode == "inline" and graph.has_async
         return self
 
+    _lend_loop: bool
     _writer: CheckpointWriter | None
     _store: CheckpointStore | None
     _hook: _UndecodableHook
@@ -222,6 +235,37 @@ class Runtime(_core.Engine):
             raise AccumulatorError(f"poll of accumulator '{name}' raised {text}", accumulator=name) from e
         self.set_health(name, "live")
         return self.push(name, value)
+
+    async def apush(self, name: str, event: Any) -> _core.FireResult | None:
+        """``push`` for asyncio code. Inline, on a graph with async nodes or
+        accumulators, the processor work runs on a helper thread while their
+        coroutines run on the caller's loop, which is never blocked; on a graph
+        without any, it is ``push`` (the fire runs on the caller's thread).
+        Thread mode: ``push`` (returns once the event is queued).
+
+        Raises:
+            NodeError: a node raised (or :class:`~headrace.FireTimeoutError`).
+        """
+        if not self._lend_loop:
+            return self.push(name, event)
+        return await self._on_loop(self.push, name, event)
+
+    async def apush_many(self, name: str, events: Iterable[Any]) -> _core.FireList | None:
+        """``push_many`` for asyncio code, as :meth:`apush` is ``push``."""
+        if not self._lend_loop:
+            return self.push_many(name, events)
+        return await self._on_loop(self.push_many, name, list(events))
+
+    async def afire(self) -> _core.FireResult | None:
+        """``fire`` for asyncio code, as :meth:`apush` is ``push``."""
+        if not self._lend_loop:
+            return self.fire()
+        return await self._on_loop(self.fire)
+
+    async def _on_loop(self, method: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        result: T = await loop.run_in_executor(None, _core.call_with_loop, loop, method, *args)
+        return result
 
     def checkpoint(self, timeout: float | None = 30.0) -> None:
         """Checkpoints everything accepted so far and waits until it is durable.

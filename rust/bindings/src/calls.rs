@@ -9,10 +9,11 @@ use pyo3::Borrowed;
 
 use headrace_core::checkpoint::snapshot::{encode_components, EngineSnapshot};
 use headrace_core::checkpoint::Value as CheckpointValue;
-use headrace_core::host::{Calls, CheckpointError, Codec, NodeOutput, Outputs, Report, Unsupported};
+use headrace_core::host::{AsyncCall, Calls, CheckpointError, Codec, NodeOutput, Outputs, Overrun, Report, Unsupported};
 use pyo3::types::PyDict;
 use std::sync::atomic::Ordering::SeqCst;
 
+use crate::aio::{self, Done};
 use crate::checkable;
 use crate::convert;
 use crate::errors;
@@ -41,6 +42,9 @@ pub struct PyCalls<'a, 'py> {
     pub py: Python<'py>,
     pub cx: &'a Callables,
     pub inline: Option<&'a mut InlineOutcome>,
+    /// The loop async nodes and accumulators run on (None: the graph has none,
+    /// or a sync inline call, which refuses them before it starts).
+    pub aio: Option<&'a Py<PyAny>>,
 }
 
 fn arg<'a, 'py>(py: Python<'py>, v: Option<&'a Value>) -> Borrowed<'a, 'py, PyAny> {
@@ -94,7 +98,47 @@ pub fn decode(py: Python<'_>, acc_name: &str, bytes: &[u8], codec: Codec) -> PyR
     }
 }
 
-impl PyCalls<'_, '_> {
+impl<'py> PyCalls<'_, 'py> {
+    /// Calls node `node`'s function (for an async node: builds its coroutine).
+    #[inline]
+    fn invoke(&self, node: usize, args: &[Option<&Value>]) -> PyResult<Bound<'py, PyAny>> {
+        let py = self.py;
+        let f = self.cx.nodes[node].function.bind(py);
+        let a = |i: usize| arg(py, args[i]);
+        match args.len() {
+            0 => f.call0(),
+            1 => f.call1((a(0),)),
+            2 => f.call1((a(0), a(1))),
+            3 => f.call1((a(0), a(1), a(2))),
+            4 => f.call1((a(0), a(1), a(2), a(3))),
+            5 => f.call1((a(0), a(1), a(2), a(3), a(4))),
+            6 => f.call1((a(0), a(1), a(2), a(3), a(4), a(5))),
+            n => f.call1(PyTuple::new(py, (0..n).map(a))?),
+        }
+    }
+
+    /// Awaits one coroutine (an async accumulator's) on the runtime's loop.
+    fn await_one(&self, coro: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let py = self.py;
+        match self.await_all(vec![coro], vec![None])?.pop() {
+            Some(Done::Returned(v)) => Ok(v.into_bound(py)),
+            Some(Done::Raised(e)) => Err(e),
+            _ => Err(pyo3::exceptions::PyRuntimeError::new_err("an awaited accumulator gave no result")),
+        }
+    }
+
+    fn await_all(&self, coros: Vec<Bound<'py, PyAny>>, budgets: Vec<Option<f64>>) -> PyResult<Vec<Done>> {
+        match &self.aio {
+            Some(lp) => aio::run(self.py, lp, coros, budgets),
+            None => {
+                for c in &coros {
+                    c.call_method0("close")?;
+                }
+                Err(errors::needs_apush(self.py, &self.cx.plan.graph))
+            }
+        }
+    }
+
     fn route(&self, node: usize, out: Bound<'_, PyAny>) -> PyResult<NodeOutput<Value>> {
         let labels = &self.cx.nodes[node].labels;
         let name = &self.cx.plan.nodes[node].name;
@@ -252,34 +296,70 @@ impl Calls<Value, PyErr> for PyCalls<'_, '_> {
     fn accumulate(&mut self, acc: usize, event: &Value) -> PyResult<Option<Value>> {
         let a = &self.cx.accs[acc];
         let f = a.function.bind(self.py);
-        let out = match &a.state {
+        let mut out = match &a.state {
             Some(state) => f.call1((event.bind_borrowed(self.py), state.bind_borrowed(self.py)))?,
             None => f.call1((event.bind_borrowed(self.py),))?,
         };
+        if a.is_async {
+            out = self.await_one(out)?;
+        }
         Ok(if out.is_none() { None } else { Some(out.unbind()) })
     }
 
     fn accumulate_batch(&mut self, acc: usize, events: &[Value]) -> PyResult<Option<Value>> {
         let list = PyList::new(self.py, events.iter().map(|e| e.bind(self.py)))?;
-        let out = self.cx.accs[acc].function.bind(self.py).call1((list,))?;
+        let mut out = self.cx.accs[acc].function.bind(self.py).call1((list,))?;
+        if self.cx.accs[acc].is_async {
+            out = self.await_one(out)?;
+        }
         Ok(if out.is_none() { None } else { Some(out.unbind()) })
     }
 
     fn call_node(&mut self, node: usize, args: &[Option<&Value>]) -> PyResult<NodeOutput<Value>> {
-        let py = self.py;
-        let f = self.cx.nodes[node].function.bind(py);
-        let a = |i: usize| arg(py, args[i]);
-        let out = match args.len() {
-            0 => f.call0(),
-            1 => f.call1((a(0),)),
-            2 => f.call1((a(0), a(1))),
-            3 => f.call1((a(0), a(1), a(2))),
-            4 => f.call1((a(0), a(1), a(2), a(3))),
-            5 => f.call1((a(0), a(1), a(2), a(3), a(4))),
-            6 => f.call1((a(0), a(1), a(2), a(3), a(4), a(5))),
-            n => f.call1(PyTuple::new(py, (0..n).map(a))?),
-        }?;
+        let out = self.invoke(node, args)?;
         self.route(node, out)
+    }
+
+    fn call_nodes_concurrently(&mut self, batch: &[AsyncCall<'_, Value>]) -> Vec<Option<PyResult<NodeOutput<Value>>>> {
+        let py = self.py;
+        // Calling an async function only builds its coroutine; one that raises
+        // there (bad arguments) fails alone, and the others still run.
+        let mut results: Vec<Option<PyResult<NodeOutput<Value>>>> = Vec::with_capacity(batch.len());
+        let (mut coros, mut budgets, mut started) = (Vec::new(), Vec::new(), Vec::new());
+        for (k, c) in batch.iter().enumerate() {
+            match self.invoke(c.node, &c.args) {
+                Ok(coro) => {
+                    coros.push(coro);
+                    budgets.push(c.budget.map(|b| b.as_secs_f64()));
+                    started.push(k);
+                }
+                Err(e) => results.push(Some(Err(e))),
+            }
+            if results.len() <= k {
+                results.push(None);
+            }
+        }
+        match self.await_all(coros, budgets) {
+            Ok(ended) => {
+                for (k, done) in started.into_iter().zip(ended) {
+                    results[k] = match done {
+                        Done::Returned(v) => Some(self.route(batch[k].node, v.into_bound(py))),
+                        Done::Raised(e) => Some(Err(e)),
+                        Done::TimedOut => None,
+                    };
+                }
+            }
+            Err(e) => {
+                for k in started {
+                    results[k] = Some(Err(e.clone_ref(py)));
+                }
+            }
+        }
+        results
+    }
+
+    fn overran(&mut self, o: &Overrun) -> PyErr {
+        errors::fire_timeout(self.py, &self.cx.plan.graph, &self.cx.plan.nodes[o.node].name, o)
     }
 
     fn decode(&mut self, acc: usize, bytes: &[u8], codec: Codec) -> PyResult<Value> {
@@ -441,6 +521,9 @@ impl Calls<Value, PyErr> for PyCalls<'_, '_> {
 /// `NodeError` for a failed fire, with the node's exception as `__cause__`.
 pub fn node_error(py: Python<'_>, graph: &str, result: &Py<FireResult>) -> PyErr {
     let r = result.get();
+    if let Some(timeout) = r.error.as_ref().and_then(|e| errors::as_fire_timeout(py, e.bind(py), result)) {
+        return timeout;
+    }
     let node = r.node.as_ref().map(|n| n.bind(py).to_string()).unwrap_or_default();
     let cause = r.error.as_ref().map(|e| PyErr::from_value(e.bind(py).clone()));
     let detail = cause.as_ref().map(|c| c.to_string()).unwrap_or_default();

@@ -14,6 +14,7 @@ use headrace_core::host::Codec;
 use headrace_core::metrics::{Health, Metrics};
 use headrace_core::processor::{Config, Input, Now, Processor};
 
+use crate::aio::{self, Aio};
 use crate::calls::{decode, InlineOutcome, PyCalls};
 use crate::errors;
 use crate::fire::{FireList, FireResult, Kept, Names};
@@ -51,6 +52,10 @@ pub struct Engine {
     closed: AtomicBool,
     /// Stream positions found in the checkpoint restored at start.
     restored_positions: Vec<(usize, String, i32, i64)>,
+    /// The loop async callables run on, when no `apush` lends one.
+    aio: Aio,
+    /// The graph has async nodes or accumulators.
+    has_async: bool,
 }
 
 fn duration(seconds: Option<f64>, what: &str) -> PyResult<Option<Duration>> {
@@ -66,7 +71,7 @@ fn duration(seconds: Option<f64>, what: &str) -> PyResult<Option<Duration>> {
 #[pymethods]
 impl Engine {
     #[new]
-    #[pyo3(signature = (spec, *, mode, on_fire=None, capacity=65536, push_timeout=None, max_attempts=3, retry_backoff=0.1, dead_letter_limit=10000, idle_spin=5e-5, checkpoint_writer=None, checkpoint_codec="bincode", checkpoint_every_fires=1000, checkpoint_interval=None, restore=None, checkpoint_key="", on_corrupt="refuse", on_undecodable=None, check_checkpointable=None))]
+    #[pyo3(signature = (spec, *, mode, on_fire=None, capacity=65536, push_timeout=None, max_attempts=3, retry_backoff=0.1, dead_letter_limit=10000, idle_spin=5e-5, checkpoint_writer=None, checkpoint_codec="bincode", checkpoint_every_fires=1000, checkpoint_interval=None, restore=None, checkpoint_key="", on_corrupt="refuse", on_undecodable=None, check_checkpointable=None, r#loop=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -88,6 +93,7 @@ impl Engine {
         on_corrupt: &str,
         on_undecodable: Option<Py<PyAny>>,
         check_checkpointable: Option<bool>,
+        r#loop: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
         if capacity == 0 || max_attempts == 0 {
             return Err(pyo3::exceptions::PyValueError::new_err("capacity and max_attempts must be at least 1"));
@@ -121,13 +127,16 @@ impl Engine {
             remember_good_states(py, &callables);
         }
         let restored_positions = processor.positions();
+        let has_async = callables.has_async;
+        let aio = Aio::new(r#loop, &plan.graph);
         let metrics = processor.metrics().clone();
         let dead_letters = processor.dead_letters().clone();
         let mode = match mode {
             "inline" => Mode::Inline(Inline::new(InlineState { processor, callables: Some(callables.clone()) })),
             "thread" => {
                 let spin = duration(Some(idle_spin), "idle_spin")?.unwrap_or_default();
-                Mode::Thread(ThreadState::spawn(plan.graph.clone(), processor, callables.clone(), capacity, spin)?)
+                let lp = if has_async { Some(aio.get(py)?) } else { None };
+                Mode::Thread(ThreadState::spawn(plan.graph.clone(), processor, callables.clone(), capacity, spin, lp)?)
             }
             other => {
                 return Err(pyo3::exceptions::PyValueError::new_err(format!(
@@ -147,6 +156,8 @@ impl Engine {
             push_timeout: duration(push_timeout, "push_timeout")?,
             closed: AtomicBool::new(false),
             restored_positions,
+            aio,
+            has_async,
         })
     }
 
@@ -261,7 +272,7 @@ impl Engine {
     fn drain(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
         match &self.mode {
             Mode::Inline(_) => {
-                self.run_inline(py, |p, calls| p.on_timer(calls, &Now::lazy()))?;
+                self.run_inline_on(py, true, |p, calls| p.on_timer(calls, &Now::lazy()))?;
                 Ok(())
             }
             Mode::Thread(t) => {
@@ -292,7 +303,7 @@ impl Engine {
         }
         match &self.mode {
             Mode::Inline(_) => {
-                let result = self.run_inline(py, |p, calls| {
+                let result = self.run_inline_on(py, true, |p, calls| {
                     p.shutdown(calls, &Now::lazy());
                     if p.checkpoints_enabled() {
                         let _ = p.checkpoint(calls);
@@ -304,7 +315,7 @@ impl Engine {
                 if let Err(e) = result {
                     errors::log(py, "warning", &format!("graph '{}': at close: {e}", self.graph));
                 }
-                Ok(())
+                self.aio.stop(py)
             }
             Mode::Thread(t) => {
                 let sender = t.sender.clone();
@@ -320,7 +331,7 @@ impl Engine {
                         ));
                     }
                 }
-                Ok(())
+                self.aio.stop(py)
             }
         }
     }
@@ -498,7 +509,7 @@ impl Engine {
                 c.traverse(&visit)?;
             }
         }
-        Ok(())
+        self.aio.traverse(&visit)
     }
 
     fn __clear__(&self) {
@@ -548,11 +559,12 @@ fn inline_step(
     py: Python<'_>,
     processor: &mut Proc,
     cx: &Callables,
+    aio: Option<&Value>,
     f: impl FnOnce(&mut Proc, &mut PyCalls<'_, '_>),
 ) -> InlineOutcome {
     let mut outcome = InlineOutcome::new();
     outcome.target = processor.next_seq();
-    let mut calls = PyCalls { py, cx, inline: Some(&mut outcome) };
+    let mut calls = PyCalls { py, cx, inline: Some(&mut outcome), aio };
     f(processor, &mut calls);
     if processor.checkpoint_due(&Now::lazy()) {
         // A failure is reported to the writer (stats) and retried next time.
@@ -596,10 +608,11 @@ impl Engine {
                 let mut guard = self.lock_inline(py)?;
                 let state = &mut *guard;
                 let cx = state.callables.clone().ok_or_else(|| errors::closed(py, &self.graph))?;
+                let lp = self.inline_loop(py, false)?;
                 let mut first_error = None;
                 for item in items {
                     let (acc, event) = item?;
-                    let outcome = inline_step(py, &mut state.processor, &cx, |p, calls| {
+                    let outcome = inline_step(py, &mut state.processor, &cx, lp.as_ref(), |p, calls| {
                         let now = &Now::lazy();
                         p.ingest(acc, Input::Value(event), calls, now);
                         p.settle(calls, now);
@@ -637,7 +650,7 @@ impl Engine {
 
     fn set_paused(&self, py: Python<'_>, paused: bool) -> PyResult<()> {
         match &self.mode {
-            Mode::Inline(_) => self.run_inline(py, |p, calls| p.set_paused(paused, calls, &Now::lazy())).map(|_| ()),
+            Mode::Inline(_) => self.run_inline_on(py, true, |p, calls| p.set_paused(paused, calls, &Now::lazy())).map(|_| ()),
             Mode::Thread(t) => self.send(t, py, Item::Pause(paused), None, false),
         }
     }
@@ -694,18 +707,41 @@ impl Engine {
     /// Runs `f` on the inline processor, then returns the fire for the sequence
     /// number `f` returns, or raises the first failure.
     fn run_inline(&self, py: Python<'_>, f: impl FnOnce(&mut Proc, &mut PyCalls<'_, '_>)) -> PyResult<Option<Py<FireResult>>> {
+        self.run_inline_on(py, false, f)
+    }
+
+    /// `run_inline`; with `own_loop`, async callables run on the runtime's
+    /// own loop when no `apush` lent one (close, drain, resume).
+    fn run_inline_on(&self, py: Python<'_>, own_loop: bool, f: impl FnOnce(&mut Proc, &mut PyCalls<'_, '_>)) -> PyResult<Option<Py<FireResult>>> {
+        let lp = self.inline_loop(py, own_loop)?;
         let outcome = {
             let mut guard = self.lock_inline(py)?;
             let InlineState { processor, callables } = &mut *guard;
             let Some(cx) = callables.as_deref() else {
                 return Err(errors::closed(py, &self.graph));
             };
-            inline_step(py, processor, cx, f)
+            inline_step(py, processor, cx, lp.as_ref(), f)
         };
         match (outcome.error, outcome.result) {
             (Some(e), _) => Err(e),
             (None, Some(kept)) => Ok(Some(kept.into_object(py, &self.names)?)),
             (None, None) => Ok(None),
+        }
+    }
+}
+
+impl Engine {
+    /// The loop an inline call runs async callables on: none needed without
+    /// them; the one `apush` lent; else the runtime's own (`own_loop`), or a
+    /// `HeadraceError` naming `apush`: a sync call must not wait on a loop.
+    fn inline_loop(&self, py: Python<'_>, own_loop: bool) -> PyResult<Option<Value>> {
+        if !self.has_async {
+            return Ok(None);
+        }
+        match aio::lent(py) {
+            Some(lp) => Ok(Some(lp)),
+            None if own_loop => self.aio.get(py).map(Some),
+            None => Err(errors::needs_apush(py, &self.graph)),
         }
     }
 }

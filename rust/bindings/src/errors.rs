@@ -30,6 +30,7 @@ error_class!(headrace_error, "HeadraceError");
 error_class!(definition_error, "GraphDefinitionError");
 error_class!(payload_error, "PayloadError");
 error_class!(node_error, "NodeError");
+error_class!(fire_timeout_error, "FireTimeoutError");
 error_class!(accumulator_error, "AccumulatorError");
 error_class!(backpressure_error, "BackpressureError");
 error_class!(checkpoint_error, "CheckpointError");
@@ -139,5 +140,67 @@ pub fn log(py: Python<'_>, level: &str, message: &str) {
         if let Err(e) = logger.bind(py).call_method1(level, (message,)) {
             e.write_unraisable(py, None);
         }
+    }
+}
+
+/// A duration as people read it: "1.25ms", "40µs", "2.5s".
+fn human(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    let (value, unit) = if s >= 1.0 { (s, "s") } else if s >= 1e-3 { (s * 1e3, "ms") } else { (s * 1e6, "µs") };
+    let text = format!("{value:.3}");
+    format!("{}{unit}", text.trim_end_matches('0').trim_end_matches('.'))
+}
+
+/// `FireTimeoutError`: the node that overran which deadline, and by how much.
+pub fn fire_timeout(py: Python<'_>, graph: &str, node: &str, o: &headrace_core::host::Overrun) -> PyErr {
+    use headrace_core::host::DeadlineKind;
+    let (deadline, limit) = match o.kind {
+        DeadlineKind::Fire => ("fire", format!("the fire deadline (fire_timeout {})", human(o.limit))),
+        DeadlineKind::Node => ("node", format!("its timeout ({})", human(o.limit))),
+    };
+    let message = if o.cancelled {
+        format!("graph '{graph}': async node '{node}' was cancelled at {limit}")
+    } else {
+        format!("graph '{graph}': node '{node}' overran {limit} by {}; the rest of the fire was skipped", human(o.by))
+    };
+    let build = || -> PyResult<PyErr> {
+        Ok(raise(
+            fire_timeout_error(py)?,
+            message,
+            &[
+                ("graph", graph.into_pyobject(py)?.into_any()),
+                ("node", node.into_pyobject(py)?.into_any()),
+                ("deadline", deadline.into_pyobject(py)?.into_any()),
+                ("limit", o.limit.as_secs_f64().into_pyobject(py)?.into_any()),
+                ("overrun", o.by.as_secs_f64().into_pyobject(py)?.into_any()),
+            ],
+        ))
+    };
+    build().unwrap_or_else(|e| e)
+}
+
+/// A failed fire's error, when it is a `FireTimeoutError`: raised as it is,
+/// with the failed fire attached, rather than wrapped in `NodeError`.
+pub fn as_fire_timeout(py: Python<'_>, error: &Bound<'_, PyAny>, fire: &Py<crate::fire::FireResult>) -> Option<PyErr> {
+    let class = fire_timeout_error(py).ok()?;
+    if !error.is_instance(class).ok()? {
+        return None;
+    }
+    let _ = error.setattr("fire", fire.bind(py));
+    Some(PyErr::from_value(error.clone()))
+}
+
+/// A sync call of an inline runtime whose graph has async nodes or accumulators.
+pub fn needs_apush(py: Python<'_>, graph: &str) -> PyErr {
+    match headrace_error(py) {
+        Ok(cls) => raise(
+            cls,
+            format!(
+                "graph '{graph}' has async nodes or accumulators: in inline mode, use `await rt.apush(...)`, \
+                 `await rt.apush_many(...)` or `await rt.afire()` from a running event loop (or mode=\"thread\")"
+            ),
+            &[],
+        ),
+        Err(e) => e,
     }
 }

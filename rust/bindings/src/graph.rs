@@ -26,6 +26,8 @@ pub struct AccCall {
     /// With `check_checkpointable`: the last `State.value` that could be
     /// checkpointed, put back when a call leaves one that cannot.
     pub good_state: Mutex<Option<CheckpointValue>>,
+    /// `async def`: its coroutine is awaited on the runtime's loop.
+    pub is_async: bool,
 }
 
 pub struct NodeCall {
@@ -53,6 +55,8 @@ pub struct Callables {
     /// Thread mode logs refused events through this (one line per event
     /// would flood the log when a producer keeps sending them).
     pub refusals: LogLimiter,
+    /// Some node or accumulator is `async def` (the runtime needs a loop).
+    pub has_async: bool,
 }
 
 /// The Python checkpoint writer (`submit(id, components)`, `fail(id, message)`)
@@ -106,6 +110,27 @@ fn seconds(v: Option<f64>, what: &str, name: &str) -> PyResult<Option<Duration>>
         })
     })
     .transpose()
+}
+
+/// An optional entry: absent and None read alike (older specs lack it).
+fn optional<'py, T: FromPyObjectOwned<'py>>(d: &Bound<'py, PyDict>, key: &str) -> PyResult<Option<T>> {
+    match d.get_item(key)? {
+        Some(v) if !v.is_none() => item(d, key).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// A deadline in seconds, as a positive duration.
+fn deadline(d: &Bound<'_, PyDict>, key: &str, whose: &str) -> PyResult<Option<Duration>> {
+    match optional::<f64>(d, key)? {
+        Some(s) if s > 0.0 => Duration::try_from_secs_f64(s).map(Some).map_err(|_| bad_deadline(whose, key, s)),
+        Some(s) => Err(bad_deadline(whose, key, s)),
+        None => Ok(None),
+    }
+}
+
+fn bad_deadline(whose: &str, key: &str, s: f64) -> PyErr {
+    pyo3::exceptions::PyValueError::new_err(format!("{whose}: {key} must be a positive, finite number of seconds, got {s}"))
 }
 
 fn acc_kind(kind: &str, config: &Bound<'_, PyDict>, name: &str) -> PyResult<AccKind> {
@@ -184,7 +209,8 @@ pub fn parse(spec: &Bound<'_, PyDict>) -> PyResult<Parsed> {
         let state: Option<Py<PyAny>> = a.get_item("state")?.filter(|s| !s.is_none()).map(Bound::unbind);
         let function: Py<PyAny> = item(&a, "function")?;
         let has_function = !function.is_none(a.py());
-        accs.push(AccCall { function, state, codec, good_state: Mutex::new(None) });
+        let is_async = optional(&a, "is_async")?.unwrap_or(false);
+        accs.push(AccCall { function, state, codec, good_state: Mutex::new(None), is_async });
         let input = match a.get_item("input")?.filter(|s| !s.is_none()) {
             Some(label) => Some(input_strategy(&label.extract::<String>()?, &format!("accumulator '{acc_name}': input"))?),
             None => None,
@@ -198,14 +224,18 @@ pub fn parse(spec: &Bound<'_, PyDict>) -> PyResult<Parsed> {
         let n = n.cast_into::<PyDict>()?;
         let routes: Vec<(String, Vec<String>)> = item(&n, "routes")?;
         node_calls.push((item(&n, "function")?, routes.iter().map(|r| r.0.clone()).collect()));
+        let node_name: String = item(&n, "name")?;
         nodes.push(NodeSpec {
-            name: item(&n, "name")?,
+            timeout: deadline(&n, "timeout", &format!("node '{node_name}'"))?,
+            name: node_name,
             params: item(&n, "params")?,
             routes: routes.into_iter().map(|(label, targets)| RouteSpec { label, targets }).collect(),
+            is_async: optional(&n, "is_async")?.unwrap_or(false),
         });
     }
+    let fire_timeout = deadline(spec, "fire_timeout", &format!("graph '{name}'"))?;
     Ok(Parsed {
-        spec: GraphSpec { name, accumulators, nodes, criteria: CriteriaSpec { kind, members }, strategy },
+        spec: GraphSpec { name, accumulators, nodes, criteria: CriteriaSpec { kind, members }, strategy, fire_timeout },
         accs,
         nodes: node_calls,
     })
@@ -230,7 +260,9 @@ pub fn compile(py: Python<'_>, parsed: Parsed, on_fire: Option<Py<PyAny>>) -> Py
             NodeCall { function, labels }
         })
         .collect();
+    let has_async = !plan.async_nodes.is_empty() || parsed.accs.iter().any(|a| a.is_async);
     Ok(Callables {
+        has_async,
         names: Arc::new(Names {
             accumulators: plan.accumulators.iter().map(|a| PyString::intern(py, &a.name).unbind()).collect(),
             nodes: plan.nodes.iter().map(|n| PyString::intern(py, &n.name).unbind()).collect(),

@@ -4,6 +4,7 @@
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+mod aio;
 mod calls;
 mod checkable;
 mod convert;
@@ -35,6 +36,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<fire::Route>()?;
     m.add_class::<stats::Counters>()?;
     m.add_function(wrap_pyfunction!(compile_graph, m)?)?;
+    m.add_function(wrap_pyfunction!(aio::call_with_loop, m)?)?;
     m.add_function(wrap_pyfunction!(convert::encode_checkpoint, m)?)?;
     m.add_function(wrap_pyfunction!(convert::decode_checkpoint, m)?)?;
     m.add_function(wrap_pyfunction!(convert::read_component, m)?)?;

@@ -30,12 +30,14 @@ pub(crate) struct ThreadState {
 
 struct ThreadHost {
     callables: Arc<Callables>,
+    /// The loop async nodes run on, if the graph has any.
+    aio: Option<Py<PyAny>>,
 }
 
 impl Attach<Value, PyErr> for ThreadHost {
     fn attached(&mut self, work: &mut dyn FnMut(&mut dyn Calls<Value, PyErr>)) {
         Python::attach(|py| {
-            let mut calls = PyCalls { py, cx: &self.callables, inline: None };
+            let mut calls = PyCalls { py, cx: &self.callables, inline: None, aio: self.aio.as_ref() };
             work(&mut calls);
         })
     }
@@ -43,7 +45,7 @@ impl Attach<Value, PyErr> for ThreadHost {
 
 impl ThreadState {
     /// Starts the processor thread.
-    pub fn spawn(graph: String, mut processor: Proc, callables: Arc<Callables>, capacity: usize, idle_spin: Duration) -> PyResult<ThreadState> {
+    pub fn spawn(graph: String, mut processor: Proc, callables: Arc<Callables>, capacity: usize, idle_spin: Duration, aio: Option<Py<PyAny>>) -> PyResult<ThreadState> {
         let (sender, rx, progress) = merge_channel::<Value>(capacity);
         let token = Arc::new(AtomicU64::new(0));
         let thread_progress = progress.clone();
@@ -52,7 +54,7 @@ impl ThreadState {
             .name(format!("headrace-{graph}"))
             .spawn(move || {
                 thread_token_cell.store(thread_token(), SeqCst);
-                let mut host = ThreadHost { callables };
+                let mut host = ThreadHost { callables, aio };
                 driver::run(&rx, &mut processor, &mut host, &thread_progress, idle_spin);
                 // Values still cached hold Python references: release them attached.
                 Python::attach(|_| {

@@ -2,14 +2,26 @@
 
 use smallvec::SmallVec;
 
+use crate::deadline::Deadlines;
 use crate::host::{Calls, NodeOutput, Outputs};
 use crate::plan::{Plan, Source};
+
+mod concurrent;
 
 enum Slot<V> {
     Empty,
     Skipped,
     Value(V),
     Routed(usize, V),
+}
+
+impl<V> From<NodeOutput<V>> for Slot<V> {
+    fn from(out: NodeOutput<V>) -> Self {
+        match out {
+            NodeOutput::Value(v) => Slot::Value(v),
+            NodeOutput::Routed { label, value } => Slot::Routed(label, value),
+        }
+    }
 }
 
 impl<V> Slot<V> {
@@ -62,11 +74,23 @@ impl<V> Executor<V> {
     where
         V: 'a,
     {
+        let deadlines = Deadlines::start(plan, || calls.now());
         for (pos, node) in plan.nodes.iter().enumerate() {
             if self.skipped(node) {
                 self.slots[pos] = Slot::Skipped;
                 continue;
             }
+            if node.is_async {
+                // It may have run already, awaited with an earlier async node.
+                if matches!(self.slots[pos], Slot::Empty) {
+                    self.run_concurrently(pos, plan, &input, calls, deadlines.as_ref())?;
+                }
+                continue;
+            }
+            let started = match &deadlines {
+                Some(_) if Deadlines::times(node) => Some(calls.now()),
+                _ => None,
+            };
             let output = {
                 let args: SmallVec<[Option<&V>; 8]> = node
                     .inputs
@@ -79,10 +103,14 @@ impl<V> Executor<V> {
                 calls.call_node(pos, &args)
             };
             self.slots[pos] = match output {
-                Ok(NodeOutput::Value(v)) => Slot::Value(v),
-                Ok(NodeOutput::Routed { label, value }) => Slot::Routed(label, value),
+                Ok(out) => Slot::from(out),
                 Err(e) => return Err((pos, e)),
             };
+            if let Some(d) = &deadlines {
+                if let Some(overrun) = d.check(pos, node, started, calls.now()) {
+                    return Err((pos, calls.overran(&overrun)));
+                }
+            }
         }
         Ok(())
     }

@@ -4,7 +4,7 @@
 //! queues, and asks the host to call user functions through [`Calls`]. A host
 //! implements it for one attached session (one batch, or one inline push).
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use smallvec::SmallVec;
 
@@ -26,6 +26,39 @@ pub enum NodeOutput<V> {
     Value(V),
     /// A routing node's choice: `label` indexes the node's route labels.
     Routed { label: usize, value: V },
+}
+
+/// One async node of a run the host is asked to await together.
+pub struct AsyncCall<'a, V> {
+    /// Plan position of the node.
+    pub node: usize,
+    pub args: SmallVec<[Option<&'a V>; 8]>,
+    /// Cancel it once this has passed (its own `timeout` or what is left of
+    /// the fire's); None: no deadline.
+    pub budget: Option<Duration>,
+}
+
+/// Which deadline a fire overran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadlineKind {
+    /// The graph's `fire_timeout`.
+    Fire,
+    /// The node's own `timeout`.
+    Node,
+}
+
+/// A deadline passed while node `node` ran: the fire fails with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overrun {
+    /// Plan position of the node that overran.
+    pub node: usize,
+    pub kind: DeadlineKind,
+    /// The deadline's length.
+    pub limit: Duration,
+    /// How far past it the node was seen to finish (zero when cancelled).
+    pub by: Duration,
+    /// An async node cancelled at the deadline (a sync one runs to its end).
+    pub cancelled: bool,
 }
 
 /// Why a fire happened.
@@ -116,6 +149,16 @@ pub trait Calls<V, E> {
     fn accumulate_batch(&mut self, acc: usize, events: &[V]) -> Result<Option<V>, E>;
     /// The node at plan position `node`; `None` arguments are accumulators without a value.
     fn call_node(&mut self, node: usize, args: &[Option<&V>]) -> Result<NodeOutput<V>, E>;
+    /// Async nodes whose inputs are all ready, awaited together (like
+    /// `asyncio.gather`); returns once every one has finished, one result per
+    /// call in order. `None`: cancelled when its budget ran out.
+    fn call_nodes_concurrently(&mut self, batch: &[AsyncCall<'_, V>]) -> Vec<Option<Result<NodeOutput<V>, E>>>;
+    /// The error a fire fails with when a deadline passed.
+    fn overran(&mut self, overrun: &Overrun) -> E;
+    /// The clock deadlines read; asked only when the plan has a deadline.
+    fn now(&mut self) -> Instant {
+        Instant::now()
+    }
     fn decode(&mut self, acc: usize, bytes: &[u8], codec: Codec) -> Result<V, E>;
     fn is_none(&mut self, value: &V) -> bool;
     /// Equality as the user's values define it (polling change suppression).

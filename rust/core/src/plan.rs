@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::time::Duration;
 
 use crate::spec::{AccKind, AccSpec, CriteriaKind, GraphSpec, InputStrategy};
 
@@ -38,6 +39,10 @@ pub struct PlanNode {
     pub labels: Vec<String>,
     /// No node consumes it: its result is part of the fire's output.
     pub terminal: bool,
+    /// Awaited by the host, together with the other ready async nodes.
+    pub is_async: bool,
+    /// Bound on this node's own run.
+    pub timeout: Option<Duration>,
 }
 
 impl PlanNode {
@@ -67,6 +72,13 @@ pub struct Plan {
     /// Some accumulator is sequential: its boundaries must be settled one by
     /// one, not a whole batch of events at once.
     pub any_sequential: bool,
+    /// Bound on a whole fire.
+    pub fire_timeout: Option<Duration>,
+    /// Plan positions of the async nodes, in plan order (empty for most graphs).
+    pub async_nodes: Vec<usize>,
+    /// Some deadline applies (`fire_timeout` or a node's `timeout`): without
+    /// one, a fire reads no clock for it.
+    pub has_deadlines: bool,
 }
 
 /// One thing wrong with a graph definition.
@@ -440,9 +452,13 @@ fn build(spec: &GraphSpec, inputs: &[Vec<Source>], order: &[usize], criteria: Cr
                 gates,
                 labels: node.routes.iter().map(|r| r.label.clone()).collect(),
                 terminal: !consumed[i],
+                is_async: node.is_async,
+                timeout: node.timeout,
             }
         })
-        .collect();
+        .collect::<Vec<PlanNode>>();
+    let async_nodes = nodes.iter().enumerate().filter(|(_, n)| n.is_async).map(|(pos, _)| pos).collect();
+    let has_deadlines = spec.fire_timeout.is_some() || nodes.iter().any(|n| n.timeout.is_some());
     let inputs: Vec<InputStrategy> = spec.accumulators.iter().map(|a| a.input.unwrap_or(spec.strategy)).collect();
     Plan {
         graph: spec.name.clone(),
@@ -452,5 +468,8 @@ fn build(spec: &GraphSpec, inputs: &[Vec<Source>], order: &[usize], criteria: Cr
         strategy: spec.strategy,
         any_sequential: inputs.contains(&InputStrategy::Sequential),
         inputs,
+        fire_timeout: spec.fire_timeout,
+        async_nodes,
+        has_deadlines,
     }
 }

@@ -104,6 +104,11 @@ pub struct NodeSpec {
     pub params: Vec<String>,
     /// Empty for an ordinary node.
     pub routes: Vec<RouteSpec>,
+    /// An `async def` node: the host awaits it, together with the other async
+    /// nodes of the fire whose inputs are ready.
+    pub is_async: bool,
+    /// Bound on this node's own run (see [`GraphSpec::fire_timeout`]).
+    pub timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -113,4 +118,7 @@ pub struct GraphSpec {
     pub nodes: Vec<NodeSpec>,
     pub criteria: CriteriaSpec,
     pub strategy: InputStrategy,
+    /// Bound on a whole fire: once it has passed, the remaining nodes are
+    /// skipped and the fire fails (an async node past it is cancelled).
+    pub fire_timeout: Option<Duration>,
 }

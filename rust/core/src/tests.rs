@@ -38,11 +38,36 @@ struct Fake {
     checkpoint_failures: usize,
     /// Calls of `accumulate`, by accumulator.
     accumulated: Vec<usize>,
+    /// A fake clock: each node advances it by its cost (plan position → cost).
+    clock: Instant,
+    costs: Vec<Duration>,
+    clock_reads: usize,
+    /// The runs of async nodes awaited together, by plan position.
+    batches: Vec<Vec<usize>>,
+    /// The errors of failed fires, in order.
+    errors: Vec<String>,
 }
 
 impl Fake {
     fn new(nodes: Vec<NodeFn>) -> Self {
-        Fake { nodes, fires: vec![], acc_failures: 0, saved: vec![], refused: vec![], checkpoint_failures: 0, accumulated: vec![] }
+        Fake {
+            nodes,
+            fires: vec![],
+            acc_failures: 0,
+            saved: vec![],
+            refused: vec![],
+            checkpoint_failures: 0,
+            accumulated: vec![],
+            clock: Instant::now(),
+            costs: vec![],
+            clock_reads: 0,
+            batches: vec![],
+            errors: vec![],
+        }
+    }
+
+    fn cost(&self, node: usize) -> Duration {
+        self.costs.get(node).copied().unwrap_or_default()
     }
 }
 
@@ -88,7 +113,34 @@ impl Calls<Val, String> for Fake {
         Ok(Some(Val::List(events.to_vec())))
     }
     fn call_node(&mut self, node: usize, args: &[Option<&Val>]) -> Result<NodeOutput<Val>, String> {
+        self.clock += self.cost(node);
         (self.nodes[node])(args)
+    }
+    /// Awaited together: the clock advances by the slowest, each cut at its budget.
+    fn call_nodes_concurrently(
+        &mut self,
+        batch: &[crate::host::AsyncCall<'_, Val>],
+    ) -> Vec<Option<Result<NodeOutput<Val>, String>>> {
+        self.batches.push(batch.iter().map(|c| c.node).collect());
+        let mut slowest = Duration::ZERO;
+        let results = batch
+            .iter()
+            .map(|c| {
+                let cost = self.cost(c.node);
+                let cut = c.budget.is_some_and(|b| cost > b);
+                slowest = slowest.max(if cut { c.budget.unwrap_or_default() } else { cost });
+                (!cut).then(|| (self.nodes[c.node])(&c.args))
+            })
+            .collect();
+        self.clock += slowest;
+        results
+    }
+    fn overran(&mut self, o: &crate::host::Overrun) -> String {
+        format!("node {} overran {:?} {:?} by {:?}", o.node, o.kind, o.limit, o.by)
+    }
+    fn now(&mut self) -> Instant {
+        self.clock_reads += 1;
+        self.clock
     }
     fn decode(&mut self, _acc: usize, bytes: &[u8], _codec: Codec) -> Result<Val, String> {
         std::str::from_utf8(bytes)
@@ -134,7 +186,10 @@ impl Calls<Val, String> for Fake {
                 trigger: r.trigger,
                 seq: r.seq,
                 outputs: r.outputs.into_vec(),
-                failed_node: r.failure.map(|f| f.node),
+                failed_node: r.failure.map(|f| {
+                    self.errors.push(f.error);
+                    f.node
+                }),
             }),
             Report::AccumulatorFailed { .. } | Report::DecodeFailed { .. } => self.acc_failures += 1,
             Report::Refused { acc, batch, .. } => self.refused.push((acc, batch)),
@@ -148,7 +203,13 @@ fn acc(name: &str, kind: AccKind) -> AccSpec {
 }
 
 fn node(name: &str, params: &[&str]) -> NodeSpec {
-    NodeSpec { name: name.into(), params: params.iter().map(|s| s.to_string()).collect(), routes: vec![] }
+    NodeSpec {
+        name: name.into(),
+        params: params.iter().map(|s| s.to_string()).collect(),
+        routes: vec![],
+        is_async: false,
+        timeout: None,
+    }
 }
 
 fn graph(accs: Vec<AccSpec>, nodes: Vec<NodeSpec>, kind: CriteriaKind, members: &[&str], strategy: InputStrategy) -> GraphSpec {
@@ -158,6 +219,7 @@ fn graph(accs: Vec<AccSpec>, nodes: Vec<NodeSpec>, kind: CriteriaKind, members: 
         nodes,
         criteria: CriteriaSpec { kind, members: members.iter().map(|s| s.to_string()).collect() },
         strategy,
+        fire_timeout: None,
     }
 }
 
@@ -651,3 +713,5 @@ mod burst;
 mod delivery;
 mod checkpointable;
 mod forward;
+mod concurrency;
+mod deadlines;
