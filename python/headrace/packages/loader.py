@@ -107,15 +107,18 @@ def apply_manifest(graph: ComputationGraph, manifest: Manifest) -> ComputationGr
     entries: dict[str, AccumulatorEntry] = {}
     # A passthrough the code does not declare needs no code: the manifest
     # declares it, without a function (the event is the boundary).
+    # Only one some node reads, so that a misspelt name is an error, not a
+    # silently added input nothing uses.
+    read = {p for n in graph.nodes for p in (*n.params, *n.optional)} - {n.name for n in graph.nodes}
     added: list[Accumulator] = []
     for i, entry in enumerate(manifest.accumulators):
         if entry.name not in names:
-            if entry.accumulator_type == "passthrough":
-                added.append(passthrough(entry.name))
+            if entry.accumulator_type == "passthrough" and entry.name in read:
+                added.append(passthrough(entry.name, input=entry.input))  # type: ignore[arg-type]  # checked by the manifest
                 continue
             problems.append(
                 f"metadata.accumulators[{i}].name: the graph has no accumulator '{entry.name}' (it has: {', '.join(names)});"
-                " only a passthrough may be declared in package.toml alone"
+                " only a passthrough that a node reads by that name may be declared in package.toml alone"
             )
         entries[entry.name] = entry
     accumulators = []
