@@ -24,6 +24,7 @@ from headrace.errors import (
     HeadraceError,
     NodeError,
     PayloadError,
+    SettingError,
     UncheckpointableError,
 )
 from headrace.graph import ComputationGraph, Criteria, when_all, when_any
@@ -49,6 +50,7 @@ __all__ = [
     "PayloadError",
     "Route",
     "Runtime",
+    "SettingError",
     "State",
     "StreamBackend",
     "StreamConfig",

@@ -8,8 +8,11 @@
 mod accumulator;
 pub mod channel;
 pub mod checkpoint;
+pub mod clock;
 pub mod dead_letter;
 pub mod driver;
+pub mod error;
+pub mod event;
 mod executor;
 pub mod host;
 pub mod metrics;
@@ -19,3 +22,5 @@ pub mod spec;
 
 #[cfg(test)]
 mod tests;
+
+pub use error::Error;

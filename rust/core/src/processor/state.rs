@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
-use super::{Now, Pending, Processor};
+use super::{Now, Pending, Processor, SourcePosition};
 use crate::checkpoint::snapshot::{
     AccumulatorSnapshot, ControlSnapshot, DeadLetterSnapshot, EngineSnapshot, PendingSnapshot, Position,
     ReactorSnapshot, SourcesSnapshot,
@@ -225,9 +225,9 @@ impl<V, E> Processor<V, E> {
         Ok(skipped)
     }
 
-    /// Saved stream positions: (accumulator, topic, partition, next offset).
-    pub fn positions(&self) -> Vec<(usize, String, i32, i64)> {
-        self.positions.iter().map(|((a, t, p), o)| (*a, t.clone(), *p, *o)).collect()
+    /// Saved stream positions: (accumulator, position of the next offset to read).
+    pub fn positions(&self) -> Vec<(usize, SourcePosition)> {
+        self.positions.iter().map(|((a, t, p), o)| (*a, SourcePosition::new(t.clone(), *p, *o))).collect()
     }
 
     fn index_of(&self, name: &str) -> Option<usize> {
