@@ -11,6 +11,7 @@ use headrace_core::checkpoint::snapshot::{encode_components, EngineSnapshot};
 use headrace_core::checkpoint::Value as CheckpointValue;
 use headrace_core::error::Named;
 use headrace_core::event::SourcePosition;
+use headrace_core::processor::Applied;
 use headrace_core::host::{Calls, CheckpointError, Codec, NodeOutput, Report, Unsupported};
 use pyo3::types::PyDict;
 use std::sync::atomic::Ordering::SeqCst;
@@ -23,7 +24,8 @@ use crate::graph::Callables;
 
 type Value = Py<PyAny>;
 
-/// What an inline call (push, fire) hands back to its caller.
+/// What an inline call (push, fire) hands back to its caller. Filled in
+/// place (it is large, and the inline push is the hot path).
 pub struct InlineOutcome {
     /// Sequence number of the event (or manual fire) the caller is waiting on.
     pub target: u64,
@@ -31,11 +33,13 @@ pub struct InlineOutcome {
     pub result: Option<Kept>,
     /// The first failure during the call, raised once the call is done.
     pub error: Option<PyErr>,
+    /// What applying the item did (a checkpoint's outcome, a stop).
+    pub applied: Applied,
 }
 
 impl InlineOutcome {
     pub fn new() -> Self {
-        InlineOutcome { target: 0, result: None, error: None }
+        InlineOutcome { target: 0, result: None, error: None, applied: Applied::default() }
     }
 }
 

@@ -19,7 +19,7 @@ use headrace_core::event::{Codec, Input, SourcePosition};
 use headrace_core::metrics::{Health, Metrics};
 use headrace_core::processor::Processor;
 
-use crate::calls::decode;
+use crate::calls::{decode, InlineOutcome};
 use crate::convert;
 use crate::errors::{self, Error};
 use crate::fire::{FireList, FireResult, Names};
@@ -222,8 +222,9 @@ impl Engine {
         // Thread mode waits until the processor has taken it: a periodic
         // checkpoint taken while our events were still queued would get a
         // newer id and satisfy the wait without holding them.
-        let done = self.submit(py, Item::Checkpoint, Wait::Handled("a checkpoint requested"))?;
-        if let Some(Err(error)) = done.and_then(|d| d.applied.checkpoint) {
+        let mut out = InlineOutcome::new();
+        self.submit(py, Item::Checkpoint, Wait::Handled("a checkpoint requested"), &mut out)?;
+        if let Some(Err(error)) = out.applied.checkpoint {
             return Err(Error::Checkpoint { graph: self.graph.clone(), error }.into());
         }
         // Every checkpoint from the one our request produced on holds what was
@@ -249,8 +250,7 @@ impl Engine {
     fn push_from_source(&self, py: Python<'_>, name: &Bound<'_, PyString>, data: Vec<u8>, topic: String, partition: i32, offset: i64) -> PyResult<()> {
         let acc = self.acc_index_of(name)?;
         let item = self.source_item(acc, data, SourcePosition { topic, partition, offset });
-        self.submit(py, item, Wait::Room(self.push_timeout))?;
-        Ok(())
+        Ok(self.submit(py, item, Wait::Room(self.push_timeout), &mut InlineOutcome::new())?)
     }
 
     /// Pushes a batch of confluent-kafka messages (or any objects with
@@ -362,17 +362,19 @@ fn remember_good_states(py: Python<'_>, callables: &Callables) {
 impl Engine {
     /// Submits one item; inline, returns the fire that reflects it.
     fn submit_fire(&self, py: Python<'_>, item: Item<Value>, wait: Wait) -> PyResult<Option<Py<FireResult>>> {
-        match self.submit(py, item, wait)?.and_then(|done| done.fire) {
+        let mut out = InlineOutcome::new();
+        self.submit(py, item, wait, &mut out)?;
+        match out.result {
             Some(kept) => Ok(Some(kept.into_object(py, &self.names)?)),
             None => Ok(None),
         }
     }
 
-    fn submit(&self, py: Python<'_>, item: Item<Value>, wait: Wait) -> Result<Option<crate::mode::Done>, Error> {
-        if self.closed.load(SeqCst) && !matches!(item, Item::Stop) {
+    fn submit(&self, py: Python<'_>, item: Item<Value>, wait: Wait, out: &mut InlineOutcome) -> Result<(), Error> {
+        if self.closed.load(SeqCst) {
             return Err(Error::Closed { graph: self.graph.clone() });
         }
-        self.mode.submit(py, &self.graph, item, wait)
+        self.mode.submit(py, &self.graph, item, wait, out)
     }
 
     fn submit_all(

@@ -88,19 +88,20 @@ impl Inline {
     }
 }
 
-/// Runs `f` on the inline processor and collects what the caller gets back:
-/// the fire for the first sequence number `f` uses, and the first failure.
-/// Then checkpoints if the policy says so (as the driver does after a batch).
+/// Runs `f` on the inline processor, collecting into `out` what the caller
+/// gets back: the fire for the first sequence number `f` uses, and the first
+/// failure. Then checkpoints if the policy says so (as the driver does after a
+/// batch).
 pub(crate) fn step<R>(
     py: Python<'_>,
     processor: &mut Proc,
     cx: &Callables,
+    out: &mut InlineOutcome,
     f: impl FnOnce(&mut Proc, &mut PyCalls<'_, '_>) -> R,
-) -> (InlineOutcome, R) {
-    let mut outcome = InlineOutcome::new();
-    outcome.target = processor.next_seq();
-    let mut calls = PyCalls { py, cx, inline: Some(&mut outcome) };
+) -> R {
+    out.target = processor.next_seq();
+    let mut calls = PyCalls { py, cx, inline: Some(out) };
     let r = f(processor, &mut calls);
     processor.checkpoint_if_due(&mut calls, &Now::lazy());
-    (outcome, r)
+    r
 }

@@ -10,8 +10,9 @@ use pyo3::prelude::*;
 
 use headrace_core::channel::Item;
 use headrace_core::dead_letter::DeadLetters;
-use headrace_core::processor::{Applied, Now};
+use headrace_core::processor::Now;
 
+use crate::calls::InlineOutcome;
 use crate::errors::Error;
 use crate::fire::Kept;
 use crate::graph::Callables;
@@ -32,13 +33,6 @@ pub enum Wait {
     /// item (so that its effect is visible when submit returns). Names the
     /// call, which must not come from the processor thread itself.
     Handled(&'static str),
-}
-
-/// What an inline submit did, for its caller.
-pub struct Done {
-    /// The fire that reflects the item, if there was one.
-    pub fire: Option<Kept>,
-    pub applied: Applied,
 }
 
 /// The fires of an inline `submit_all`, and the callables whose names they use.
@@ -68,40 +62,35 @@ impl Mode {
     }
 
     /// Hands `item` to the processor. Inline: applies it now, on this thread,
-    /// and returns what came of it, raising the first failure. Thread mode:
-    /// queues it (see [`Wait`]) and returns None.
-    pub fn submit(&self, py: Python<'_>, graph: &str, item: Item<Value>, wait: Wait) -> Result<Option<Done>, Error> {
+    /// and fills `out` with what came of it, raising the first failure.
+    /// Thread mode: queues it (see [`Wait`]) and leaves `out` alone.
+    pub fn submit(&self, py: Python<'_>, graph: &str, item: Item<Value>, wait: Wait, out: &mut InlineOutcome) -> Result<(), Error> {
         match self {
             Mode::Inline(inline) => {
                 let mut guard = inline.lock(py, graph)?;
                 let InlineState { processor, callables } = &mut *guard;
                 let Some(cx) = callables.as_deref() else { return Err(Error::Closed { graph: graph.into() }) };
-                let (outcome, applied) = inline::step(py, processor, cx, |p, calls| p.apply(item, calls, &Now::lazy()));
-                if applied.stopped {
+                out.applied = inline::step(py, processor, cx, out, |p, calls| p.apply(item, calls, &Now::lazy()));
+                if out.applied.stopped {
                     *callables = None;
                 }
                 drop(guard);
-                match outcome.error {
-                    Some(e) => Err(e.into()),
-                    None => Ok(Some(Done { fire: outcome.result, applied })),
-                }
+                out.error.take().map_or(Ok(()), |e| Err(e.into()))
             }
-            Mode::Thread(t) => {
-                match wait {
-                    Wait::Never => t.send(py, graph, item, None, true)?,
-                    Wait::Room(timeout) => t.send(py, graph, item, timeout, false)?,
-                    Wait::Handled(what) => {
-                        if t.on_own_thread() {
-                            return Err(Error::OwnThread { what });
-                        }
-                        t.send(py, graph, item, None, false)?;
-                        if !t.wait_handled(py, None) {
-                            return Err(Error::Closed { graph: graph.into() });
-                        }
+            Mode::Thread(t) => match wait {
+                Wait::Never => t.send(py, graph, item, None, true),
+                Wait::Room(timeout) => t.send(py, graph, item, timeout, false),
+                Wait::Handled(what) => {
+                    if t.on_own_thread() {
+                        return Err(Error::OwnThread { what });
+                    }
+                    t.send(py, graph, item, None, false)?;
+                    match t.wait_handled(py, None) {
+                        true => Ok(()),
+                        false => Err(Error::Closed { graph: graph.into() }),
                     }
                 }
-                Ok(None)
-            }
+            },
         }
     }
 
@@ -125,10 +114,11 @@ impl Mode {
                 let mut first_error = None;
                 for item in items {
                     let item = item?;
-                    let (outcome, _) = inline::step(py, &mut state.processor, &cx, |p, calls| p.apply(item, calls, &Now::lazy()));
-                    fires.extend(outcome.result);
+                    let mut out = InlineOutcome::new();
+                    inline::step(py, &mut state.processor, &cx, &mut out, |p, calls| p.apply(item, calls, &Now::lazy()));
+                    fires.extend(out.result);
                     if first_error.is_none() {
-                        first_error = outcome.error;
+                        first_error = out.error;
                     }
                 }
                 match first_error {
@@ -138,7 +128,7 @@ impl Mode {
             }
             Mode::Thread(_) => {
                 for item in items {
-                    self.submit(py, graph, item?, wait)?;
+                    self.submit(py, graph, item?, wait, &mut InlineOutcome::new())?;
                 }
                 Ok(None)
             }
@@ -154,9 +144,10 @@ impl Mode {
                 let mut guard = inline.lock(py, graph)?;
                 let InlineState { processor, callables } = &mut *guard;
                 let Some(cx) = callables.as_deref() else { return Err(Error::Closed { graph: graph.into() }) };
-                let (outcome, ()) = inline::step(py, processor, cx, |p, calls| p.on_timer(calls, &Now::lazy()));
+                let mut out = InlineOutcome::new();
+                inline::step(py, processor, cx, &mut out, |p, calls| p.on_timer(calls, &Now::lazy()));
                 drop(guard);
-                outcome.error.map_or(Ok(()), |e| Err(e.into()))
+                out.error.map_or(Ok(()), |e| Err(e.into()))
             }
             Mode::Thread(t) => {
                 if t.on_own_thread() {
@@ -180,7 +171,7 @@ impl Mode {
     /// then, in thread mode, waits for its thread to end.
     pub fn stop(&self, py: Python<'_>, graph: &str) -> Result<(), Error> {
         match self {
-            Mode::Inline(_) => self.submit(py, graph, Item::Stop, Wait::Handled("close()")).map(drop),
+            Mode::Inline(_) => self.submit(py, graph, Item::Stop, Wait::Handled("close()"), &mut InlineOutcome::new()),
             Mode::Thread(t) => {
                 let sender = t.sender.clone();
                 // Blocking until the processor has room: Stop must not be lost.

@@ -23,7 +23,11 @@ pub struct Applied {
 impl<V, E> Processor<V, E> {
     /// Applies one item, settling what it calls for before returning.
     pub fn apply(&mut self, item: Item<V>, calls: &mut dyn Calls<V, E>, now: &Now) -> Applied {
-        self.apply_batch(std::iter::once(item), calls, now)
+        let mut applied = Applied::default();
+        if self.apply_item(item, &mut applied, calls, now) {
+            self.settle(calls, now);
+        }
+        applied
     }
 
     /// Applies a run of items in order. Events settle one by one under the
@@ -40,37 +44,12 @@ impl<V, E> Processor<V, E> {
         let mut unsettled = false;
         let mut applied = Applied::default();
         for item in items {
-            match item {
-                Item::Event { acc, input } => {
-                    self.ingest(acc, input, calls, now);
-                    unsettled = true;
-                }
-                Item::SourceEvent { acc, input, position } => {
-                    self.ingest_from_source(acc, input, *position, calls, now);
-                    unsettled = true;
-                }
-                control => {
-                    if unsettled {
-                        self.settle(calls, now);
-                        unsettled = false;
-                    }
-                    match control {
-                        Item::Fire => {
-                            self.fire_manual(calls, now);
-                        }
-                        // Asked for explicitly: taken whatever the policy (the host
-                        // asks only when it has somewhere to put it).
-                        Item::Checkpoint => applied.checkpoint = Some(self.checkpoint(calls)),
-                        Item::Pause(paused) => self.set_paused(paused, calls, now),
-                        Item::Stop => {
-                            self.shutdown(calls, now);
-                            applied.checkpoint = self.checkpoint_if_enabled(calls);
-                            applied.stopped = true;
-                        }
-                        Item::Event { .. } | Item::SourceEvent { .. } => unreachable!("handled above"),
-                    }
-                }
+            let event = matches!(item, Item::Event { .. } | Item::SourceEvent { .. });
+            if unsettled && !event {
+                self.settle(calls, now);
+                unsettled = false;
             }
+            unsettled |= self.apply_item(item, &mut applied, calls, now);
             if unsettled && per_event {
                 self.settle(calls, now);
                 unsettled = false;
@@ -80,6 +59,35 @@ impl<V, E> Processor<V, E> {
             self.settle(calls, now);
         }
         applied
+    }
+
+    /// What one item means. Returns true for an event: taken in, not yet
+    /// settled (the caller decides when).
+    #[inline]
+    fn apply_item(&mut self, item: Item<V>, applied: &mut Applied, calls: &mut dyn Calls<V, E>, now: &Now) -> bool {
+        match item {
+            Item::Event { acc, input } => {
+                self.ingest(acc, input, calls, now);
+                return true;
+            }
+            Item::SourceEvent { acc, input, position } => {
+                self.ingest_from_source(acc, input, *position, calls, now);
+                return true;
+            }
+            Item::Fire => {
+                self.fire_manual(calls, now);
+            }
+            // Asked for explicitly: taken whatever the policy (the host asks
+            // only when it has somewhere to put it).
+            Item::Checkpoint => applied.checkpoint = Some(self.checkpoint(calls)),
+            Item::Pause(paused) => self.set_paused(paused, calls, now),
+            Item::Stop => {
+                self.shutdown(calls, now);
+                applied.checkpoint = self.checkpoints_enabled().then(|| self.checkpoint(calls));
+                applied.stopped = true;
+            }
+        }
+        false
     }
 
     /// Between runs of items (thread mode, after each batch): flushes batches
@@ -92,13 +100,10 @@ impl<V, E> Processor<V, E> {
 
     /// Checkpoints if the policy calls for one now. A failure was reported to
     /// the host (and the next try comes at the policy's pace).
+    #[inline]
     pub fn checkpoint_if_due(&mut self, calls: &mut dyn Calls<V, E>, now: &Now) {
         if self.checkpoint_due(now) {
             let _ = self.checkpoint(calls);
         }
-    }
-
-    fn checkpoint_if_enabled(&mut self, calls: &mut dyn Calls<V, E>) -> Option<Result<(), CheckpointError>> {
-        self.checkpoints_enabled().then(|| self.checkpoint(calls))
     }
 }
