@@ -20,11 +20,10 @@ use headrace_core::metrics::{Health, Metrics};
 use headrace_core::processor::Processor;
 
 use crate::calls::{decode, InlineOutcome};
-use crate::convert;
 use crate::errors::{self, Error};
 use crate::fire::{FireList, FireResult, Names};
 use crate::gc;
-use crate::graph::{self, Callables, CheckpointSink};
+use crate::graph::{self, CheckpointSink};
 use crate::mode::{Mode, Wait};
 use crate::options::{optional_seconds, EngineOptions};
 use crate::restore;
@@ -72,7 +71,7 @@ impl Engine {
             restore::restore(py, &mut processor, &callables, components.bind(py), &options.checkpoint_key, settings.on_corrupt)?;
         }
         if settings.config.check_checkpointable {
-            remember_good_states(py, &callables);
+            restore::remember_good_states(py, &callables);
         }
         Ok(Engine {
             restored_positions: processor.positions(),
@@ -338,23 +337,8 @@ impl Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        // A runtime dropped without close(): stop its thread rather than leak it.
-        if let Mode::Thread(t) = &self.mode {
-            if !self.closed.load(SeqCst) {
-                let _ = t.sender.try_push(Item::Stop);
-            }
-        }
-    }
-}
-
-/// The initial (or restored) `State.value` of each stream accumulator, as the
-/// state a refused event's call is rolled back to.
-fn remember_good_states(py: Python<'_>, callables: &Callables) {
-    for a in &callables.accs {
-        let Some(state) = &a.state else { continue };
-        let Ok(value) = state.bind(py).getattr("value") else { continue };
-        if let Ok(v) = convert::try_to_value(&value, &mut String::new(), 0) {
-            *a.good_state.lock().unwrap_or_else(|p| p.into_inner()) = Some(v);
+        if !self.closed.load(SeqCst) {
+            self.mode.abandon();
         }
     }
 }

@@ -187,6 +187,14 @@ impl Mode {
         }
     }
 
+    /// A runtime dropped without close(): its processor thread is told to
+    /// stop rather than leaked. (Inline mode has nothing running.)
+    pub fn abandon(&self) {
+        if let Mode::Thread(t) = self {
+            let _ = t.sender.try_push(Item::Stop);
+        }
+    }
+
     /// (items queued, capacity); inline mode has no queue.
     pub fn queue(&self) -> (usize, usize) {
         match self {

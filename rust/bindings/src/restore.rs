@@ -70,3 +70,15 @@ pub fn restore(
     }
     Ok(())
 }
+
+/// The initial (or restored) `State.value` of each stream accumulator, as the
+/// state a refused event's call is rolled back to.
+pub fn remember_good_states(py: Python<'_>, callables: &Callables) {
+    for a in &callables.accs {
+        let Some(state) = &a.state else { continue };
+        let Ok(value) = state.bind(py).getattr("value") else { continue };
+        if let Ok(v) = convert::try_to_value(&value, &mut String::new(), 0) {
+            *a.good_state.lock().unwrap_or_else(|p| p.into_inner()) = Some(v);
+        }
+    }
+}
