@@ -93,3 +93,58 @@ def test_unclosed_runtime_with_polling_is_collected_and_stops_polling() -> None:
         time.sleep(0.02)
     assert ref() is None
     assert not [t for t in threading.enumerate() if t.name.startswith("headrace-poll-")]
+
+
+class Marker:
+    """Something held only through the event, so that its death is visible."""
+
+
+def _collected(ref: weakref.ref) -> bool:
+    # Thread mode: breaking the cycle stops the processor thread, which then
+    # releases what it held; give it the time it takes.
+    for _ in range(250):
+        gc.collect()
+        if ref() is None:
+            return True
+        import time
+
+        time.sleep(0.02)
+    return False
+
+
+def _cycle_through(mode: str, where: str) -> tuple[weakref.ref, weakref.ref]:
+    """A runtime holding an event (as `where` says) that holds the runtime.
+    Returns weak references to the runtime and to something only the event holds."""
+
+    def accumulate(event):
+        if event.get("fail"):
+            raise ValueError("refused on purpose")
+        return event
+
+    acc = hr.passthrough_accumulator(name="a")(accumulate)
+    g = hr.ComputationGraph("g", accumulators=[acc])
+    g.node(name="n")(lambda a: None)
+    rt = hr.Runtime(g, mode=mode)
+    event = {"marker": Marker(), "fail": where == "dead letter"}
+    if where == "queue":
+        rt.pause()  # sequential (the default): the boundary waits in the queue
+    try:
+        rt.push("a", event)
+    except hr.AccumulatorError:
+        pass  # inline mode raises it; the event is now a dead letter
+    rt.drain()
+    if where == "cache":
+        assert rt.stats()["fire_count"] == 1
+    elif where == "queue":
+        assert rt.counters().pending == 1
+    else:
+        assert len(rt.stats()["dead_letters"]) == 1
+    event["runtime"] = rt  # the cycle: runtime -> engine -> event -> runtime
+    return weakref.ref(rt), weakref.ref(event["marker"])
+
+
+@pytest.mark.parametrize("where", ["cache", "queue", "dead letter"])
+def test_a_cycle_through_a_held_event_is_collected(mode, where) -> None:
+    runtime, marker = _cycle_through(mode, where)
+    assert _collected(marker), f"the event held in the {where} was never released"
+    assert runtime() is None

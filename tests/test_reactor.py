@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import headrace as hr
+from headrace._options import EngineOptions
 
 NAMES = ("a", "b", "c")
 
@@ -238,7 +239,7 @@ def test_sequential_is_the_default_strategy_everywhere(mode) -> None:
     # The engine's own default, for a spec that does not say.
     spec = default.engine_spec()
     del spec["input_strategy"]
-    engine = hr._core.Engine(spec, mode=mode)
+    engine = hr._core.Engine(spec, EngineOptions(mode=mode))
     try:
         engine.push_many("a", [1, 2, 3])
         engine.drain(timeout=30)

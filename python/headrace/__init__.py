@@ -26,6 +26,7 @@ from headrace.errors import (
     HeadraceError,
     NodeError,
     PayloadError,
+    SettingError,
     UncheckpointableError,
 )
 from headrace.graph import ComputationGraph, Criteria, when_all, when_any
@@ -53,6 +54,7 @@ __all__ = [
     "PayloadError",
     "Route",
     "Runtime",
+    "SettingError",
     "State",
     "StreamBackend",
     "StreamConfig",

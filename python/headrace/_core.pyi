@@ -5,6 +5,8 @@ from typing import Any, Self, final, overload
 
 from typing_extensions import disjoint_base
 
+from headrace._options import EngineOptions
+
 __all__ = [
     "MAX_BATCH",
     "Counters",
@@ -108,29 +110,7 @@ class Counters:
 
 @disjoint_base
 class Engine:
-    def __new__(
-        cls,
-        spec: dict[str, Any],
-        *,
-        mode: str,
-        on_fire: Any = None,
-        capacity: int = 65536,
-        push_timeout: float | None = None,
-        max_attempts: int = 3,
-        retry_backoff: float = 0.1,
-        dead_letter_limit: int = 10000,
-        idle_spin: float = 5e-05,
-        checkpoint_writer: Any = None,
-        checkpoint_codec: str = "bincode",
-        checkpoint_every_fires: int = 1000,
-        checkpoint_interval: float | None = None,
-        restore: dict[str, bytes] | None = None,
-        checkpoint_key: str = "",
-        on_corrupt: str = "refuse",
-        on_undecodable: Any = None,
-        check_checkpointable: bool | None = None,
-        loop: Any = None,
-    ) -> Self: ...
+    def __new__(cls, spec: dict[str, Any], options: EngineOptions) -> Self: ...
     @property
     def graph_name(self) -> str: ...
     @property

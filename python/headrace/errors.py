@@ -16,6 +16,7 @@ __all__ = [
     "MissingDependencyError",
     "NodeError",
     "PayloadError",
+    "SettingError",
     "StoreUnavailableError",
     "UncheckpointableError",
 ]
@@ -31,6 +32,15 @@ class GraphDefinitionError(HeadraceError, ValueError):
     def __init__(self, message: str, *, problems: list[str] | None = None) -> None:
         super().__init__(message)
         self.problems: list[str] = list(problems) if problems is not None else [message]
+
+
+class SettingError(HeadraceError, ValueError):
+    """A runtime or graph setting outside its allowed values (a misspelt mode,
+    codec or strategy, a negative duration); ``setting`` names it."""
+
+    def __init__(self, message: str, *, setting: str) -> None:
+        super().__init__(message)
+        self.setting = setting
 
 
 class PayloadError(HeadraceError, ValueError):

@@ -19,6 +19,9 @@ from headrace.names import name_problem
 
 __all__ = ["ComputationGraph", "Criteria", "InputStrategy", "Node", "when_all", "when_any"]
 
+# The allowed spellings; the Rust core checks them (`Plan::compile` and the spec
+# reader), so they are not checked again here.
+CriteriaKind = Literal["when_any", "when_all"]
 F = TypeVar("F", bound=Callable[..., Any])
 AccumulatorRef = Accumulator | str
 
@@ -27,7 +30,7 @@ AccumulatorRef = Accumulator | str
 class Criteria:
     """When the reactor fires. Empty ``members`` means every accumulator."""
 
-    kind: Literal["when_any", "when_all"]
+    kind: CriteriaKind
     members: tuple[str, ...] = ()
 
 
@@ -172,8 +175,6 @@ class ComputationGraph:
             for m in criteria.members:
                 if m not in names:
                     problems.append(f"criteria name '{m}', which is not an accumulator of this graph")
-        if input_strategy not in INPUT_STRATEGIES:
-            problems.append(f"input_strategy must be 'latest', 'sequential' or 'burst', got {input_strategy!r}")
         timeout = None
         if fire_timeout is not None:
             try:

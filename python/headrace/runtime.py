@@ -6,10 +6,11 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import Any, Literal, Self, TypeVar
+from typing import Any, Self, TypeVar
 
 from headrace import _core
 from headrace._durations import seconds
+from headrace._options import CheckpointCodec, EngineOptions, Mode, OnCorrupt
 from headrace._polling import Poller, call_poll
 from headrace.checkpoint import CheckpointStore, CheckpointWriter, open_store
 from headrace.checkpoint.store import claim
@@ -17,11 +18,10 @@ from headrace.errors import AccumulatorError, CheckpointError, HeadraceError
 from headrace.graph import ComputationGraph
 from headrace.sources.runner import StreamRunner
 
-__all__ = ["Mode", "Runtime", "on_output"]
+__all__ = ["CheckpointCodec", "Mode", "OnCorrupt", "Runtime", "on_output"]
 
 log = logging.getLogger("headrace")
 
-Mode = Literal["inline", "thread"]
 T = TypeVar("T")
 
 
@@ -112,8 +112,8 @@ class Runtime(_core.Engine):
         tenant: str = "public",
         checkpoint_every: int = 1000,
         checkpoint_interval: float | str | None = "1s",
-        checkpoint_codec: str = "bincode",
-        on_corrupt: str = "refuse",
+        checkpoint_codec: CheckpointCodec = "bincode",
+        on_corrupt: OnCorrupt = "refuse",
         sources: bool = True,
         check_checkpointable: bool | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
@@ -127,10 +127,10 @@ class Runtime(_core.Engine):
         opened = store is not None and not isinstance(store, CheckpointStore)
         the_store = open_store(store) if store is not None else None
         writer = None
-        restore: dict[str, bytes] | None = None
-        key = f"of graph '{graph.name}' (tenant '{tenant}')"
-        hook = _UndecodableHook()
+        runners: list[StreamRunner] = []
         try:
+            restore: dict[str, bytes] | None = None
+            key = f"of graph '{graph.name}' (tenant '{tenant}')"
             if the_store is not None:
                 key = f"of graph '{graph.name}' (tenant '{tenant}') in {the_store.describe()}"
                 # The newest opener of (tenant, graph) wins: an older runtime's
@@ -138,9 +138,11 @@ class Runtime(_core.Engine):
                 claim(the_store, tenant, graph.name)
                 restore = the_store.load(tenant, graph.name)
                 writer = CheckpointWriter(the_store, tenant, graph.name)
-            self = super().__new__(
-                cls,
-                graph.engine_spec(),
+            if mode == "thread" and sources:
+                # Built before the engine, so that the engine knows where an
+                # undecodable message goes; started once it exists.
+                runners = [StreamRunner(a, writer) for a in graph.accumulators if a.kind == "stream"]
+            options = EngineOptions(
                 mode=mode,
                 on_fire=on_fire,
                 capacity=capacity,
@@ -151,58 +153,59 @@ class Runtime(_core.Engine):
                 idle_spin=seconds(idle_spin, what="idle_spin") if idle_spin else 0.0,
                 checkpoint_writer=writer,
                 checkpoint_codec=checkpoint_codec,
-                checkpoint_every_fires=checkpoint_every,
+                checkpoint_every=checkpoint_every,
                 checkpoint_interval=None
                 if checkpoint_interval is None
                 else seconds(checkpoint_interval, what="checkpoint_interval"),
                 restore=restore,
                 checkpoint_key=key,
                 on_corrupt=on_corrupt,
-                on_undecodable=hook,
+                on_undecodable=_UndecodableHook({r.name: r.undecodable for r in runners}) if runners else None,
                 check_checkpointable=check_checkpointable,
                 loop=loop,
             )
+            self = super().__new__(cls, graph.engine_spec(), options)
         except BaseException:
             if writer is not None:
                 writer.close()
             if opened and the_store is not None:
                 the_store.close()
             raise
+        self._graph = graph
         self._writer = writer
         self._store = the_store if opened else None
-        self._hook = hook
         # Inline with async callables: apush runs the processor work on a
         # helper thread, the coroutines on the caller's loop.
         self._lend_loop = mode == "inline" and graph.has_async
+        self._sources = runners
+        self._poller = None
+        try:
+            for runner in runners:
+                runner.start(self)
+            self._poller = self._start_polling()
+        except BaseException:
+            self.close()
+            raise
         return self
 
     _lend_loop: bool
+    _graph: ComputationGraph
     _writer: CheckpointWriter | None
     _store: CheckpointStore | None
-    _hook: _UndecodableHook
+    _sources: list[StreamRunner]
+    _poller: Poller | None
 
-    def __init__(self, graph: ComputationGraph, **options: Any) -> None:
-        self._graph = graph
-        self._poller: Poller | None = None
-        self._sources: list[StreamRunner] = []
-        if self.mode == "thread" and options.get("sources", True):
-            streams = [a for a in graph.accumulators if a.kind == "stream"]
-            try:
-                self._sources = [StreamRunner(self, a, self._writer) for a in streams]
-            except BaseException:
-                self.close()
-                raise
-            self._hook.targets.update({r.name: r.undecodable for r in self._sources})
-            for runner in self._sources:
-                runner.start()
-        polling = [a for a in graph.accumulators if a.kind == "polling"]
+    def _start_polling(self) -> Poller | None:
+        """Thread mode runs polling accumulators on their timers; inline mode
+        has no timer (``rt.poll()`` drives them), so nothing is starting."""
+        polling = [a for a in self._graph.accumulators if a.kind == "polling"]
         if self.mode == "thread" and polling:
-            self._poller = Poller(self, polling)
-            self._poller.start()
-        else:
-            # No timer runs in inline mode: nothing is starting, rt.poll() drives it.
-            for a in polling:
-                self.set_health(a.name, "socket_only")
+            poller = Poller(self, polling)
+            poller.start()
+            return poller
+        for a in polling:
+            self.set_health(a.name, "socket_only")
+        return None
 
     @property
     def graph(self) -> ComputationGraph:
@@ -285,9 +288,8 @@ class Runtime(_core.Engine):
         (last time, size, duration, failures, store health). A failing store
         shows as health "degraded" while it lasts."""
         s = super().stats()
-        sources = getattr(self, "_sources", [])
-        if sources:
-            s["sources"] = {r.name: r.stats() for r in sources}
+        if self._sources:
+            s["sources"] = {r.name: r.stats() for r in self._sources}
         cp = self.checkpoint_health()
         if cp is not None:
             s["checkpoint"] = cp
@@ -322,7 +324,7 @@ class Runtime(_core.Engine):
         poller, self._poller = self._poller, None
         if poller is not None:
             poller.stop()
-        sources, self._sources = getattr(self, "_sources", []), []
+        sources, self._sources = self._sources, []
         for runner in sources:
             runner.stop_reading()
         super().close()
@@ -363,10 +365,10 @@ class Runtime(_core.Engine):
 class _UndecodableHook:
     """Routes undecodable stream messages to their source's dead-letter topic."""
 
-    def __init__(self) -> None:
-        self.targets: dict[str, Any] = {}
+    def __init__(self, targets: dict[str, Callable[[bytes, str, int, int, str], None]]) -> None:
+        self._targets = targets
 
     def __call__(self, accumulator: str, data: bytes, topic: str, partition: int, offset: int, error: str) -> None:
-        target = self.targets.get(accumulator)
+        target = self._targets.get(accumulator)
         if target is not None:
             target(data, topic, partition, offset, error)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaError
@@ -40,7 +41,7 @@ POLL_SECONDS = 0.05
 
 
 class StreamRunner:
-    def __init__(self, runtime: Runtime, acc: Accumulator, writer: CheckpointWriter | None) -> None:
+    def __init__(self, acc: Accumulator, writer: CheckpointWriter | None) -> None:
         cfg = acc.config
         self.name = acc.name
         self.config = StreamConfig(
@@ -53,12 +54,11 @@ class StreamRunner:
             options=dict(cfg["config"]),
         )
         self._factory = stream_backend(self.config.type)
-        self._runtime = weakref.ref(runtime)
+        # The runtime this source feeds, handed over by `start`.
+        self._runtime: Callable[[], Runtime | None] = lambda: None
         self._has_store = writer is not None
         # Positions the restored checkpoint holds: where reading starts, once.
-        self._restored: dict[Partition, int] = {
-            (t, p): o for a, t, p, o in runtime.restored_positions() if a == self.name
-        }
+        self._restored: dict[Partition, int] = {}
         self._lock = threading.Lock()
         self._durable: dict[Partition, int] = {}
         self._committed: dict[Partition, int] = {}
@@ -70,7 +70,11 @@ class StreamRunner:
             writer.on_durable(self._on_durable)
         self._thread = threading.Thread(target=self._run, name=f"headrace-source-{acc.name}", daemon=True)
 
-    def start(self) -> None:
+    def start(self, runtime: Runtime) -> None:
+        """Starts consuming into ``runtime``, from the positions its restored
+        checkpoint holds."""
+        self._runtime = weakref.ref(runtime)
+        self._restored = {(t, p): o for a, t, p, o in runtime.restored_positions() if a == self.name}
         self._thread.start()
 
     def stop_reading(self, timeout: float = 10.0) -> None:

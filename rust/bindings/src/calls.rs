@@ -9,6 +9,9 @@ use pyo3::Borrowed;
 
 use headrace_core::checkpoint::snapshot::{encode_components, EngineSnapshot};
 use headrace_core::checkpoint::Value as CheckpointValue;
+use headrace_core::error::Named;
+use headrace_core::event::SourcePosition;
+use headrace_core::processor::Applied;
 use headrace_core::host::{AsyncCall, Calls, CheckpointError, Codec, NodeOutput, Outputs, Overrun, Report, Unsupported};
 use pyo3::types::PyDict;
 use std::sync::atomic::Ordering::SeqCst;
@@ -16,13 +19,14 @@ use std::sync::atomic::Ordering::SeqCst;
 use crate::aio::{self, Done};
 use crate::checkable;
 use crate::convert;
-use crate::errors;
+use crate::errors::{self, Error, NodeRaised, Uncheckpointable, Undecodable};
 use crate::fire::{FireResult, Kept, Route};
 use crate::graph::Callables;
 
 type Value = Py<PyAny>;
 
-/// What an inline call (push, fire) hands back to its caller.
+/// What an inline call (push, fire) hands back to its caller. Filled in
+/// place (it is large, and the inline push is the hot path).
 pub struct InlineOutcome {
     /// Sequence number of the event (or manual fire) the caller is waiting on.
     pub target: u64,
@@ -30,11 +34,13 @@ pub struct InlineOutcome {
     pub result: Option<Kept>,
     /// The first failure during the call, raised once the call is done.
     pub error: Option<PyErr>,
+    /// What applying the item did (a checkpoint's outcome, a stop).
+    pub applied: Applied,
 }
 
 impl InlineOutcome {
     pub fn new() -> Self {
-        InlineOutcome { target: 0, result: None, error: None }
+        InlineOutcome { target: 0, result: None, error: None, applied: Applied::default() }
     }
 }
 
@@ -74,26 +80,15 @@ pub fn decode(py: Python<'_>, acc_name: &str, bytes: &[u8], codec: Codec) -> PyR
             let value = cause.value(py);
             let offset: Option<usize> =
                 value.getattr("pos").ok().and_then(|p| p.extract().ok());
-            let codec_name = match codec {
-                Codec::Json => "json",
-                Codec::Msgpack => "msgpack",
-            };
             let at = offset.map(|o| format!(" at byte {o}")).unwrap_or_default();
             let message = format!(
-                "accumulator '{acc_name}': undecodable {codec_name} payload{at} ({} bytes): {}",
+                "accumulator '{acc_name}': undecodable {} payload{at} ({} bytes): {}",
+                codec.as_str(),
                 bytes.len(),
                 value.str().map(|s| s.to_string()).unwrap_or_default()
             );
-            let err = errors::raise(
-                errors::payload_error(py)?,
-                message,
-                &[
-                    ("accumulator", acc_name.into_pyobject(py)?.into_any()),
-                    ("offset", offset.into_pyobject(py)?.into_any()),
-                    ("codec", codec_name.into_pyobject(py)?.into_any()),
-                ],
-            );
-            Err(errors::with_cause(py, err, &cause))
+            let accumulator = acc_name.to_string();
+            Err(Error::Payload(Box::new(Undecodable { message, accumulator, offset, codec, cause })).into())
         }
     }
 }
@@ -200,20 +195,17 @@ impl<'py> PyCalls<'_, 'py> {
             return;
         }
         let message = format!("accumulator '{name}' raised {error}; the event is in the dead-letter list");
-        let wrapped = errors::accumulator_error(py).map(|cls| {
-            let kwargs = [("accumulator", self.cx.names.accumulators[acc].bind(py).clone().into_any())];
-            errors::with_cause(py, errors::raise(cls, message, &kwargs), &error)
-        });
-        self.keep_or_log(wrapped.unwrap_or_else(|e| e));
+        let accumulator = self.cx.names.accumulators[acc].clone_ref(py);
+        self.keep_or_log(Error::Accumulator { message, accumulator, cause: error }.into());
     }
 
     /// A stream message that cannot be decoded does not stop the stream: it is
     /// counted (in stats), logged with where it came from and its first bytes,
     /// and handed to the source's dead-letter hook if it has one.
-    fn undecodable_message(&mut self, acc: usize, error: PyErr, data: Vec<u8>, position: (String, i32, i64)) {
+    fn undecodable_message(&mut self, acc: usize, error: PyErr, data: Vec<u8>, position: SourcePosition) {
         let py = self.py;
         let name = &self.cx.plan.accumulators[acc].name;
-        let (topic, partition, offset) = position;
+        let SourcePosition { topic, partition, offset } = position;
         let head = PyBytes::new(py, &data[..data.len().min(64)]);
         let shown = head.repr().map(|r| r.to_string()).unwrap_or_default();
         errors::log(
@@ -247,7 +239,9 @@ impl<'py> PyCalls<'_, 'py> {
         match (&mut self.inline, batch) {
             (Some(outcome), false) => {
                 if outcome.error.is_none() {
-                    outcome.error = Some(errors::uncheckpointable(py, message, &error, Some(name)));
+                    let accumulator = Some(name.clone());
+                    let refused = Uncheckpointable { message, unsupported: error, accumulator };
+                    outcome.error = Some(Error::Uncheckpointable(Box::new(refused)).into());
                 }
             }
             _ => {
@@ -532,20 +526,6 @@ pub fn node_error(py: Python<'_>, graph: &str, result: &Py<FireResult>) -> PyErr
         message.push_str(&format!(", attempt {}", r.attempt));
     }
     message.push_str(if r.dead_lettered { "; inputs dead-lettered)" } else { ")" });
-    let err = match errors::node_error(py) {
-        Ok(cls) => errors::raise(
-            cls,
-            message,
-            &[
-                ("graph", pyo3::types::PyString::new(py, graph).into_any()),
-                ("node", pyo3::types::PyString::new(py, &node).into_any()),
-                ("fire", result.bind(py).clone().into_any()),
-            ],
-        ),
-        Err(e) => e,
-    };
-    match cause {
-        Some(c) => errors::with_cause(py, err, &c),
-        None => err,
-    }
+    let fire = result.clone_ref(py).into_any();
+    Error::Node(Box::new(NodeRaised { message, graph: graph.to_string(), node, fire, cause })).into()
 }

@@ -4,14 +4,14 @@
 //! a str subclass) would come back as its base type, so it is refused with the
 //! path and type named instead of being silently changed (or pickled).
 
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 use headrace_core::checkpoint::{self, CodecError, CodecId, Value};
 use headrace_core::host::Unsupported;
 
-use crate::{errors, stdlib};
+use crate::errors::Error;
+use crate::stdlib;
 
 const SUPPORTED: &str = "None, bool, int, float, str, bytes, list, tuple, dict with str keys, \
     datetime, date, time, timedelta, Decimal and UUID";
@@ -161,31 +161,22 @@ pub fn to_python(py: Python<'_>, value: Value) -> PyResult<Py<PyAny>> {
     })
 }
 
-pub fn codec(name: &str) -> PyResult<CodecId> {
-    CodecId::parse(name).ok_or_else(|| {
-        PyValueError::new_err(format!("checkpoint codec must be 'bincode', 'msgpack' or 'json', got '{name}'"))
-    })
+fn checkpoint_error(message: String) -> PyErr {
+    Error::CheckpointData(message).into()
 }
 
-pub fn checkpoint_error(py: Python<'_>, message: String) -> PyErr {
-    match errors::checkpoint_error(py) {
-        Ok(cls) => errors::raise(cls, message, &[]),
-        Err(e) => e,
-    }
-}
-
-pub fn codec_error(py: Python<'_>, what: &str, e: CodecError) -> PyErr {
-    checkpoint_error(py, format!("{what}: {e}"))
+fn codec_error(what: &str, e: CodecError) -> PyErr {
+    checkpoint_error(format!("{what}: {e}"))
 }
 
 /// Encodes one Python value as a sealed checkpoint blob.
 #[pyfunction]
 #[pyo3(signature = (value, codec = "bincode", *, component = "value"))]
 pub fn encode_checkpoint<'py>(py: Python<'py>, value: &Bound<'py, PyAny>, codec: &str, component: &str) -> PyResult<Bound<'py, PyBytes>> {
-    let id = self::codec(codec)?;
+    let id: CodecId = codec.parse().map_err(Error::from)?;
     let mut path = component.to_string();
-    let v = to_value(value, &mut path, 0).map_err(|e| checkpoint_error(py, format!("component '{component}': {e}")))?;
-    let bytes = py.detach(|| checkpoint::encode(&v, id)).map_err(|e| codec_error(py, component, e))?;
+    let v = to_value(value, &mut path, 0).map_err(|e| checkpoint_error(format!("component '{component}': {e}")))?;
+    let bytes = py.detach(|| checkpoint::encode(&v, id)).map_err(|e| codec_error(component, e))?;
     Ok(PyBytes::new(py, &bytes))
 }
 
@@ -193,7 +184,7 @@ pub fn encode_checkpoint<'py>(py: Python<'py>, value: &Bound<'py, PyAny>, codec:
 #[pyfunction]
 #[pyo3(signature = (data, *, component = "value"))]
 pub fn decode_checkpoint(py: Python<'_>, data: &[u8], component: &str) -> PyResult<Py<PyAny>> {
-    let v: Value = py.detach(|| checkpoint::decode(data)).map_err(|e| codec_error(py, &format!("component '{component}'"), e))?;
+    let v: Value = py.detach(|| checkpoint::decode(data)).map_err(|e| codec_error(&format!("component '{component}'"), e))?;
     to_python(py, v)
 }
 
@@ -204,7 +195,7 @@ pub fn read_component(py: Python<'_>, name: &str, data: Vec<u8>) -> PyResult<Str
     use headrace_core::checkpoint::snapshot::decode_components;
     let snap = py
         .detach(|| decode_components(&[(name.to_string(), data)]))
-        .map_err(|(component, e)| codec_error(py, &format!("component '{component}'"), e))?;
+        .map_err(|(component, e)| codec_error(&format!("component '{component}'"), e))?;
     let text = if let Some((_, acc)) = snap.accumulators.first() {
         serde_json::to_string(acc)
     } else if name == headrace_core::checkpoint::snapshot::REACTOR {
@@ -216,9 +207,9 @@ pub fn read_component(py: Python<'_>, name: &str, data: Vec<u8>) -> PyResult<Str
     } else if name == headrace_core::checkpoint::snapshot::INPUTS {
         serde_json::to_string(&snap.inputs)
     } else {
-        return Err(checkpoint_error(py, format!("unknown checkpoint component '{name}'")));
+        return Err(checkpoint_error(format!("unknown checkpoint component '{name}'")));
     };
-    text.map_err(|e| checkpoint_error(py, format!("component '{name}': {e}")))
+    text.map_err(|e| checkpoint_error(format!("component '{name}': {e}")))
 }
 
 /// Decimal text, or hex ("0x...") for an int longer than Python's limit on

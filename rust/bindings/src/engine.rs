@@ -1,8 +1,12 @@
 //! `Engine`: the running graph. `headrace.Runtime` subclasses it in Python, so
 //! `rt.push(...)` lands here directly, with no Python frame in between.
+//!
+//! Each method extracts its arguments, turns them into a channel item and
+//! hands it to [`Mode::submit`]; what the item means is the core's, and who
+//! runs it is the mode's.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
-use std::sync::{Arc, Mutex as StdMutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::prelude::*;
@@ -10,39 +14,29 @@ use pyo3::types::{PyDict, PyList, PyString};
 
 use headrace_core::channel::Item;
 use headrace_core::dead_letter::DeadLetters;
-use headrace_core::host::Codec;
+use headrace_core::error::Named;
+use headrace_core::event::{Codec, Input, SourcePosition};
 use headrace_core::metrics::{Health, Metrics};
-use headrace_core::processor::{Config, Input, Now, Processor};
+use headrace_core::processor::Processor;
 
 use crate::aio::{self, Aio};
-use crate::calls::{decode, InlineOutcome, PyCalls};
-use crate::errors;
-use crate::fire::{FireList, FireResult, Kept, Names};
-use crate::convert;
-use crate::graph::{self, Callables, CheckpointSink};
-use crate::restore::{self, OnCorrupt};
-use crate::inline::{Inline, InlineGuard, InlineState};
+use crate::calls::{decode, InlineOutcome};
+use crate::errors::{self, Error};
+use crate::fire::{FireList, FireResult, Names};
+use crate::gc;
+use crate::graph::{self, CheckpointSink};
+use crate::mode::{Mode, Wait};
+use crate::options::{optional_seconds, EngineOptions, ModeKind};
+use crate::restore;
 use crate::stats;
-use crate::threaded::ThreadState;
 
 type Value = Py<PyAny>;
-type Proc = Processor<Value, PyErr>;
-
-// One per runtime, so its size is irrelevant; boxing the inline state would
-// only add an indirection to every inline push.
-#[allow(clippy::large_enum_variant)]
-enum Mode {
-    Inline(Inline),
-    Thread(ThreadState),
-}
 
 /// The engine behind `headrace.Runtime`.
 #[pyclass(frozen, subclass, module = "headrace._core")]
 pub struct Engine {
     graph: String,
     mode: Mode,
-    /// For the GC: the callables, until cleared.
-    callables: StdMutex<Option<Arc<Callables>>>,
     acc_names: Vec<String>,
     names: Arc<Names>,
     codecs: Vec<Codec>,
@@ -50,112 +44,55 @@ pub struct Engine {
     dead_letters: Arc<DeadLetters<Value>>,
     push_timeout: Option<Duration>,
     closed: AtomicBool,
+    /// Id of the last checkpoint handed to the writer; None without a store.
+    checkpoint_ids: Option<Arc<AtomicU64>>,
     /// Stream positions found in the checkpoint restored at start.
-    restored_positions: Vec<(usize, String, i32, i64)>,
-    /// The loop async callables run on, when no `apush` lends one.
+    restored_positions: Vec<(usize, SourcePosition)>,
+    /// The loop async callables run on when no `apush` lends one.
     aio: Aio,
     /// The graph has async nodes or accumulators.
     has_async: bool,
 }
 
-fn duration(seconds: Option<f64>, what: &str) -> PyResult<Option<Duration>> {
-    seconds
-        .map(|s| {
-            Duration::try_from_secs_f64(s).map_err(|_| {
-                pyo3::exceptions::PyValueError::new_err(format!("{what} must be a non-negative number of seconds, got {s}"))
-            })
-        })
-        .transpose()
-}
-
 #[pymethods]
 impl Engine {
+    /// Compiles `spec` and starts the engine with `options` (a
+    /// `headrace._options.EngineOptions`).
     #[new]
-    #[pyo3(signature = (spec, *, mode, on_fire=None, capacity=65536, push_timeout=None, max_attempts=3, retry_backoff=0.1, dead_letter_limit=10000, idle_spin=5e-5, checkpoint_writer=None, checkpoint_codec="bincode", checkpoint_every_fires=1000, checkpoint_interval=None, restore=None, checkpoint_key="", on_corrupt="refuse", on_undecodable=None, check_checkpointable=None, r#loop=None))]
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        py: Python<'_>,
-        spec: &Bound<'_, PyDict>,
-        mode: &str,
-        on_fire: Option<Py<PyAny>>,
-        capacity: usize,
-        push_timeout: Option<f64>,
-        max_attempts: u32,
-        retry_backoff: f64,
-        dead_letter_limit: usize,
-        idle_spin: f64,
-        checkpoint_writer: Option<Py<PyAny>>,
-        checkpoint_codec: &str,
-        checkpoint_every_fires: u64,
-        checkpoint_interval: Option<f64>,
-        restore: Option<&Bound<'_, PyDict>>,
-        checkpoint_key: &str,
-        on_corrupt: &str,
-        on_undecodable: Option<Py<PyAny>>,
-        check_checkpointable: Option<bool>,
-        r#loop: Option<Py<PyAny>>,
-    ) -> PyResult<Self> {
-        if capacity == 0 || max_attempts == 0 {
-            return Err(pyo3::exceptions::PyValueError::new_err("capacity and max_attempts must be at least 1"));
-        }
-        let on_corrupt = OnCorrupt::parse(on_corrupt)?;
-        let checkpointing = checkpoint_writer.is_some();
-        let config = Config {
-            max_attempts,
-            retry_backoff: duration(Some(retry_backoff), "retry_backoff")?.unwrap_or_default(),
-            dead_letter_limit,
-            checkpoint_fires: if checkpointing { checkpoint_every_fires } else { 0 },
-            checkpoint_interval: if checkpointing { duration(checkpoint_interval, "checkpoint_interval")? } else { None },
-            check_checkpointable: check_checkpointable.unwrap_or(checkpointing),
-        };
+    fn new(py: Python<'_>, spec: &Bound<'_, PyDict>, options: EngineOptions) -> PyResult<Self> {
+        let settings = options.settings()?;
         let parsed = graph::parse(spec)?;
         let codecs = parsed.accs.iter().map(|a| a.codec).collect();
-        let mut compiled = graph::compile(py, parsed, on_fire)?;
-        compiled.checkpoint = match checkpoint_writer {
-            Some(writer) => Some(CheckpointSink { writer, codec: convert::codec(checkpoint_codec)?, last_id: AtomicU64::new(0) }),
-            None => None,
-        };
-        compiled.on_undecodable = on_undecodable;
+        let mut compiled = graph::compile(py, parsed, options.on_fire)?;
+        let checkpoint_ids = options.checkpoint_writer.as_ref().map(|_| Arc::new(AtomicU64::new(0)));
+        compiled.checkpoint = options.checkpoint_writer.zip(checkpoint_ids.clone()).map(|(writer, last_id)| {
+            CheckpointSink { writer, codec: settings.checkpoint_codec, last_id }
+        });
+        compiled.on_undecodable = options.on_undecodable;
         let callables = Arc::new(compiled);
-        let names = callables.names.clone();
         let plan = callables.plan.clone();
-        let mut processor: Proc = Processor::new(plan.clone(), config);
-        if let Some(components) = restore {
-            restore::restore(py, &mut processor, &callables, components, checkpoint_key, on_corrupt)?;
+        let mut processor = Processor::new(plan.clone(), settings.config);
+        if let Some(components) = &options.restore {
+            restore::restore(py, &mut processor, &callables, components.bind(py), &options.checkpoint_key, settings.on_corrupt)?;
         }
-        if config.check_checkpointable {
-            remember_good_states(py, &callables);
+        if settings.config.check_checkpointable {
+            restore::remember_good_states(py, &callables);
         }
-        let restored_positions = processor.positions();
         let has_async = callables.has_async;
-        let aio = Aio::new(r#loop, &plan.graph);
-        let metrics = processor.metrics().clone();
-        let dead_letters = processor.dead_letters().clone();
-        let mode = match mode {
-            "inline" => Mode::Inline(Inline::new(InlineState { processor, callables: Some(callables.clone()) })),
-            "thread" => {
-                let spin = duration(Some(idle_spin), "idle_spin")?.unwrap_or_default();
-                let lp = if has_async { Some(aio.get(py)?) } else { None };
-                Mode::Thread(ThreadState::spawn(plan.graph.clone(), processor, callables.clone(), capacity, spin, lp)?)
-            }
-            other => {
-                return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                    "mode must be 'inline' or 'thread', got '{other}'"
-                )))
-            }
-        };
+        let aio = Aio::new(options.event_loop, &plan.graph);
+        let thread_loop = if has_async && settings.mode == ModeKind::Thread { Some(aio.get(py)?) } else { None };
         Ok(Engine {
+            restored_positions: processor.positions(),
+            metrics: processor.metrics().clone(),
+            dead_letters: processor.dead_letters().clone(),
+            names: callables.names.clone(),
+            mode: Mode::start(settings.mode, &plan.graph, processor, callables, settings.capacity, settings.idle_spin, thread_loop)?,
             graph: plan.graph.clone(),
-            mode,
-            callables: StdMutex::new(Some(callables)),
             acc_names: plan.accumulators.iter().map(|a| a.name.clone()).collect(),
-            names,
             codecs,
-            metrics,
-            dead_letters,
-            push_timeout: duration(push_timeout, "push_timeout")?,
+            push_timeout: settings.push_timeout,
             closed: AtomicBool::new(false),
-            restored_positions,
+            checkpoint_ids,
             aio,
             has_async,
         })
@@ -170,10 +107,7 @@ impl Engine {
     /// "inline" or "thread".
     #[getter]
     fn mode(&self) -> &'static str {
-        match self.mode {
-            Mode::Inline(_) => "inline",
-            Mode::Thread(_) => "thread",
-        }
+        self.mode.kind().as_str()
     }
 
     #[getter]
@@ -190,15 +124,15 @@ impl Engine {
     /// takes) and raising `BackpressureError` if there is none.
     #[pyo3(signature = (name, event, *, timeout=None))]
     fn push(&self, py: Python<'_>, name: &Bound<'_, PyString>, event: Value, timeout: Option<f64>) -> PyResult<Option<Py<FireResult>>> {
-        let acc = self.acc_index_of(py, name)?;
-        self.push_value(py, acc, event, timeout, false)
+        let acc = self.acc_index_of(name)?;
+        self.submit_fire(py, Item::Event { acc, input: Input::Value(event) }, self.room(timeout)?)
     }
 
     /// Like `push`, but never waits: a full queue raises `BackpressureError`
     /// at once. (Inline mode has no queue; this is `push`.)
-    fn try_push(&self, py: Python<'_>, name: &str, event: Value) -> PyResult<Option<Py<FireResult>>> {
-        let acc = self.acc_index(py, name)?;
-        self.push_value(py, acc, event, None, true)
+    fn try_push(&self, py: Python<'_>, name: &Bound<'_, PyString>, event: Value) -> PyResult<Option<Py<FireResult>>> {
+        let acc = self.acc_index_of(name)?;
+        self.submit_fire(py, Item::Event { acc, input: Input::Value(event) }, Wait::Never)
     }
 
     /// Pushes every event of `events` into accumulator `name` in one crossing,
@@ -206,10 +140,10 @@ impl Engine {
     /// the list of fires that happened; thread mode returns None once all are
     /// accepted.
     #[pyo3(signature = (name, events, *, timeout=None))]
-    fn push_many(&self, py: Python<'_>, name: &str, events: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<Option<Py<FireList>>> {
-        let acc = self.acc_index(py, name)?;
-        let hint = events.len().unwrap_or(0);
-        self.push_iter(py, events.try_iter()?.map(|e| Ok((acc, e?.unbind()))), hint, timeout)
+    fn push_many(&self, py: Python<'_>, name: &Bound<'_, PyString>, events: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<Option<Py<FireList>>> {
+        let acc = self.acc_index_of(name)?;
+        let items = events.try_iter()?.map(|e| Ok(Item::Event { acc, input: Input::Value(e?.unbind()) }));
+        self.submit_all(py, items, events.len().unwrap_or(0), timeout)
     }
 
     /// Pushes `(accumulator name, event)` pairs in order, in one crossing:
@@ -217,8 +151,7 @@ impl Engine {
     /// semantics and return value as `push_many`.
     #[pyo3(signature = (pairs, *, timeout=None))]
     fn push_pairs(&self, py: Python<'_>, pairs: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<Option<Py<FireList>>> {
-        let hint = pairs.len().unwrap_or(0);
-        let mut resolve = NameCache::default();
+        let mut last: Option<(Py<PyString>, usize)> = None;
         let items = pairs.try_iter()?.map(|pair| {
             let pair = pair?;
             let (name, event): (Bound<'_, PyString>, Bound<'_, PyAny>) = pair.extract().map_err(|_| {
@@ -227,42 +160,39 @@ impl Engine {
                     pair.repr().map(|r| r.to_string()).unwrap_or_default()
                 ))
             })?;
-            Ok((resolve.index(self, py, &name)?, event.unbind()))
+            // Pairs tend to repeat a name: remember the last one.
+            let acc = match &last {
+                Some((cached, i)) if cached.is(&name) => *i,
+                _ => {
+                    let i = self.acc_index_of(&name)?;
+                    last = Some((name.unbind(), i));
+                    i
+                }
+            };
+            Ok(Item::Event { acc, input: Input::Value(event.unbind()) })
         });
-        self.push_iter(py, items, hint, timeout)
+        self.submit_all(py, items, pairs.len().unwrap_or(0), timeout)
     }
 
     /// Pushes raw JSON (or msgpack) bytes. They are decoded here, on the
     /// caller's thread, so an undecodable payload raises `PayloadError` at once
     /// and nothing else is affected.
     #[pyo3(signature = (name, data, *, codec=None, timeout=None))]
-    fn push_bytes(&self, py: Python<'_>, name: &str, data: &[u8], codec: Option<&str>, timeout: Option<f64>) -> PyResult<Option<Py<FireResult>>> {
-        let acc = self.acc_index(py, name)?;
+    fn push_bytes(&self, py: Python<'_>, name: &Bound<'_, PyString>, data: &[u8], codec: Option<&str>, timeout: Option<f64>) -> PyResult<Option<Py<FireResult>>> {
+        let acc = self.acc_index_of(name)?;
         let codec = match codec {
             None => self.codecs[acc],
-            Some("json") => Codec::Json,
-            Some("msgpack") => Codec::Msgpack,
-            Some(other) => {
-                return Err(pyo3::exceptions::PyValueError::new_err(format!("codec must be 'json' or 'msgpack', got '{other}'")))
-            }
+            Some(text) => text.parse().map_err(Error::from)?,
         };
-        let event = decode(py, name, data, codec)?;
-        self.push_value(py, acc, event, timeout, false)
+        let event = decode(py, &self.acc_names[acc], data, codec)?;
+        self.submit_fire(py, Item::Event { acc, input: Input::Value(event) }, self.room(timeout)?)
     }
 
     /// Fires once on the current inputs, whatever the criteria say. Inline mode
     /// returns the `FireResult`; thread mode queues the fire behind what was
     /// already pushed and returns None.
     fn fire(&self, py: Python<'_>) -> PyResult<Option<Py<FireResult>>> {
-        match &self.mode {
-            Mode::Inline(_) => self.run_inline(py, |p, calls| {
-                p.fire_manual(calls, &Now::lazy());
-            }),
-            Mode::Thread(t) => {
-                self.send(t, py, Item::Fire, None, false)?;
-                Ok(None)
-            }
-        }
+        self.submit_fire(py, Item::Fire, Wait::Room(None))
     }
 
     /// Waits until everything pushed before this call has been processed
@@ -270,70 +200,31 @@ impl Engine {
     /// `TimeoutError` if `timeout` seconds pass first.
     #[pyo3(signature = (timeout=None))]
     fn drain(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
-        match &self.mode {
-            Mode::Inline(_) => {
-                self.run_inline_on(py, true, |p, calls| p.on_timer(calls, &Now::lazy()))?;
-                Ok(())
-            }
-            Mode::Thread(t) => {
-                refuse_own_thread(t, py, "drain() called from inside a fire would wait for itself")?;
-                let timeout = duration(timeout, "timeout")?;
-                let target = t.progress.submitted();
-                let progress = t.progress.clone();
-                if py.detach(move || progress.wait_for(target, timeout)) {
-                    return Ok(());
-                }
-                if t.progress.is_closed() && t.progress.completed() < target {
-                    return Err(errors::closed(py, &self.graph));
-                }
-                Err(pyo3::exceptions::PyTimeoutError::new_err(format!(
-                    "drain() of graph '{}' timed out with {} item(s) unprocessed",
-                    self.graph,
-                    target.saturating_sub(t.progress.completed())
-                )))
-            }
-        }
+        let lp = self.inline_loop(py, true)?;
+        Ok(self.mode.drain(py, &self.graph, optional_seconds(timeout, "timeout")?, lp.as_ref())?)
     }
 
-    /// Flushes batch accumulators, fires for what that yields, and stops the
-    /// processor. Idempotent.
+    /// Flushes batch accumulators, fires for what that yields, takes a final
+    /// checkpoint, and stops the processor. Idempotent.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         if self.closed.swap(true, SeqCst) {
             return Ok(());
         }
-        match &self.mode {
-            Mode::Inline(_) => {
-                let result = self.run_inline_on(py, true, |p, calls| {
-                    p.shutdown(calls, &Now::lazy());
-                    if p.checkpoints_enabled() {
-                        let _ = p.checkpoint(calls);
-                    }
-                });
-                self.lock_inline(py)?.callables = None;
-                // Raising here would mask whatever ended the `with` block; the
-                // failure is in stats and was given to on_fire.
-                if let Err(e) = result {
-                    errors::log(py, "warning", &format!("graph '{}': at close: {e}", self.graph));
-                }
-                self.aio.stop(py)
+        let stopped = match self.inline_loop(py, true) {
+            Ok(lp) => self.mode.stop(py, &self.graph, lp.as_ref()),
+            Err(e) => Err(Error::Python(e)),
+        };
+        let stopped = match stopped {
+            // Raising a fire's failure here would mask whatever ended the `with`
+            // block; it is in stats and was given to on_fire.
+            Err(Error::Python(e)) => {
+                errors::log(py, "warning", &format!("graph '{}': at close: {e}", self.graph));
+                Ok(())
             }
-            Mode::Thread(t) => {
-                let sender = t.sender.clone();
-                // Blocking until the processor has room: Stop must not be lost.
-                let _ = py.detach(move || sender.push(Item::Stop, None).map_err(|_| ()));
-                let handle = t.handle.lock().unwrap_or_else(|p| p.into_inner()).take();
-                if let Some(h) = handle {
-                    if py.detach(move || h.join()).is_err() {
-                        return Err(errors::raise(
-                            errors::headrace_error(py)?,
-                            format!("processor thread of graph '{}' panicked", self.graph),
-                            &[],
-                        ));
-                    }
-                }
-                self.aio.stop(py)
-            }
-        }
+            other => other,
+        };
+        self.aio.stop(py)?;
+        Ok(stopped?)
     }
 
     /// Takes a checkpoint of everything accepted so far (thread mode: queues
@@ -342,33 +233,15 @@ impl Engine {
     /// so the writer's `wait(id)` returns once it is durable.
     fn request_checkpoint(&self, py: Python<'_>) -> PyResult<u64> {
         let Some(before) = self.last_checkpoint_id() else {
-            return Err(errors::raise(
-                errors::headrace_error(py)?,
-                format!("graph '{}' has no checkpoint store (pass store=... to Runtime)", self.graph),
-                &[],
-            ));
+            return Err(Error::NoStore { graph: self.graph.clone() }.into());
         };
-        match &self.mode {
-            Mode::Inline(_) => {
-                let mut failure = None;
-                self.run_inline(py, |p, calls| failure = p.checkpoint(calls).err())?;
-                if let Some(error) = failure {
-                    return Err(errors::checkpoint(py, &self.graph, &error));
-                }
-            }
-            Mode::Thread(t) => {
-                refuse_own_thread(t, py, "a checkpoint requested from inside a fire would wait for itself")?;
-                self.send(t, py, Item::Checkpoint, None, false)?;
-                // Wait until the processor has taken it. Returning the id from
-                // before the request is not enough: a periodic checkpoint taken
-                // while our events were still queued would get a newer id and
-                // satisfy the wait without holding them.
-                let target = t.progress.submitted();
-                let progress = t.progress.clone();
-                if !py.detach(move || progress.wait_for(target, None)) {
-                    return Err(errors::closed(py, &self.graph));
-                }
-            }
+        // Thread mode waits until the processor has taken it: a periodic
+        // checkpoint taken while our events were still queued would get a
+        // newer id and satisfy the wait without holding them.
+        let mut out = InlineOutcome::new();
+        self.submit(py, Item::Checkpoint, Wait::Handled("a checkpoint requested"), &mut out)?;
+        if let Some(Err(error)) = out.applied.checkpoint {
+            return Err(Error::Checkpoint { graph: self.graph.clone(), error }.into());
         }
         // Every checkpoint from the one our request produced on holds what was
         // accepted before the request.
@@ -378,12 +251,12 @@ impl Engine {
     /// Stops firing: events are still accepted and accumulated; fires wait.
     /// Durable with a store: a paused graph restarts paused.
     fn pause(&self, py: Python<'_>) -> PyResult<()> {
-        self.set_paused(py, true)
+        self.submit_fire(py, Item::Pause(true), Wait::Room(None)).map(drop)
     }
 
     /// Resumes firing, and fires for what was accepted while paused.
     fn resume(&self, py: Python<'_>) -> PyResult<()> {
-        self.set_paused(py, false)
+        self.submit_fire(py, Item::Pause(false), Wait::Room(None)).map(drop)
     }
 
     /// Pushes one raw message from a stream source, with its position
@@ -391,19 +264,9 @@ impl Engine {
     /// payload is counted and logged, not raised), and once taken into state its
     /// next offset is what checkpoints save.
     fn push_from_source(&self, py: Python<'_>, name: &Bound<'_, PyString>, data: Vec<u8>, topic: String, partition: i32, offset: i64) -> PyResult<()> {
-        let acc = self.acc_index_of(py, name)?;
-        let input = Input::Bytes { data, codec: self.codecs[acc] };
-        let position = (topic, partition, offset + 1);
-        match &self.mode {
-            Mode::Inline(_) => self
-                .run_inline(py, |p, calls| {
-                    let now = &Now::lazy();
-                    p.ingest_from_source(acc, input, position, calls, now);
-                    p.settle(calls, now);
-                })
-                .map(|_| ()),
-            Mode::Thread(t) => self.send(t, py, Item::SourceEvent { acc, input, position: Box::new(position) }, self.push_timeout, false),
-        }
+        let acc = self.acc_index_of(name)?;
+        let item = self.source_item(acc, data, SourcePosition { topic, partition, offset });
+        Ok(self.submit(py, item, Wait::Room(self.push_timeout), &mut InlineOutcome::new())?)
     }
 
     /// Pushes a batch of confluent-kafka messages (or any objects with
@@ -411,8 +274,7 @@ impl Engine {
     /// stream source, in one crossing. Messages whose `error()` is set are not
     /// pushed; they are returned for the source to handle.
     fn push_messages<'py>(&self, py: Python<'py>, name: &Bound<'py, PyString>, messages: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
-        let acc = self.acc_index_of(py, name)?;
-        let codec = self.codecs[acc];
+        let acc = self.acc_index_of(name)?;
         let failed = PyList::empty(py);
         let mut items = Vec::new();
         for m in messages.try_iter()? {
@@ -423,67 +285,45 @@ impl Engine {
             }
             let value = m.call_method0(pyo3::intern!(py, "value"))?;
             let data = if value.is_none() { Vec::new() } else { value.extract::<Vec<u8>>()? };
-            let topic: String = m.call_method0(pyo3::intern!(py, "topic"))?.extract()?;
-            let partition: i32 = m.call_method0(pyo3::intern!(py, "partition"))?.extract()?;
-            let offset: i64 = m.call_method0(pyo3::intern!(py, "offset"))?.extract()?;
-            items.push((Input::Bytes { data, codec }, (topic, partition, offset + 1)));
+            let position = SourcePosition {
+                topic: m.call_method0(pyo3::intern!(py, "topic"))?.extract()?,
+                partition: m.call_method0(pyo3::intern!(py, "partition"))?.extract()?,
+                offset: m.call_method0(pyo3::intern!(py, "offset"))?.extract()?,
+            };
+            items.push(Ok(self.source_item(acc, data, position)));
         }
-        match &self.mode {
-            Mode::Inline(_) => {
-                self.run_inline(py, |p, calls| {
-                    let now = &Now::lazy();
-                    for (input, position) in items {
-                        p.ingest_from_source(acc, input, position, calls, now);
-                        p.settle(calls, now);
-                    }
-                })?;
-            }
-            Mode::Thread(t) => {
-                for (input, position) in items {
-                    self.send(t, py, Item::SourceEvent { acc, input, position: Box::new(position) }, self.push_timeout, false)?;
-                }
-            }
-        }
+        let n = items.len();
+        let lp = self.inline_loop(py, true)?;
+        self.mode.submit_all(py, &self.graph, items.into_iter(), n, Wait::Room(self.push_timeout), lp.as_ref())?;
         Ok(failed)
     }
 
     /// Stream positions restored from the checkpoint:
     /// `[(accumulator, topic, partition, next offset), ...]`.
     fn restored_positions(&self) -> Vec<(String, String, i32, i64)> {
-        self.restored_positions.iter().map(|(a, t, p, o)| (self.acc_names[*a].clone(), t.clone(), *p, *o)).collect()
+        let row = |(a, p): &(usize, SourcePosition)| (self.acc_names[*a].clone(), p.topic.clone(), p.partition, p.offset);
+        self.restored_positions.iter().map(row).collect()
     }
 
     /// Counters, health and dead letters (see `headrace.Runtime.stats`).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let (depth, capacity) = match &self.mode {
-            Mode::Inline(_) => (0, 0),
-            Mode::Thread(t) => (t.sender.depth(), t.sender.capacity()),
-        };
+        let (depth, capacity) = self.mode.queue();
         stats::build(py, &self.graph, self.mode(), &self.acc_names, &self.metrics, &self.dead_letters, depth, capacity, self.closed())
     }
 
     /// A heartbeat's read: events, fires, queue depth, pending, paused, health
     /// (see `headrace.Runtime.counters`), without building `stats()`.
     fn counters(&self) -> stats::Counters {
-        let depth = match &self.mode {
-            Mode::Inline(_) => 0,
-            Mode::Thread(t) => t.sender.depth(),
-        };
-        stats::counters(&self.metrics, depth, self.closed())
+        stats::counters(&self.metrics, self.mode.queue().0, self.closed())
     }
 
     /// Sets an accumulator's health (sources report their connection state).
     #[pyo3(signature = (name, health, error=None))]
-    fn set_health(&self, py: Python<'_>, name: &str, health: &str, error: Option<String>) -> PyResult<()> {
-        let acc = self.acc_index(py, name)?;
-        let h = Health::parse(health).ok_or_else(|| {
-            pyo3::exceptions::PyValueError::new_err(format!(
-                "unknown health '{health}'; expected one of {:?}",
-                Health::ALL.map(Health::label)
-            ))
-        })?;
+    fn set_health(&self, name: &Bound<'_, PyString>, health: &str, error: Option<String>) -> PyResult<()> {
+        let acc = self.acc_index_of(name)?;
+        let health: Health = health.parse().map_err(Error::from)?;
         let m = &self.metrics.accumulators[acc];
-        m.set_health(h);
+        m.set_health(health);
         if let Some(text) = error {
             m.record_error(text);
         }
@@ -491,8 +331,8 @@ impl Engine {
     }
 
     /// Records a source-side failure (a raising poll) against accumulator `name`.
-    fn record_error(&self, py: Python<'_>, name: &str, error: String) -> PyResult<()> {
-        let acc = self.acc_index(py, name)?;
+    fn record_error(&self, name: &Bound<'_, PyString>, error: String) -> PyResult<()> {
+        let acc = self.acc_index_of(name)?;
         self.metrics.accumulators[acc].record_error(error);
         Ok(())
     }
@@ -504,238 +344,81 @@ impl Engine {
     }
 
     fn __traverse__(&self, visit: pyo3::gc::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
-        if let Ok(guard) = self.callables.try_lock() {
-            if let Some(c) = guard.as_ref() {
-                c.traverse(&visit)?;
-            }
-        }
+        gc::traverse(&visit, |f| self.mode.for_each_object(f))?;
         self.aio.traverse(&visit)
     }
 
     fn __clear__(&self) {
         self.closed.store(true, SeqCst);
-        if let Ok(mut guard) = self.callables.try_lock() {
-            guard.take();
-        }
-        match &self.mode {
-            Mode::Inline(inline) => {
-                if let Some(mut s) = inline.state.try_lock() {
-                    s.callables = None;
-                }
-            }
-            Mode::Thread(t) => {
-                let _ = t.sender.try_push(Item::Stop);
-            }
-        }
+        self.mode.clear(&self.dead_letters);
     }
 }
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        // A runtime dropped without close(): stop its thread rather than leak it.
-        if let Mode::Thread(t) = &self.mode {
-            if !self.closed.load(SeqCst) {
-                let _ = t.sender.try_push(Item::Stop);
-            }
+        if !self.closed.load(SeqCst) {
+            self.mode.abandon();
         }
-    }
-}
-
-/// The initial (or restored) `State.value` of each stream accumulator, as the
-/// state a refused event's call is rolled back to.
-fn remember_good_states(py: Python<'_>, callables: &Callables) {
-    for a in &callables.accs {
-        let Some(state) = &a.state else { continue };
-        let Ok(value) = state.bind(py).getattr("value") else { continue };
-        if let Ok(v) = convert::try_to_value(&value, &mut String::new(), 0) {
-            *a.good_state.lock().unwrap_or_else(|p| p.into_inner()) = Some(v);
-        }
-    }
-}
-
-/// Runs `f` on the inline processor and collects what the caller gets back:
-/// the fire for the first sequence number `f` uses, and the first failure.
-fn inline_step(
-    py: Python<'_>,
-    processor: &mut Proc,
-    cx: &Callables,
-    aio: Option<&Value>,
-    f: impl FnOnce(&mut Proc, &mut PyCalls<'_, '_>),
-) -> InlineOutcome {
-    let mut outcome = InlineOutcome::new();
-    outcome.target = processor.next_seq();
-    let mut calls = PyCalls { py, cx, inline: Some(&mut outcome), aio };
-    f(processor, &mut calls);
-    if processor.checkpoint_due(&Now::lazy()) {
-        // A failure is reported to the writer (stats) and retried next time.
-        let _ = processor.checkpoint(&mut calls);
-    }
-    outcome
-}
-
-/// Resolves accumulator names, remembering the last one (pairs tend to repeat).
-#[derive(Default)]
-struct NameCache {
-    last: Option<(Py<PyString>, usize)>,
-}
-
-impl NameCache {
-    fn index(&mut self, engine: &Engine, py: Python<'_>, name: &Bound<'_, PyString>) -> PyResult<usize> {
-        if let Some((cached, i)) = &self.last {
-            if cached.is(name) {
-                return Ok(*i);
-            }
-        }
-        let i = engine.acc_index_of(py, name)?;
-        self.last = Some((name.clone().unbind(), i));
-        Ok(i)
     }
 }
 
 impl Engine {
-    /// Pushes `(accumulator, event)` items: inline, each is processed as a
-    /// push would be and the fires are returned; thread mode queues them all.
-    fn push_iter(
+    /// Submits one item; inline, returns the fire that reflects it.
+    fn submit_fire(&self, py: Python<'_>, item: Item<Value>, wait: Wait) -> PyResult<Option<Py<FireResult>>> {
+        let mut out = InlineOutcome::new();
+        self.submit(py, item, wait, &mut out)?;
+        match out.result {
+            Some(kept) => Ok(Some(kept.into_object(py, &self.names)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn submit(&self, py: Python<'_>, item: Item<Value>, wait: Wait, out: &mut InlineOutcome) -> Result<(), Error> {
+        if self.closed.load(SeqCst) {
+            return Err(Error::Closed { graph: self.graph.clone() });
+        }
+        // Pushes and fires come from the caller, who must use apush/afire on
+        // a graph with async callables; the rest may use the runtime's loop.
+        let own_loop = !matches!(item, Item::Event { .. } | Item::Fire);
+        let lp = self.inline_loop(py, own_loop)?;
+        self.mode.submit(py, &self.graph, item, wait, out, lp.as_ref())
+    }
+
+    fn submit_all(
         &self,
         py: Python<'_>,
-        items: impl Iterator<Item = PyResult<(usize, Value)>>,
+        items: impl Iterator<Item = PyResult<Item<Value>>>,
         size_hint: usize,
         timeout: Option<f64>,
     ) -> PyResult<Option<Py<FireList>>> {
-        match &self.mode {
-            Mode::Inline(_) => {
-                let mut fires: Vec<Kept> = Vec::with_capacity(size_hint);
-                let mut guard = self.lock_inline(py)?;
-                let state = &mut *guard;
-                let cx = state.callables.clone().ok_or_else(|| errors::closed(py, &self.graph))?;
-                let lp = self.inline_loop(py, false)?;
-                let mut first_error = None;
-                for item in items {
-                    let (acc, event) = item?;
-                    let outcome = inline_step(py, &mut state.processor, &cx, lp.as_ref(), |p, calls| {
-                        let now = &Now::lazy();
-                        p.ingest(acc, Input::Value(event), calls, now);
-                        p.settle(calls, now);
-                    });
-                    if let Some(r) = outcome.result {
-                        fires.push(r);
-                    }
-                    if first_error.is_none() {
-                        first_error = outcome.error;
-                    }
-                }
-                match first_error {
-                    Some(e) => Err(e),
-                    None => Ok(Some(Py::new(py, FireList::new(fires, cx.names.clone()))?)),
-                }
-            }
-            Mode::Thread(t) => {
-                let timeout = duration(timeout, "timeout")?.or(self.push_timeout);
-                for item in items {
-                    let (acc, event) = item?;
-                    self.send(t, py, Item::Event { acc, input: Input::Value(event) }, timeout, false)?;
-                }
-                Ok(None)
-            }
-        }
-    }
-}
-
-impl Engine {
-    /// Id of the last checkpoint handed to the writer, if there is a store.
-    fn last_checkpoint_id(&self) -> Option<u64> {
-        let guard = self.callables.lock().unwrap_or_else(|p| p.into_inner());
-        guard.as_ref()?.checkpoint.as_ref().map(|s| s.last_id.load(SeqCst))
-    }
-
-    fn set_paused(&self, py: Python<'_>, paused: bool) -> PyResult<()> {
-        match &self.mode {
-            Mode::Inline(_) => self.run_inline_on(py, true, |p, calls| p.set_paused(paused, calls, &Now::lazy())).map(|_| ()),
-            Mode::Thread(t) => self.send(t, py, Item::Pause(paused), None, false),
-        }
-    }
-
-    /// Resolves an accumulator name. Names in user code are usually interned
-    /// string literals, the very objects the engine interned: try identity first.
-    fn acc_index_of(&self, py: Python<'_>, name: &Bound<'_, PyString>) -> PyResult<usize> {
-        match self.names.accumulators.iter().position(|n| n.is(name)) {
-            Some(i) => Ok(i),
-            None => self.acc_index(py, name.to_str()?),
-        }
-    }
-
-    fn acc_index(&self, py: Python<'_>, name: &str) -> PyResult<usize> {
-        match self.acc_names.iter().position(|n| n == name) {
-            Some(i) => Ok(i),
-            None => Err(errors::raise(
-                errors::headrace_error(py)?,
-                format!("graph '{}' has no accumulator '{name}' (it has: {})", self.graph, self.acc_names.join(", ")),
-                &[],
-            )),
-        }
-    }
-
-    fn push_value(&self, py: Python<'_>, acc: usize, event: Value, timeout: Option<f64>, never_wait: bool) -> PyResult<Option<Py<FireResult>>> {
-        match &self.mode {
-            Mode::Inline(_) => {
-                self.run_inline(py, |p, calls| {
-                    let now = &Now::lazy();
-                    p.ingest(acc, Input::Value(event), calls, now);
-                    p.settle(calls, now);
-                })
-            }
-            Mode::Thread(t) => {
-                let timeout = duration(timeout, "timeout")?.or(self.push_timeout);
-                self.send(t, py, Item::Event { acc, input: Input::Value(event) }, timeout, never_wait)?;
-                Ok(None)
-            }
-        }
-    }
-
-    fn send(&self, t: &ThreadState, py: Python<'_>, item: Item<Value>, timeout: Option<Duration>, never_wait: bool) -> PyResult<()> {
         if self.closed.load(SeqCst) {
-            return Err(errors::closed(py, &self.graph));
+            return Err(Error::Closed { graph: self.graph.clone() }.into());
         }
-        t.send(py, &self.graph, item, timeout, never_wait)
-    }
-
-    fn lock_inline(&self, py: Python<'_>) -> PyResult<InlineGuard<'_>> {
-        let Mode::Inline(inline) = &self.mode else { unreachable!("inline only") };
-        inline.lock(py, &self.graph)
-    }
-
-    /// Runs `f` on the inline processor, then returns the fire for the sequence
-    /// number `f` returns, or raises the first failure.
-    fn run_inline(&self, py: Python<'_>, f: impl FnOnce(&mut Proc, &mut PyCalls<'_, '_>)) -> PyResult<Option<Py<FireResult>>> {
-        self.run_inline_on(py, false, f)
-    }
-
-    /// `run_inline`; with `own_loop`, async callables run on the runtime's
-    /// own loop when no `apush` lent one (close, drain, resume).
-    fn run_inline_on(&self, py: Python<'_>, own_loop: bool, f: impl FnOnce(&mut Proc, &mut PyCalls<'_, '_>)) -> PyResult<Option<Py<FireResult>>> {
-        let lp = self.inline_loop(py, own_loop)?;
-        let outcome = {
-            let mut guard = self.lock_inline(py)?;
-            let InlineState { processor, callables } = &mut *guard;
-            let Some(cx) = callables.as_deref() else {
-                return Err(errors::closed(py, &self.graph));
-            };
-            inline_step(py, processor, cx, lp.as_ref(), f)
-        };
-        match (outcome.error, outcome.result) {
-            (Some(e), _) => Err(e),
-            (None, Some(kept)) => Ok(Some(kept.into_object(py, &self.names)?)),
-            (None, None) => Ok(None),
+        let lp = self.inline_loop(py, false)?;
+        match self.mode.submit_all(py, &self.graph, items, size_hint, self.room(timeout)?, lp.as_ref())? {
+            Some((fires, cx)) => Ok(Some(Py::new(py, FireList::new(fires, cx.names.clone()))?)),
+            None => Ok(None),
         }
     }
-}
 
-impl Engine {
+    /// How long a push may wait for room: `timeout` seconds, else the runtime's.
+    fn room(&self, timeout: Option<f64>) -> Result<Wait, Error> {
+        Ok(Wait::Room(optional_seconds(timeout, "timeout")?.or(self.push_timeout)))
+    }
+
+    /// A stream message at `position` (its own offset); the processor records
+    /// the next offset to read once it is taken in.
+    fn source_item(&self, acc: usize, data: Vec<u8>, position: SourcePosition) -> Item<Value> {
+        let next = SourcePosition { offset: position.offset + 1, ..position };
+        Item::SourceEvent { acc, input: Input::Bytes { data, codec: self.codecs[acc] }, position: Box::new(next) }
+    }
+
     /// The loop an inline call runs async callables on: none needed without
-    /// them; the one `apush` lent; else the runtime's own (`own_loop`), or a
-    /// `HeadraceError` naming `apush`: a sync call must not wait on a loop.
+    /// them (or in thread mode, whose loop the thread holds); the one `apush`
+    /// lent; else the runtime's own (`own_loop`), or a `HeadraceError` naming
+    /// `apush`: a sync call must not wait on a loop.
     fn inline_loop(&self, py: Python<'_>, own_loop: bool) -> PyResult<Option<Value>> {
-        if !self.has_async {
+        if !self.has_async || self.mode.kind() == ModeKind::Thread {
             return Ok(None);
         }
         match aio::lent(py) {
@@ -744,13 +427,22 @@ impl Engine {
             None => Err(errors::needs_apush(py, &self.graph)),
         }
     }
-}
 
-/// Refuses a call that waits for the processor when made on the processor's
-/// own thread (from a node or on_fire): it would wait for itself.
-fn refuse_own_thread(t: &ThreadState, py: Python<'_>, message: &str) -> PyResult<()> {
-    if t.on_own_thread() {
-        return Err(errors::raise(errors::headrace_error(py)?, message.into(), &[]));
+    fn last_checkpoint_id(&self) -> Option<u64> {
+        self.checkpoint_ids.as_ref().map(|id| id.load(SeqCst))
     }
-    Ok(())
+
+    /// Resolves an accumulator name. Names in user code are usually interned
+    /// string literals, the very objects the engine interned: try identity first.
+    fn acc_index_of(&self, name: &Bound<'_, PyString>) -> Result<usize, Error> {
+        if let Some(i) = self.names.accumulators.iter().position(|n| n.is(name)) {
+            return Ok(i);
+        }
+        let text = name.to_str()?;
+        self.acc_names.iter().position(|n| n == text).ok_or_else(|| Error::UnknownAccumulator {
+            graph: self.graph.clone(),
+            name: text.to_string(),
+            known: self.acc_names.clone(),
+        })
+    }
 }

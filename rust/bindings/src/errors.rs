@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyType};
+use pyo3::types::{PyDict, PyString, PyType};
 
-use headrace_core::host::{CheckpointError, Unsupported};
+use headrace_core::error::Named;
+use headrace_core::host::{CheckpointError, Codec, Unsupported};
 use headrace_core::plan::DefinitionError;
 
 fn class<'py>(py: Python<'py>, cell: &'static PyOnceLock<Py<PyType>>, name: &str) -> PyResult<&'py Bound<'py, PyType>> {
@@ -19,7 +20,7 @@ fn class<'py>(py: Python<'py>, cell: &'static PyOnceLock<Py<PyType>>, name: &str
 
 macro_rules! error_class {
     ($fn_name:ident, $py_name:literal) => {
-        pub fn $fn_name(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
+        fn $fn_name(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
             static CELL: PyOnceLock<Py<PyType>> = PyOnceLock::new();
             class(py, &CELL, $py_name)
         }
@@ -36,8 +37,209 @@ error_class!(backpressure_error, "BackpressureError");
 error_class!(checkpoint_error, "CheckpointError");
 error_class!(uncheckpointable_error, "UncheckpointableError");
 
+error_class!(setting_error, "SettingError");
+
+/// Everything the bindings raise on headrace's own account. Each variant holds
+/// what its message and attributes need; [`From<Error> for PyErr`] is the one
+/// place that picks the `headrace.errors` class and builds the exception.
+pub enum Error {
+    /// The runtime was closed (or its processor stopped).
+    Closed { graph: String },
+    /// The queue stayed full; `waited` is None for a push that never waits.
+    Backpressure { graph: String, capacity: usize, waited: Option<Duration> },
+    Definition(DefinitionError),
+    /// A checkpoint of `graph` was not taken.
+    Checkpoint { graph: String, error: CheckpointError },
+    /// Stored checkpoint data that cannot be read or written (corrupt,
+    /// truncated, an unknown component, a value this process cannot rebuild).
+    CheckpointData(String),
+    /// A value that cannot be checkpointed, named by path and type.
+    Uncheckpointable(Box<Uncheckpointable>),
+    /// A setting outside its allowed values or range.
+    Setting { what: String, message: String },
+    /// A node named where a terminal node is needed: `call` names the call
+    /// (`outputs('fmt')`), `found` whether it is a node at all. `definition`:
+    /// raised while building a runtime (`GraphDefinitionError`).
+    NotTerminal { call: String, name: String, found: bool, terminals: Vec<String>, definition: bool },
+    /// push/fire from inside one of the same inline runtime's fires.
+    Reentrant { graph: String },
+    /// A call that waits for the processor, made on the processor's own thread.
+    OwnThread { what: &'static str },
+    /// `drain()` ran out of time.
+    DrainTimeout { graph: String, unprocessed: u64 },
+    UnknownAccumulator { graph: String, name: String, known: Vec<String> },
+    NoStore { graph: String },
+    /// The processor thread could not start, or panicked.
+    Thread { graph: String, what: String },
+    /// An accumulator's function raised `cause`; the event is dead-lettered.
+    Accumulator { message: String, accumulator: Py<PyString>, cause: PyErr },
+    /// A node raised during a fire.
+    Node(Box<NodeRaised>),
+    /// Undecodable bytes.
+    Payload(Box<Undecodable>),
+    /// A Python error passed through unchanged.
+    Python(PyErr),
+}
+
+pub struct Uncheckpointable {
+    pub message: String,
+    pub unsupported: Unsupported,
+    /// The accumulator the refused event was pushed to, if any.
+    pub accumulator: Option<String>,
+}
+
+pub struct NodeRaised {
+    pub message: String,
+    pub graph: String,
+    pub node: String,
+    /// The failed `FireResult`.
+    pub fire: Py<PyAny>,
+    /// The node's exception.
+    pub cause: Option<PyErr>,
+}
+
+pub struct Undecodable {
+    pub message: String,
+    pub accumulator: String,
+    /// The byte offset, where the decoder says.
+    pub offset: Option<usize>,
+    pub codec: Codec,
+    /// The decoder's exception.
+    pub cause: PyErr,
+}
+
+impl From<PyErr> for Error {
+    fn from(e: PyErr) -> Self {
+        Error::Python(e)
+    }
+}
+
+impl From<headrace_core::Error> for Error {
+    fn from(e: headrace_core::Error) -> Self {
+        match e {
+            headrace_core::Error::Definition(d) => Error::Definition(d),
+            headrace_core::Error::Checkpoint(error) => Error::Checkpoint { graph: String::new(), error },
+            e @ headrace_core::Error::Codec { .. } => Error::CheckpointData(e.to_string()),
+            e @ headrace_core::Error::Setting { what, .. } => Error::Setting { what: what.into(), message: e.to_string() },
+        }
+    }
+}
+
+impl From<Error> for PyErr {
+    fn from(e: Error) -> PyErr {
+        Python::attach(|py| build(py, e).unwrap_or_else(|failed| failed))
+    }
+}
+
+fn build(py: Python<'_>, e: Error) -> PyResult<PyErr> {
+    let plain = |cls: &Bound<'_, PyType>, message: String| raise(cls, message, &[]);
+    Ok(match e {
+        Error::Closed { graph } => plain(headrace_error(py)?, format!("runtime of graph '{graph}' is closed")),
+        Error::Backpressure { graph, capacity, waited } => {
+            let waited = match waited {
+                None => "without waiting".to_string(),
+                Some(t) => format!("after waiting {t:?}"),
+            };
+            raise(
+                backpressure_error(py)?,
+                format!("graph '{graph}': queue full ({capacity} items), event not accepted {waited}; push it again later"),
+                &[("capacity", capacity.into_pyobject(py)?.into_any())],
+            )
+        }
+        Error::Definition(err) => {
+            let problems: Vec<String> = err.problems.iter().map(ToString::to_string).collect();
+            raise(definition_error(py)?, err.to_string(), &[("problems", problems.into_pyobject(py)?.into_any())])
+        }
+        Error::Checkpoint { graph, error } => {
+            let message = format!("graph '{graph}': checkpoint not taken: {error}");
+            match error {
+                CheckpointError::Unsupported(unsupported) => {
+                    let refused = Uncheckpointable { message, unsupported, accumulator: None };
+                    return build(py, Error::Uncheckpointable(Box::new(refused)));
+                }
+                CheckpointError::Persist(_) => plain(checkpoint_error(py)?, message),
+            }
+        }
+        Error::CheckpointData(message) => plain(checkpoint_error(py)?, message),
+        Error::Uncheckpointable(e) => {
+            let Uncheckpointable { message, unsupported, accumulator } = *e;
+            raise(
+            uncheckpointable_error(py)?,
+            message,
+            &[
+                ("path", unsupported.path.as_str().into_pyobject(py)?.into_any()),
+                ("value_type", unsupported.type_name.as_str().into_pyobject(py)?.into_any()),
+                ("accumulator", accumulator.into_pyobject(py)?.into_any()),
+            ],
+            )
+        }
+        Error::Setting { what, message } => raise(
+            setting_error(py)?,
+            message,
+            &[("setting", what.into_pyobject(py)?.into_any())],
+        ),
+        Error::NotTerminal { call, name, found, terminals, definition } => {
+            let what = if found { "is not a terminal node (another node takes its value)" } else { "is not a node of this graph" };
+            let class = if definition { definition_error(py)? } else { headrace_error(py)? };
+            plain(class, format!("{call}: '{name}' {what}; the terminal nodes are: {}", terminals.join(", ")))
+        }
+        Error::Reentrant { graph } => plain(
+            headrace_error(py)?,
+            format!(
+                "graph '{graph}': push/fire called from inside one of its own fires; in inline mode a fire cannot start another (use mode=\"thread\")"
+            ),
+        ),
+        Error::OwnThread { what } => plain(headrace_error(py)?, format!("{what} called from inside a fire would wait for itself")),
+        Error::DrainTimeout { graph, unprocessed } => pyo3::exceptions::PyTimeoutError::new_err(format!(
+            "drain() of graph '{graph}' timed out with {unprocessed} item(s) unprocessed"
+        )),
+        Error::UnknownAccumulator { graph, name, known } => plain(
+            headrace_error(py)?,
+            format!("graph '{graph}' has no accumulator '{name}' (it has: {})", known.join(", ")),
+        ),
+        Error::NoStore { graph } => {
+            plain(headrace_error(py)?, format!("graph '{graph}' has no checkpoint store (pass store=... to Runtime)"))
+        }
+        Error::Thread { graph, what } => plain(headrace_error(py)?, format!("processor thread of graph '{graph}' {what}")),
+        Error::Payload(e) => {
+            let Undecodable { message, accumulator, offset, codec, cause } = *e;
+            let err = raise(
+                payload_error(py)?,
+                message,
+                &[
+                    ("accumulator", accumulator.into_pyobject(py)?.into_any()),
+                    ("offset", offset.into_pyobject(py)?.into_any()),
+                    ("codec", codec.as_str().into_pyobject(py)?.into_any()),
+                ],
+            );
+            with_cause(py, err, &cause)
+        }
+        Error::Accumulator { message, accumulator, cause } => {
+            let err = raise(accumulator_error(py)?, message, &[("accumulator", accumulator.into_bound(py).into_any())]);
+            with_cause(py, err, &cause)
+        }
+        Error::Node(e) => {
+            let NodeRaised { message, graph, node, fire, cause } = *e;
+            let err = raise(
+                node_error(py)?,
+                message,
+                &[
+                    ("graph", graph.into_pyobject(py)?.into_any()),
+                    ("node", node.into_pyobject(py)?.into_any()),
+                    ("fire", fire.into_bound(py)),
+                ],
+            );
+            match cause {
+                Some(c) => with_cause(py, err, &c),
+                None => err,
+            }
+        }
+        Error::Python(e) => e,
+    })
+}
+
 /// Builds an instance of `class(message, **kwargs)` as a `PyErr`.
-pub fn raise(class: &Bound<'_, PyType>, message: String, kwargs: &[(&str, Bound<'_, PyAny>)]) -> PyErr {
+fn raise(class: &Bound<'_, PyType>, message: String, kwargs: &[(&str, Bound<'_, PyAny>)]) -> PyErr {
     let py = class.py();
     let built = (|| -> PyResult<Bound<'_, PyAny>> {
         let kw = PyDict::new(py);
@@ -49,50 +251,6 @@ pub fn raise(class: &Bound<'_, PyType>, message: String, kwargs: &[(&str, Bound<
     match built {
         Ok(instance) => PyErr::from_value(instance),
         Err(e) => e,
-    }
-}
-
-pub fn closed(py: Python<'_>, graph: &str) -> PyErr {
-    match headrace_error(py) {
-        Ok(cls) => raise(cls, format!("runtime of graph '{graph}' is closed"), &[]),
-        Err(e) => e,
-    }
-}
-
-pub fn definition(py: Python<'_>, err: &DefinitionError) -> PyErr {
-    let problems: Vec<String> = err.problems.iter().map(ToString::to_string).collect();
-    match (definition_error(py), problems.into_pyobject(py)) {
-        (Ok(cls), Ok(list)) => raise(cls, err.to_string(), &[("problems", list.into_any())]),
-        (Err(e), _) | (_, Err(e)) => e,
-    }
-}
-
-/// `UncheckpointableError` naming the value's path and type (and the
-/// accumulator whose event it was, if any).
-pub fn uncheckpointable(py: Python<'_>, message: String, u: &Unsupported, accumulator: Option<&str>) -> PyErr {
-    let build = || -> PyResult<PyErr> {
-        Ok(raise(
-            uncheckpointable_error(py)?,
-            message,
-            &[
-                ("path", u.path.as_str().into_pyobject(py)?.into_any()),
-                ("value_type", u.type_name.as_str().into_pyobject(py)?.into_any()),
-                ("accumulator", accumulator.into_pyobject(py)?.into_any()),
-            ],
-        ))
-    };
-    build().unwrap_or_else(|e| e)
-}
-
-/// The exception for a checkpoint of graph `graph` that was not taken.
-pub fn checkpoint(py: Python<'_>, graph: &str, error: &CheckpointError) -> PyErr {
-    let message = format!("graph '{graph}': checkpoint not taken: {error}");
-    match error {
-        CheckpointError::Unsupported(u) => uncheckpointable(py, message, u, None),
-        CheckpointError::Persist(_) => match checkpoint_error(py) {
-            Ok(cls) => raise(cls, message, &[]),
-            Err(e) => e,
-        },
     }
 }
 
@@ -125,7 +283,7 @@ impl LogLimiter {
 }
 
 /// A `headrace` exception with `cause` as its `__cause__`.
-pub fn with_cause(py: Python<'_>, err: PyErr, cause: &PyErr) -> PyErr {
+fn with_cause(py: Python<'_>, err: PyErr, cause: &PyErr) -> PyErr {
     err.set_cause(py, Some(cause.clone_ref(py)));
     err
 }

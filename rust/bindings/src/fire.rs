@@ -5,6 +5,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::UNIX_EPOCH;
 
 use pyo3::prelude::*;
+
+use crate::errors::Error;
 use pyo3::types::{PyDict, PyList, PySlice, PyString};
 
 use headrace_core::host::{FireRecord, Outputs, Trigger};
@@ -30,12 +32,8 @@ impl Names {
                     .filter(|i| self.terminal[*i])
                     .map(|i| self.nodes[i].bind(py).to_string())
                     .collect();
-                let what = if found.is_some() { "is not a terminal node" } else { "is not a node of this graph" };
-                Err(crate::errors::raise(
-                    crate::errors::headrace_error(py)?,
-                    format!("outputs('{name}'): '{name}' {what}; the terminal nodes are: {}", terminals.join(", ")),
-                    &[],
-                ))
+                let call = format!("outputs('{name}')");
+                Err(Error::NotTerminal { call, name: name.into(), found: found.is_some(), terminals, definition: false }.into())
             }
         }
     }

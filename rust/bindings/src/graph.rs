@@ -14,8 +14,9 @@ use headrace_core::spec::{
     AccKind, AccSpec, CriteriaKind, CriteriaSpec, GraphSpec, InputStrategy, NodeSpec, RouteSpec,
 };
 
-use crate::errors::{self, LogLimiter};
+use crate::errors::{Error, LogLimiter};
 use crate::fire::{Names, OnOutput};
+use crate::options::optional_seconds;
 
 pub struct AccCall {
     /// None for a passthrough declared without a function (never called).
@@ -64,28 +65,26 @@ pub struct Callables {
 pub struct CheckpointSink {
     pub writer: Py<PyAny>,
     pub codec: headrace_core::checkpoint::CodecId,
-    /// Id of the last checkpoint handed to the writer.
-    pub last_id: std::sync::atomic::AtomicU64,
+    /// Id of the last checkpoint handed to the writer (shared with `Engine`,
+    /// which reads it without any lock).
+    pub last_id: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Callables {
-    pub fn traverse(&self, visit: &pyo3::gc::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+    /// Every Python object held here (for the GC).
+    pub fn for_each_object(&self, f: &mut dyn FnMut(&Py<PyAny>)) {
         for a in &self.accs {
-            visit.call(&a.function)?;
-            visit.call(&a.state)?;
+            f(&a.function);
+            a.state.iter().for_each(&mut *f);
         }
-        for n in &self.nodes {
-            visit.call(&n.function)?;
+        self.nodes.iter().for_each(|n| f(&n.function));
+        self.on_fire.iter().chain(&self.on_undecodable).for_each(&mut *f);
+        if let Some((_, sink)) = &self.on_output {
+            f(sink);
         }
-        visit.call(&self.on_fire)?;
-        if let Some((_, f)) = &self.on_output {
-            visit.call(f)?;
-        }
-        visit.call(&self.on_undecodable)?;
         if let Some(sink) = &self.checkpoint {
-            visit.call(&sink.writer)?;
+            f(&sink.writer);
         }
-        Ok(())
     }
 }
 
@@ -101,15 +100,9 @@ fn item<'py, T: FromPyObjectOwned<'py>>(d: &Bound<'py, PyDict>, key: &str) -> Py
 
 use pyo3::conversion::FromPyObjectOwned;
 
+/// An accumulator setting in seconds, as a `Duration`.
 fn seconds(v: Option<f64>, what: &str, name: &str) -> PyResult<Option<Duration>> {
-    v.map(|s| {
-        Duration::try_from_secs_f64(s).map_err(|_| {
-            pyo3::exceptions::PyValueError::new_err(format!(
-                "accumulator '{name}': {what} must be a finite, non-negative number of seconds, got {s}"
-            ))
-        })
-    })
-    .transpose()
+    Ok(optional_seconds(v, &format!("accumulator '{name}': {what}"))?)
 }
 
 /// An optional entry: absent and None read alike (older specs lack it).
@@ -130,39 +123,35 @@ fn deadline(d: &Bound<'_, PyDict>, key: &str, whose: &str) -> PyResult<Option<Du
 }
 
 fn bad_deadline(whose: &str, key: &str, s: f64) -> PyErr {
-    pyo3::exceptions::PyValueError::new_err(format!("{whose}: {key} must be a positive, finite number of seconds, got {s}"))
+    let message = format!("{whose}: {key} must be a positive, finite number of seconds, got {s}");
+    Error::Setting { what: key.into(), message }.into()
 }
 
-fn acc_kind(kind: &str, config: &Bound<'_, PyDict>, name: &str) -> PyResult<AccKind> {
+/// The kind named by `label`, with the settings from `config`.
+fn acc_kind(label: &str, config: &Bound<'_, PyDict>, name: &str) -> PyResult<AccKind> {
     let get_f = |k: &str| -> PyResult<Option<f64>> {
         Ok(match config.get_item(k)? { Some(v) if !v.is_none() => Some(v.extract()?), _ => None })
     };
     let get_u = |k: &str| -> PyResult<Option<usize>> {
         Ok(match config.get_item(k)? { Some(v) if !v.is_none() => Some(v.extract()?), _ => None })
     };
+    let kind: AccKind = label.parse().map_err(Error::from)?;
     Ok(match kind {
-        "passthrough" => AccKind::Passthrough,
-        "stream" => AccKind::Stream,
-        "polling" => AccKind::Polling {
+        AccKind::Passthrough | AccKind::Stream => kind,
+        AccKind::Polling { .. } => AccKind::Polling {
             interval: seconds(get_f("interval")?, "interval", name)?.unwrap_or(Duration::ZERO),
         },
-        "batch" => AccKind::Batch {
+        AccKind::Batch { .. } => AccKind::Batch {
             max_buffer_size: get_u("max_buffer_size")?,
             flush_interval: seconds(get_f("flush_interval")?, "flush_interval", name)?,
         },
-        "state" => AccKind::State { capacity: get_u("capacity")?.unwrap_or(0) },
-        other => {
-            return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                "accumulator '{name}': unknown kind '{other}'"
-            )))
-        }
+        AccKind::State { .. } => AccKind::State { capacity: get_u("capacity")?.unwrap_or(0) },
     })
 }
 
-fn input_strategy(label: &str, what: &str) -> PyResult<InputStrategy> {
-    InputStrategy::parse(label).ok_or_else(|| {
-        pyo3::exceptions::PyValueError::new_err(format!("{what} must be 'latest', 'sequential' or 'burst', got '{label}'"))
-    })
+/// A spelling from the spec, as its core enum.
+fn named<T: std::str::FromStr<Err = headrace_core::Error>>(text: &str) -> PyResult<T> {
+    Ok(text.parse::<T>().map_err(Error::from)?)
 }
 
 pub struct Parsed {
@@ -174,20 +163,12 @@ pub struct Parsed {
 
 pub fn parse(spec: &Bound<'_, PyDict>) -> PyResult<Parsed> {
     let name: String = item(spec, "name")?;
-    let strategy = match spec.get_item("input_strategy")?.map(|s| s.extract::<String>()).transpose()?.as_deref() {
+    let strategy = match spec.get_item("input_strategy")?.map(|s| s.extract::<String>()).transpose()? {
         None => InputStrategy::default(),
-        Some(label) => input_strategy(label, "input_strategy")?,
+        Some(text) => named(&text)?,
     };
     let criteria: Bound<'_, PyDict> = item(spec, "criteria")?;
-    let kind = match item::<String>(&criteria, "kind")?.as_str() {
-        "when_any" => CriteriaKind::Any,
-        "when_all" => CriteriaKind::All,
-        other => {
-            return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                "criteria kind must be 'when_any' or 'when_all', got '{other}'"
-            )))
-        }
-    };
+    let kind: CriteriaKind = named(&item::<String>(&criteria, "kind")?)?;
     let members: Vec<String> = item(&criteria, "members")?;
 
     let mut accumulators = Vec::new();
@@ -197,22 +178,14 @@ pub fn parse(spec: &Bound<'_, PyDict>) -> PyResult<Parsed> {
         let acc_name: String = item(&a, "name")?;
         let config: Bound<'_, PyDict> = item(&a, "config")?;
         let kind = acc_kind(&item::<String>(&a, "kind")?, &config, &acc_name)?;
-        let codec = match item::<String>(&a, "codec")?.as_str() {
-            "json" => Codec::Json,
-            "msgpack" => Codec::Msgpack,
-            other => {
-                return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                    "accumulator '{acc_name}': codec must be 'json' or 'msgpack', got '{other}'"
-                )))
-            }
-        };
+        let codec: Codec = named(&item::<String>(&a, "codec")?)?;
         let state: Option<Py<PyAny>> = a.get_item("state")?.filter(|s| !s.is_none()).map(Bound::unbind);
         let function: Py<PyAny> = item(&a, "function")?;
         let has_function = !function.is_none(a.py());
         let is_async = optional(&a, "is_async")?.unwrap_or(false);
         accs.push(AccCall { function, state, codec, good_state: Mutex::new(None), is_async });
         let input = match a.get_item("input")?.filter(|s| !s.is_none()) {
-            Some(label) => Some(input_strategy(&label.extract::<String>()?, &format!("accumulator '{acc_name}': input"))?),
+            Some(label) => Some(named(&label.extract::<String>()?)?),
             None => None,
         };
         accumulators.push(AccSpec { name: acc_name, kind, input, function: has_function });
@@ -243,7 +216,7 @@ pub fn parse(spec: &Bound<'_, PyDict>) -> PyResult<Parsed> {
 
 /// Validates and compiles a spec; raises `GraphDefinitionError` naming every problem.
 pub fn compile(py: Python<'_>, parsed: Parsed, on_fire: Option<Py<PyAny>>) -> PyResult<Callables> {
-    let plan = Arc::new(Plan::compile(&parsed.spec).map_err(|e| errors::definition(py, &e))?);
+    let plan = Arc::new(Plan::compile(&parsed.spec).map_err(Error::Definition)?);
     let (on_fire, on_output) = match on_fire {
         Some(f) => match f.bind(py).cast::<OnOutput>() {
             Ok(sink) => (None, Some(output_sink(py, &plan, sink.get())?)),
@@ -286,13 +259,9 @@ fn output_sink(py: Python<'_>, plan: &Plan, sink: &OnOutput) -> PyResult<(usize,
     match plan.nodes.iter().position(|n| n.name == name) {
         Some(i) if plan.nodes[i].terminal => Ok((i, sink.function.clone_ref(py))),
         found => {
-            let terminals: Vec<&str> = plan.nodes.iter().filter(|n| n.terminal).map(|n| n.name.as_str()).collect();
-            let what = if found.is_some() { "is not a terminal node (another node takes its value)" } else { "is not a node of the graph" };
-            Err(errors::raise(
-                errors::definition_error(py)?,
-                format!("graph '{}': on_output('{name}') {what}; its terminal nodes are: {}", plan.graph, terminals.join(", ")),
-                &[],
-            ))
+            let terminals = plan.nodes.iter().filter(|n| n.terminal).map(|n| n.name.clone()).collect();
+            let call = format!("graph '{}': on_output('{name}')", plan.graph);
+            Err(Error::NotTerminal { call, name: name.into(), found: found.is_some(), terminals, definition: true }.into())
         }
     }
 }

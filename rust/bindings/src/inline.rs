@@ -7,12 +7,13 @@ use std::sync::Arc;
 use parking_lot::{Mutex, MutexGuard};
 use pyo3::prelude::*;
 
-use headrace_core::processor::Processor;
+use headrace_core::processor::{Now, Processor};
 
-use crate::errors;
+use crate::calls::{InlineOutcome, PyCalls};
+use crate::errors::Error;
 use crate::graph::Callables;
 
-type Proc = Processor<Py<PyAny>, PyErr>;
+pub(crate) type Proc = Processor<Py<PyAny>, PyErr>;
 
 /// A small per-thread number, to recognise calls made from inside a fire.
 pub(crate) fn thread_token() -> u64 {
@@ -28,7 +29,8 @@ pub(crate) fn thread_token() -> u64 {
 
 pub(crate) struct InlineState {
     pub processor: Proc,
-    /// None once closed (or cleared by the GC).
+    /// The one owner of the callables in inline mode. None once closed (or
+    /// cleared by the GC).
     pub callables: Option<Arc<Callables>>,
 }
 
@@ -71,23 +73,36 @@ impl Inline {
 
     /// Locks the processor, detaching while another thread holds it. A call
     /// from inside one of this runtime's own fires raises instead of deadlocking.
-    pub fn lock<'a>(&'a self, py: Python<'_>, graph: &str) -> PyResult<InlineGuard<'a>> {
+    pub fn lock<'a>(&'a self, py: Python<'_>, graph: &str) -> Result<InlineGuard<'a>, Error> {
         let owner = &self.owner;
         if let Some(guard) = self.state.try_lock() {
             owner.store(thread_token(), SeqCst);
             return Ok(InlineGuard { guard, owner });
         }
         if owner.load(SeqCst) == thread_token() {
-            return Err(errors::raise(
-                errors::headrace_error(py)?,
-                format!(
-                    "graph '{graph}': push/fire called from inside one of its own fires; in inline mode a fire cannot start another (use mode=\"thread\")"
-                ),
-                &[],
-            ));
+            return Err(Error::Reentrant { graph: graph.to_string() });
         }
         let guard = py.detach(|| self.state.lock());
         owner.store(thread_token(), SeqCst);
         Ok(InlineGuard { guard, owner })
     }
+}
+
+/// Runs `f` on the inline processor, collecting into `out` what the caller
+/// gets back: the fire for the first sequence number `f` uses, and the first
+/// failure; async callables run on `aio`. Then checkpoints if the policy says so (as the driver does after a
+/// batch).
+pub(crate) fn step<R>(
+    py: Python<'_>,
+    processor: &mut Proc,
+    cx: &Callables,
+    out: &mut InlineOutcome,
+    aio: Option<&Py<PyAny>>,
+    f: impl FnOnce(&mut Proc, &mut PyCalls<'_, '_>) -> R,
+) -> R {
+    out.target = processor.next_seq();
+    let mut calls = PyCalls { py, cx, inline: Some(out), aio };
+    let r = f(processor, &mut calls);
+    processor.checkpoint_if_due(&mut calls, &Now::lazy());
+    r
 }

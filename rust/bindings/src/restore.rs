@@ -7,11 +7,11 @@ use headrace_core::checkpoint::snapshot::decode_components;
 use headrace_core::processor::Processor;
 
 use crate::convert;
-use crate::errors;
+use crate::errors::{self, Error};
 use crate::graph::Callables;
 
 /// What to do with a checkpoint that cannot be read.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnCorrupt {
     /// Refuse to start, naming the component (the default: nothing is lost silently).
     Refuse,
@@ -19,17 +19,7 @@ pub enum OnCorrupt {
     StartEmpty,
 }
 
-impl OnCorrupt {
-    pub fn parse(text: &str) -> PyResult<OnCorrupt> {
-        match text {
-            "refuse" => Ok(OnCorrupt::Refuse),
-            "start_empty" => Ok(OnCorrupt::StartEmpty),
-            other => Err(pyo3::exceptions::PyValueError::new_err(format!(
-                "on_corrupt must be 'refuse' or 'start_empty', got '{other}'"
-            ))),
-        }
-    }
-}
+headrace_core::named!(OnCorrupt, "on_corrupt", { OnCorrupt::Refuse => "refuse", OnCorrupt::StartEmpty => "start_empty" });
 
 /// Decodes `components` and loads them into `processor` and the stream
 /// accumulators' `State` objects.
@@ -53,10 +43,10 @@ pub fn restore(
         Err((component, e)) => {
             let message = format!("checkpoint {key}, component '{component}' is unreadable: {e}");
             return match on_corrupt {
-                OnCorrupt::Refuse => Err(convert::checkpoint_error(
-                    py,
-                    format!("{message}; to discard it and start empty, pass on_corrupt='start_empty'"),
-                )),
+                OnCorrupt::Refuse => Err(Error::CheckpointData(format!(
+                    "{message}; to discard it and start empty, pass on_corrupt='start_empty'"
+                ))
+                .into()),
                 OnCorrupt::StartEmpty => {
                     errors::log(py, "error", &format!("{message}; starting with empty state (on_corrupt='start_empty')"));
                     Ok(())
@@ -79,4 +69,16 @@ pub fn restore(
         );
     }
     Ok(())
+}
+
+/// The initial (or restored) `State.value` of each stream accumulator, as the
+/// state a refused event's call is rolled back to.
+pub fn remember_good_states(py: Python<'_>, callables: &Callables) {
+    for a in &callables.accs {
+        let Some(state) = &a.state else { continue };
+        let Ok(value) = state.bind(py).getattr("value") else { continue };
+        if let Ok(v) = convert::try_to_value(&value, &mut String::new(), 0) {
+            *a.good_state.lock().unwrap_or_else(|p| p.into_inner()) = Some(v);
+        }
+    }
 }

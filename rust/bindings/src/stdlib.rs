@@ -20,7 +20,6 @@ use pyo3::types::{
 use headrace_core::checkpoint::stdlib::offset_text;
 use headrace_core::checkpoint::{Date, Duration, Stdlib, Time, Tz};
 
-use crate::convert;
 
 const DAY_US: i64 = 86_400_000_000;
 
@@ -115,7 +114,7 @@ pub fn to_python(py: Python<'_>, value: Stdlib) -> PyResult<Py<PyAny>> {
         Stdlib::Decimal(text) => match decimal_type(py)?.call1((PyString::new(py, &text),)) {
             Ok(d) => d.unbind(),
             // Text past this machine's decimal limits (an exponent beyond them).
-            Err(e) => return Err(convert::checkpoint_error(py, format!("decimal '{text}' cannot be restored here: {e}"))),
+            Err(e) => return Err(crate::errors::Error::CheckpointData(format!("decimal '{text}' cannot be restored here: {e}")).into()),
         },
         Stdlib::Uuid(bytes) => {
             let kwargs = PyDict::new(py);
@@ -129,7 +128,7 @@ fn tz_to_python(py: Python<'_>, tz: Tz) -> PyResult<Bound<'_, PyTzInfo>> {
     match tz {
         Tz::Zone(key) => PyTzInfo::timezone(py, &key).map_err(|e| {
             let hint = "is it in this machine's tz database? `pip install tzdata` provides one";
-            convert::checkpoint_error(py, format!("time zone '{key}' cannot be loaded ({e}); {hint}"))
+            PyErr::from(crate::errors::Error::CheckpointData(format!("time zone '{key}' cannot be loaded ({e}); {hint}")))
         }),
         Tz::Fixed { offset_us, name } => {
             let days = offset_us.div_euclid(DAY_US) as i32;

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::checkpoint::Value;
 use crate::host::{Calls, Unsupported};
-use crate::processor::Now;
+use crate::clock::Now;
 use crate::spec::{AccKind, AccSpec};
 
 pub(crate) enum AccState<V> {

@@ -11,20 +11,21 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
 
-use crate::processor::Input;
+use crate::event::{Input, SourcePosition};
 
 /// What travels through the merge channel.
 pub enum Item<V> {
     Event { acc: usize, input: Input<V> },
-    /// A stream source's message; `position` is (topic, partition, next offset),
+    /// A stream source's message; `position` holds the next offset to read,
     /// boxed so that every item in the channel stays small.
-    SourceEvent { acc: usize, input: Input<V>, position: Box<(String, i32, i64)> },
+    SourceEvent { acc: usize, input: Input<V>, position: Box<SourcePosition> },
     /// Fire once on the current inputs (`fire()`).
     Fire,
     /// Take a checkpoint now, behind everything already queued.
     Checkpoint,
     Pause(bool),
     /// Flush batches, settle, checkpoint, and end the loop.
+    /// (What each item means is [`crate::processor::Processor::apply`].)
     Stop,
 }
 

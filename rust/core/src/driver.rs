@@ -1,13 +1,15 @@
 //! The processor loop of thread mode: wait for items with the interpreter
 //! detached, then attach once and run the whole batch.
 
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::channel::{Item, Progress};
 use crate::host::Calls;
-use crate::processor::{Now, Processor};
+use crate::clock::Now;
+use crate::processor::Processor;
 
 /// Lets the driver run code with the host attached (for Python: holding the GIL).
 pub trait Attach<V, E> {
@@ -17,14 +19,6 @@ pub trait Attach<V, E> {
 /// Most items handled in one attachment, so that other threads get the
 /// interpreter between batches.
 pub const MAX_BATCH: usize = 1024;
-
-/// Takes a checkpoint if a store is configured; a failure is reported to the
-/// host by `persist` (and retried at the next checkpoint).
-fn checkpoint<V, E>(processor: &mut Processor<V, E>, calls: &mut dyn Calls<V, E>) {
-    if processor.checkpoints_enabled() {
-        let _ = processor.checkpoint(calls);
-    }
-}
 
 /// Polls the channel for up to `spin` before the caller parks on it. Waking a
 /// parked thread costs tens of microseconds on a VM; an event that arrives
@@ -62,11 +56,20 @@ fn spin_for<V>(rx: &Receiver<Item<V>>, spin: Duration) -> Option<Item<V>> {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Runs until a [`Item::Stop`] is handled or every sender is gone. When idle
-/// (no timer due) it spins for `idle_spin` before parking.
+/// (no timer due) it spins for `idle_spin` before parking. What each item
+/// means is [`Processor::apply_batch`]'s; this loop only decides when to call it.
+///
+/// The processor is locked only while a batch runs (and to read its next
+/// deadline), so that a host's garbage collector can look at the values it
+/// holds between batches (`try_lock`, never waiting).
 pub fn run<V, E>(
     rx: &Receiver<Item<V>>,
-    processor: &mut Processor<V, E>,
+    processor: &Mutex<Processor<V, E>>,
     host: &mut dyn Attach<V, E>,
     progress: &Progress,
     idle_spin: Duration,
@@ -82,7 +85,8 @@ pub fn run<V, E>(
     let mut batch: Vec<Item<V>> = Vec::with_capacity(MAX_BATCH);
     let mut running = true;
     while running {
-        let first = match processor.next_deadline() {
+        let deadline = lock(processor).next_deadline();
+        let first = match deadline {
             Some(deadline) => match rx.recv_deadline(deadline) {
                 Ok(item) => Some(item),
                 Err(RecvTimeoutError::Timeout) => None,
@@ -107,58 +111,11 @@ pub fn run<V, E>(
         }
         let n = batch.len() as u64;
         host.attached(&mut |calls| {
-            let now = &Now::at(Instant::now());
-            let per_event = processor.settles_per_event();
-            let mut unsettled = false;
-            for item in batch.drain(..) {
-                match item {
-                    Item::Event { acc, input } => {
-                        processor.ingest(acc, input, calls, now);
-                        if per_event {
-                            processor.settle(calls, now);
-                        } else {
-                            unsettled = true;
-                        }
-                    }
-                    Item::SourceEvent { acc, input, position } => {
-                        processor.ingest_from_source(acc, input, *position, calls, now);
-                        if per_event {
-                            processor.settle(calls, now);
-                        } else {
-                            unsettled = true;
-                        }
-                    }
-                    control => {
-                        // Control items act on everything queued before them.
-                        if unsettled {
-                            processor.settle(calls, now);
-                            unsettled = false;
-                        }
-                        match control {
-                            Item::Fire => {
-                                processor.fire_manual(calls, now);
-                            }
-                            Item::Checkpoint => checkpoint(processor, calls),
-                            Item::Pause(paused) => processor.set_paused(paused, calls, now),
-                            Item::Stop => {
-                                processor.shutdown(calls, now);
-                                checkpoint(processor, calls);
-                                running = false;
-                            }
-                            Item::Event { .. } | Item::SourceEvent { .. } => unreachable!("handled above"),
-                        }
-                    }
-                }
-            }
-            if unsettled {
-                processor.settle(calls, now);
-            }
+            let mut processor = lock(processor);
+            let applied = processor.apply_batch(batch.drain(..), calls, &Now::at(Instant::now()));
+            running = !applied.stopped;
             if running {
-                let later = Now::lazy();
-                processor.on_timer(calls, &later);
-                if processor.checkpoint_due(&later) {
-                    checkpoint(processor, calls);
-                }
+                processor.on_idle(calls);
             }
         });
         progress.complete(n);

@@ -14,12 +14,8 @@ use crate::checkpoint::Value;
 /// Terminal results of one fire; most graphs have one or two terminals.
 pub type Outputs<V> = SmallVec<[(usize, V); 2]>;
 
-/// How raw payload bytes are encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Codec {
-    Json,
-    Msgpack,
-}
+pub use crate::event::Codec;
+use crate::event::SourcePosition;
 
 /// What a node returned.
 pub enum NodeOutput<V> {
@@ -130,8 +126,8 @@ pub enum Report<V, E> {
     /// An accumulator function raised; the event is in the dead-letter list.
     AccumulatorFailed { acc: usize, seq: u64, error: E },
     /// Raw bytes could not be decoded; the event was dropped and counted. For
-    /// a stream source's message, `position` is (topic, partition, offset).
-    DecodeFailed { acc: usize, seq: u64, error: E, data: Vec<u8>, position: Option<(String, i32, i64)> },
+    /// a stream source's message, `position` is the message's own offset.
+    DecodeFailed { acc: usize, seq: u64, error: E, data: Vec<u8>, position: Option<SourcePosition> },
     /// With `check_checkpointable`: what this event would have put into state
     /// cannot be checkpointed, so the event was refused (it is in the dead-letter
     /// list as a stand-in) and nothing of it entered any state. `batch`: it was a

@@ -8,9 +8,12 @@
 mod accumulator;
 pub mod channel;
 pub mod checkpoint;
+pub mod clock;
 mod deadline;
 pub mod dead_letter;
 pub mod driver;
+pub mod error;
+pub mod event;
 mod executor;
 pub mod host;
 pub mod metrics;
@@ -20,3 +23,5 @@ pub mod spec;
 
 #[cfg(test)]
 mod tests;
+
+pub use error::Error;

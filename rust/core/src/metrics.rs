@@ -29,23 +29,25 @@ impl Health {
         [Health::Starting, Health::Connecting, Health::Live, Health::Disconnected, Health::SocketOnly];
 
     pub fn label(self) -> &'static str {
-        match self {
-            Health::Starting => "starting",
-            Health::Connecting => "connecting",
-            Health::Live => "live",
-            Health::Disconnected => "disconnected",
-            Health::SocketOnly => "socket_only",
-        }
+        crate::error::Named::as_str(self)
     }
 
     pub fn parse(text: &str) -> Option<Health> {
-        Health::ALL.into_iter().find(|h| h.label() == text)
+        text.parse().ok()
     }
 
     fn from_u8(v: u8) -> Health {
         Health::ALL.get(v as usize).copied().unwrap_or(Health::Starting)
     }
 }
+
+crate::named!(Health, "health", {
+    Health::Starting => "starting",
+    Health::Connecting => "connecting",
+    Health::Live => "live",
+    Health::Disconnected => "disconnected",
+    Health::SocketOnly => "socket_only",
+});
 
 /// Adds one to a counter that only the processor writes (thread mode: its own
 /// thread; inline: the holder of the processor lock). A plain load and store,

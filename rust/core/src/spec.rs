@@ -24,7 +24,14 @@ pub enum AccKind {
 }
 
 impl AccKind {
+    /// Every kind's spelling.
+    pub const LABELS: &'static [&'static str] = &["passthrough", "stream", "polling", "batch", "state"];
+
     pub fn label(&self) -> &'static str {
+        self.as_str()
+    }
+
+    pub fn as_str(&self) -> &'static str {
         match self {
             AccKind::Passthrough => "passthrough",
             AccKind::Stream => "stream",
@@ -32,6 +39,28 @@ impl AccKind {
             AccKind::Batch { .. } => "batch",
             AccKind::State { .. } => "state",
         }
+    }
+}
+
+/// A kind from its spelling, with default settings (no polling interval, an
+/// unbounded batch, an empty state window) for the caller to fill in.
+impl std::str::FromStr for AccKind {
+    type Err = crate::Error;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(match text {
+            "passthrough" => AccKind::Passthrough,
+            "stream" => AccKind::Stream,
+            "polling" => AccKind::Polling { interval: Duration::ZERO },
+            "batch" => AccKind::Batch { max_buffer_size: None, flush_interval: None },
+            "state" => AccKind::State { capacity: 0 },
+            other => {
+                return Err(crate::Error::Setting {
+                    what: "accumulator kind",
+                    got: other.to_string(),
+                    expected: AccKind::LABELS,
+                })
+            }
+        })
     }
 }
 
@@ -74,21 +103,12 @@ pub enum InputStrategy {
     Burst,
 }
 
-impl InputStrategy {
-    pub const ALL: [InputStrategy; 3] = [InputStrategy::Latest, InputStrategy::Sequential, InputStrategy::Burst];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            InputStrategy::Latest => "latest",
-            InputStrategy::Sequential => "sequential",
-            InputStrategy::Burst => "burst",
-        }
-    }
-
-    pub fn parse(label: &str) -> Option<InputStrategy> {
-        Self::ALL.into_iter().find(|s| s.label() == label)
-    }
-}
+crate::named!(CriteriaKind, "criteria kind", { CriteriaKind::Any => "when_any", CriteriaKind::All => "when_all" });
+crate::named!(InputStrategy, "input_strategy", {
+    InputStrategy::Latest => "latest",
+    InputStrategy::Sequential => "sequential",
+    InputStrategy::Burst => "burst",
+});
 
 /// A routing node's branch: when the node returns `Route(label, v)`, only `targets` run.
 #[derive(Debug, Clone, PartialEq)]

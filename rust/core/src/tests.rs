@@ -7,7 +7,7 @@ use crate::channel::{merge_channel, Item, PushError};
 use crate::driver::{self, Attach};
 use crate::host::{Calls, Codec, NodeOutput, Report, Trigger, Unsupported};
 use crate::plan::{Plan, Problem};
-use crate::processor::{Config, Input, Now, Processor};
+use crate::processor::{Config, Input, Now, Processor, SourcePosition};
 use crate::spec::*;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -573,11 +573,11 @@ impl Attach<Val, String> for FakeAttach {
 
 #[test]
 fn driver_processes_everything_then_stops() {
-    let (mut p, f) = setup(&one_acc(InputStrategy::Sequential), vec![echo()]);
+    let (p, f) = setup(&one_acc(InputStrategy::Sequential), vec![echo()]);
     let (tx, rx, progress) = merge_channel::<Val>(16);
     let handle = std::thread::spawn(move || {
         let mut host = FakeAttach(f);
-        driver::run(&rx, &mut p, &mut host, &progress, Duration::from_micros(20));
+        driver::run(&rx, &std::sync::Mutex::new(p), &mut host, &progress, Duration::from_micros(20));
         (host.0, progress)
     });
     for i in 0..100 {
@@ -593,13 +593,13 @@ fn driver_processes_everything_then_stops() {
 
 #[test]
 fn driver_closes_progress_even_when_it_panics() {
-    let (mut p, mut f) = setup(&one_acc(InputStrategy::Sequential), vec![Box::new(|_| panic!("bug"))]);
+    let (p, mut f) = setup(&one_acc(InputStrategy::Sequential), vec![Box::new(|_| panic!("bug"))]);
     f.acc_failures = 0;
     let (tx, rx, progress) = merge_channel::<Val>(4);
     let waiter = progress.clone();
     let handle = std::thread::spawn(move || {
         let mut host = FakeAttach(f);
-        driver::run(&rx, &mut p, &mut host, &progress, Duration::ZERO);
+        driver::run(&rx, &std::sync::Mutex::new(p), &mut host, &progress, Duration::ZERO);
     });
     tx.push(Item::Event { acc: 0, input: Input::Value(Val::Int(1)) }, None).ok().unwrap();
     assert!(handle.join().is_err());
@@ -655,12 +655,12 @@ fn restore_continues_exactly_where_the_snapshot_was_taken() {
             push(&mut first, &mut f1, *a, Val::Int(*v));
         }
         let now = Now::lazy();
-        first.ingest_from_source(0, Input::Value(Val::Nil), ("t".into(), 2, 41), &mut f1, &now);
+        first.ingest_from_source(0, Input::Value(Val::Nil), SourcePosition::new("t", 2, 41), &mut f1, &now);
         let snap = first.export(&mut |v: &Val| Ok::<_, String>(to_cp(v))).unwrap();
         let (mut second, mut f2) = setup(&spec, vec![echo()]);
         let skipped = second.import(encode_all(&snap), &mut from_cp).unwrap();
         assert!(skipped.names.is_empty(), "{skipped:?}");
-        assert_eq!(second.positions(), vec![(0, "t".to_string(), 2, 41)]);
+        assert_eq!(second.positions(), vec![(0, SourcePosition::new("t", 2, 41))]);
         for (a, v) in split_b {
             push(&mut second, &mut f2, *a, Val::Int(*v));
         }
@@ -715,3 +715,4 @@ mod checkpointable;
 mod forward;
 mod concurrency;
 mod deadlines;
+mod apply;

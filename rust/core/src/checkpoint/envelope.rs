@@ -41,17 +41,19 @@ impl CodecId {
     }
 
     pub fn name(self) -> &'static str {
-        match self {
-            CodecId::Bincode => "bincode",
-            CodecId::Msgpack => "msgpack",
-            CodecId::Json => "json",
-        }
+        crate::error::Named::as_str(self)
     }
 
     pub fn parse(name: &str) -> Option<CodecId> {
-        [CodecId::Bincode, CodecId::Msgpack, CodecId::Json].into_iter().find(|c| c.name() == name)
+        name.parse().ok()
     }
 }
+
+crate::named!(CodecId, "checkpoint codec", {
+    CodecId::Bincode => "bincode",
+    CodecId::Msgpack => "msgpack",
+    CodecId::Json => "json",
+});
 
 /// Why a checkpoint could not be written or read.
 #[derive(Debug, Clone, PartialEq, Eq)]

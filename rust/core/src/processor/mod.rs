@@ -4,19 +4,24 @@
 //! cache, dirty flags, the sequential queue) and is driven by exactly one thread
 //! at a time: the driver loop in thread mode, the pushing caller in inline mode.
 
-use std::cell::Cell;
 use std::collections::{BTreeMap, VecDeque};
 use std::marker::PhantomData;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+mod apply;
+mod values;
 mod state;
+
+pub use crate::clock::Now;
+pub use crate::event::{Input, SourcePosition};
+pub use apply::Applied;
 
 use crate::accumulator::{AccState, Flushed, Taken};
 use crate::dead_letter::{DeadLetter, DeadLetters, Stage};
 use crate::executor::Executor;
-use crate::host::{Calls, Codec, FireRecord, NodeFailure, Report, Trigger, Unsupported};
+use crate::host::{Calls, FireRecord, NodeFailure, Report, Trigger, Unsupported};
 use crate::metrics::{bump, Health, Metrics};
 use crate::plan::Plan;
 use crate::spec::{AccKind, CriteriaKind, InputStrategy};
@@ -52,42 +57,6 @@ impl Default for Config {
             check_checkpointable: false,
         }
     }
-}
-
-/// The current instant, read from the clock at most once and only when some
-/// deadline needs it: on the common path (an event that fires) nothing does,
-/// and clock reads were a measurable share of an inline push.
-pub struct Now(Cell<Option<Instant>>);
-
-impl Now {
-    /// Reads the clock lazily.
-    pub fn lazy() -> Self {
-        Now(Cell::new(None))
-    }
-
-    /// A fixed instant (timers, tests).
-    pub fn at(instant: Instant) -> Self {
-        Now(Cell::new(Some(instant)))
-    }
-
-    pub fn get(&self) -> Instant {
-        match self.0.get() {
-            Some(i) => i,
-            None => {
-                let i = Instant::now();
-                self.0.set(Some(i));
-                i
-            }
-        }
-    }
-}
-
-/// An event as it enters an accumulator.
-pub enum Input<V> {
-    /// Already a value (an in-process push).
-    Value(V),
-    /// Raw payload bytes, decoded by the host on the processor's thread.
-    Bytes { data: Vec<u8>, codec: Codec },
 }
 
 /// A boundary accepted and not yet taken up: a sequential one waiting for its
@@ -235,7 +204,7 @@ impl<V, E> Processor<V, E> {
         &mut self,
         acc: usize,
         input: Input<V>,
-        position: Option<&(String, i32, i64)>,
+        position: Option<&SourcePosition>,
         calls: &mut dyn Calls<V, E>,
         now: &Now,
     ) -> u64 {
@@ -252,7 +221,7 @@ impl<V, E> Processor<V, E> {
                     let text = calls.describe(&error);
                     self.metrics.accumulators[acc].record_error(text);
                     // `position` holds the next offset; report the message's own.
-                    let position = position.map(|(t, p, next)| (t.clone(), *p, next - 1));
+                    let position = position.map(|p| SourcePosition { offset: p.offset - 1, ..p.clone() });
                     calls.report(Report::DecodeFailed { acc, seq, error, data, position });
                     return seq;
                 }
@@ -281,17 +250,18 @@ impl<V, E> Processor<V, E> {
     }
 
     /// Like [`Processor::ingest`], for a message from a stream source: once it is
-    /// taken in, `position` (the next offset to read) is what a checkpoint saves.
+    /// taken in, `position` (its offset: the next one to read) is what a
+    /// checkpoint saves.
     pub fn ingest_from_source(
         &mut self,
         acc: usize,
         input: Input<V>,
-        position: (String, i32, i64),
+        position: SourcePosition,
         calls: &mut dyn Calls<V, E>,
         now: &Now,
     ) -> u64 {
         let seq = self.ingest_at(acc, input, Some(&position), calls, now);
-        let (topic, partition, next) = position;
+        let SourcePosition { topic, partition, offset: next } = position;
         let slot = self.positions.entry((acc, topic, partition)).or_insert(next);
         *slot = (*slot).max(next);
         seq
@@ -376,14 +346,14 @@ impl<V, E> Processor<V, E> {
             self.queue.push_back(Pending { acc, value, seq, attempts: 0 });
             self.set_pending();
         } else {
-            self.apply(acc, value, seq, calls);
+            self.take_effect(acc, value, seq, calls);
         }
     }
 
     /// A latest or burst boundary takes effect: it becomes the cached value (a
     /// burst one is also appended to the list the next fire delivers) and, for
     /// a criteria member, calls for a fire that collapses every such update.
-    fn apply(&mut self, acc: usize, value: V, seq: u64, calls: &mut dyn Calls<V, E>) {
+    fn take_effect(&mut self, acc: usize, value: V, seq: u64, calls: &mut dyn Calls<V, E>) {
         if self.plan.inputs[acc] == InputStrategy::Burst {
             let newest = calls.share(&value);
             self.burst[acc].push(value);
@@ -498,7 +468,7 @@ impl<V, E> Processor<V, E> {
             let acc = head.acc;
             if self.plan.inputs[acc] != InputStrategy::Sequential {
                 let p = self.queue.pop_front().expect("head exists");
-                self.apply(p.acc, p.value, p.seq, calls);
+                self.take_effect(p.acc, p.value, p.seq, calls);
                 continue;
             }
             let member = self.plan.criteria.member[acc];

@@ -3,12 +3,13 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
-use super::{Now, Pending, Processor};
+use super::{Now, Pending, Processor, SourcePosition};
 use crate::checkpoint::snapshot::{
     AccumulatorSnapshot, ControlSnapshot, DeadLetterSnapshot, EngineSnapshot, InputSnapshot, InputsSnapshot,
     PendingSnapshot, Position, ReactorSnapshot, SourcesSnapshot,
 };
 use crate::checkpoint::Value;
+use crate::error::Named;
 use crate::dead_letter::{DeadLetter, Stage};
 use crate::host::{Calls, CheckpointError, Report};
 use crate::spec::InputStrategy;
@@ -111,7 +112,7 @@ impl<V, E> Processor<V, E> {
         let mut inputs = Vec::with_capacity(self.burst.len());
         for (i, list) in self.burst.iter().enumerate() {
             let burst = list.iter().map(&mut *conv).collect::<Result<Vec<_>, X>>()?;
-            inputs.push(InputSnapshot { accumulator: names(i), strategy: self.plan.inputs[i].label().to_string(), burst });
+            inputs.push(InputSnapshot { accumulator: names(i), strategy: self.plan.inputs[i].as_str().to_string(), burst });
         }
         let m = &self.metrics;
         Ok(EngineSnapshot {
@@ -255,9 +256,9 @@ impl<V, E> Processor<V, E> {
         Ok(skipped)
     }
 
-    /// Saved stream positions: (accumulator, topic, partition, next offset).
-    pub fn positions(&self) -> Vec<(usize, String, i32, i64)> {
-        self.positions.iter().map(|((a, t, p), o)| (*a, t.clone(), *p, *o)).collect()
+    /// Saved stream positions: (accumulator, position of the next offset to read).
+    pub fn positions(&self) -> Vec<(usize, SourcePosition)> {
+        self.positions.iter().map(|((a, t, p), o)| (*a, SourcePosition::new(t.clone(), *p, *o))).collect()
     }
 
     fn index_of(&self, name: &str) -> Option<usize> {

@@ -1,0 +1,49 @@
+"""The one options object a :class:`~headrace.Runtime` hands to the engine.
+
+Plain data: the Rust side reads it by attribute once, checks every spelling
+and range there (raising :class:`~headrace.SettingError`), and keeps nothing
+of it but the converted values. Durations are in seconds here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+__all__ = ["CheckpointCodec", "EngineOptions", "Mode", "OnCorrupt"]
+
+Mode = Literal["inline", "thread"]
+CheckpointCodec = Literal["bincode", "msgpack", "json"]
+OnCorrupt = Literal["refuse", "start_empty"]
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOptions:
+    """Settings of one engine (see :class:`~headrace.Runtime` for each)."""
+
+    mode: Mode = "inline"
+    on_fire: Callable[[Any], Any] | None = None
+    capacity: int = 65536
+    push_timeout: float | None = None
+    max_attempts: int = 3
+    retry_backoff: float = 0.1
+    dead_letter_limit: int = 10_000
+    idle_spin: float = 50e-6
+    #: The checkpoint writer (``submit``/``fail``); None: no store.
+    checkpoint_writer: Any = None
+    checkpoint_codec: CheckpointCodec = "bincode"
+    checkpoint_every: int = 1000
+    checkpoint_interval: float | None = None
+    #: Stored components to restore before any event.
+    restore: dict[str, bytes] | None = None
+    #: Names the checkpoint in messages.
+    checkpoint_key: str = ""
+    on_corrupt: OnCorrupt = "refuse"
+    #: Called as ``(accumulator, data, topic, partition, offset, error)`` for
+    #: an undecodable stream message.
+    on_undecodable: Callable[[str, bytes, str, int, int, str], None] | None = None
+    check_checkpointable: bool | None = None
+    #: A running asyncio loop for async nodes and accumulators (None: the
+    #: runtime starts its own when the graph has any).
+    loop: Any = None

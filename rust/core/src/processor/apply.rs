@@ -1,0 +1,109 @@
+//! The one meaning of each channel [`Item`], whoever hands it over: the
+//! driver loop on the processor thread (thread mode) or the pushing caller
+//! (inline mode). The two modes differ only in who calls these.
+
+use crate::channel::Item;
+use crate::clock::Now;
+use crate::host::{Calls, CheckpointError};
+
+use super::Processor;
+
+/// What applying items did, for the caller that waits on it.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// A [`Item::Stop`] was applied: the processor has shut down and taken its
+    /// final checkpoint.
+    pub stopped: bool,
+    /// The outcome of the last checkpoint an item asked for ([`Item::Checkpoint`],
+    /// or [`Item::Stop`] with a checkpoint policy); None if none was taken. A
+    /// failure was also reported to the host.
+    pub checkpoint: Option<Result<(), CheckpointError>>,
+}
+
+impl<V, E> Processor<V, E> {
+    /// Applies one item, settling what it calls for before returning.
+    pub fn apply(&mut self, item: Item<V>, calls: &mut dyn Calls<V, E>, now: &Now) -> Applied {
+        let mut applied = Applied::default();
+        if self.apply_item(item, &mut applied, calls, now) {
+            self.settle(calls, now);
+        }
+        applied
+    }
+
+    /// Applies a run of items in order. Events settle one by one under the
+    /// sequential strategy; under latest, a run of events settles once, so that
+    /// their updates collapse into one fire. A control item first settles the
+    /// events before it: it acts on everything queued ahead of it.
+    pub fn apply_batch(
+        &mut self,
+        items: impl IntoIterator<Item = Item<V>>,
+        calls: &mut dyn Calls<V, E>,
+        now: &Now,
+    ) -> Applied {
+        let per_event = self.settles_per_event();
+        let mut unsettled = false;
+        let mut applied = Applied::default();
+        for item in items {
+            let event = matches!(item, Item::Event { .. } | Item::SourceEvent { .. });
+            if unsettled && !event {
+                self.settle(calls, now);
+                unsettled = false;
+            }
+            unsettled |= self.apply_item(item, &mut applied, calls, now);
+            if unsettled && per_event {
+                self.settle(calls, now);
+                unsettled = false;
+            }
+        }
+        if unsettled {
+            self.settle(calls, now);
+        }
+        applied
+    }
+
+    /// What one item means. Returns true for an event: taken in, not yet
+    /// settled (the caller decides when).
+    #[inline]
+    fn apply_item(&mut self, item: Item<V>, applied: &mut Applied, calls: &mut dyn Calls<V, E>, now: &Now) -> bool {
+        match item {
+            Item::Event { acc, input } => {
+                self.ingest(acc, input, calls, now);
+                return true;
+            }
+            Item::SourceEvent { acc, input, position } => {
+                self.ingest_from_source(acc, input, *position, calls, now);
+                return true;
+            }
+            Item::Fire => {
+                self.fire_manual(calls, now);
+            }
+            // Asked for explicitly: taken whatever the policy (the host asks
+            // only when it has somewhere to put it).
+            Item::Checkpoint => applied.checkpoint = Some(self.checkpoint(calls)),
+            Item::Pause(paused) => self.set_paused(paused, calls, now),
+            Item::Stop => {
+                self.shutdown(calls, now);
+                applied.checkpoint = self.checkpoints_enabled().then(|| self.checkpoint(calls));
+                applied.stopped = true;
+            }
+        }
+        false
+    }
+
+    /// Between runs of items (thread mode, after each batch): flushes batches
+    /// and retries whose time has come, then checkpoints if the policy says so.
+    pub fn on_idle(&mut self, calls: &mut dyn Calls<V, E>) {
+        let now = Now::lazy();
+        self.on_timer(calls, &now);
+        self.checkpoint_if_due(calls, &now);
+    }
+
+    /// Checkpoints if the policy calls for one now. A failure was reported to
+    /// the host (and the next try comes at the policy's pace).
+    #[inline]
+    pub fn checkpoint_if_due(&mut self, calls: &mut dyn Calls<V, E>, now: &Now) {
+        if self.checkpoint_due(now) {
+            let _ = self.checkpoint(calls);
+        }
+    }
+}
