@@ -214,9 +214,9 @@ def test_on_output_skips_failed_fires_and_they_are_raised_inline() -> None:
 
 def test_on_output_names_a_terminal_node(mode) -> None:
     g = spread_graph(hr.passthrough("book"))
-    with pytest.raises(hr.GraphDefinitionError, match=r"on_output\('mid'\) is not a terminal node .* terminal nodes are: fmt"):
+    with pytest.raises(hr.GraphDefinitionError, match=r"on_output\('mid'\): 'mid' is not a terminal node .* terminal nodes are: fmt"):
         hr.Runtime(g, mode=mode, on_fire=hr.on_output("mid", print))
-    with pytest.raises(hr.GraphDefinitionError, match=r"on_output\('nope'\) is not a node of the graph"):
+    with pytest.raises(hr.GraphDefinitionError, match=r"on_output\('nope'\): 'nope' is not a node of this graph"):
         hr.Runtime(g, mode=mode, on_fire=hr.on_output("nope", print))
     with pytest.raises(TypeError, match="fn must be callable"):
         hr.on_output("fmt", 3)  # type: ignore[arg-type]

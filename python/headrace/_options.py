@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from headrace._core import OnOutput
 
 __all__ = ["CheckpointCodec", "EngineOptions", "Mode", "OnCorrupt"]
 
@@ -23,7 +26,8 @@ class EngineOptions:
     """Settings of one engine (see :class:`~headrace.Runtime` for each)."""
 
     mode: Mode = "inline"
-    on_fire: Callable[[Any], Any] | None = None
+    #: Called with every FireResult, or ``hr.on_output(node, fn)``.
+    on_fire: Callable[[Any], Any] | OnOutput | None = None
     capacity: int = 65536
     push_timeout: float | None = None
     max_attempts: int = 3
