@@ -60,6 +60,10 @@ class FireResult:
     def started_at(self) -> float: ...
     @property
     def duration_ns(self) -> int: ...
+    @property
+    def node_ns(self) -> dict[str, int] | None: ...
+    @property
+    def inputs(self) -> dict[str, Any] | None: ...
 
 @final
 class FireList:
@@ -114,6 +118,8 @@ class Engine:
         on_corrupt: str = "refuse",
         on_undecodable: Any = None,
         check_checkpointable: bool | None = None,
+        profile: bool = False,
+        record_inputs: bool = False,
     ) -> Self: ...
     @property
     def graph_name(self) -> str: ...

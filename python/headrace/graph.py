@@ -66,6 +66,10 @@ class Node:
     routes: tuple[tuple[str, tuple[str, ...]], ...] = ()
     #: Parameters with a default: wired when they name an input, else left alone.
     optional: tuple[str, ...] = ()
+    #: Change cutoff: an output equal to the previous one stops the fire below this node.
+    cutoff: bool = False
+    #: Cutoff equality ``equal(previous, current)``; None compares with ``==``.
+    equal: Callable[[Any, Any], Any] | None = None
 
     def inputs(self, known: set[str]) -> list[str]:
         """The parameters the engine passes, in order."""
@@ -121,6 +125,25 @@ def _routes(routes: Sequence[str] | Mapping[str, Sequence[str] | str], name: str
     if not result:
         raise GraphDefinitionError(f"node '{name}': routes must name at least one label")
     return result
+
+
+def _cutoff(name: str, cutoff: object, equal: object, routed: bool) -> bool:
+    """Whether node ``name`` is cut off, or why its cutoff settings are wrong."""
+    if cutoff is not None and not isinstance(cutoff, bool):
+        raise GraphDefinitionError(f"node '{name}': cutoff must be True or False, got {cutoff!r}")
+    if equal is not None and not callable(equal):
+        raise GraphDefinitionError(
+            f"node '{name}': equal must be a function taking (previous, current), got {equal!r}"
+        )
+    if cutoff is False and equal is not None:
+        raise GraphDefinitionError(f"node '{name}': equal= implies cutoff; drop cutoff=False")
+    cut = bool(cutoff) or equal is not None
+    if cut and routed:
+        raise GraphDefinitionError(
+            f"node '{name}' declares routes and cutoff; a routing node cannot be cut off "
+            "(put cutoff on the node it reads)"
+        )
+    return cut
 
 
 class ComputationGraph:
@@ -199,7 +222,12 @@ class ComputationGraph:
     def node(self, fn: F) -> F: ...
     @overload
     def node(
-        self, *, name: str | None = None, routes: Sequence[str] | Mapping[str, Sequence[str] | str] | None = None
+        self,
+        *,
+        name: str | None = None,
+        routes: Sequence[str] | Mapping[str, Sequence[str] | str] | None = None,
+        cutoff: bool | None = None,
+        equal: Callable[[Any, Any], Any] | None = None,
     ) -> Callable[[F], F]: ...
 
     def node(
@@ -208,6 +236,8 @@ class ComputationGraph:
         *,
         name: str | None = None,
         routes: Sequence[str] | Mapping[str, Sequence[str] | str] | None = None,
+        cutoff: bool | None = None,
+        equal: Callable[[Any, Any], Any] | None = None,
     ) -> Any:
         """Adds a node. Its parameter names name its inputs: accumulators (the
         cached boundary, ``None`` before the first) or other nodes (their
@@ -216,7 +246,16 @@ class ComputationGraph:
         :class:`headrace.Route`; ``routes=["a", "b"]`` means label "a" runs
         node ``a``; a mapping ``{"label": ["n1", "n2"]}`` names the nodes of
         each label. Consumers of a routing node that no route names run
-        whatever it chose. Returns the function unchanged."""
+        whatever it chose.
+
+        With ``cutoff=True`` (equality by ``==``) or ``equal=fn`` (a function
+        ``fn(previous, current) -> bool``; implies cutoff): when this node's
+        output equals its output in the previous successful fire, the nodes
+        below it whose inputs are all unchanged do not run; they keep their
+        previous outputs, and a terminal node skipped this way is absent from
+        ``FireResult.outputs``. A routing node cannot be cut off. See "Change
+        cutoff" in docs/api.md for the exact rules. Returns the function
+        unchanged."""
 
         def add(f: Callable[..., Any]) -> Callable[..., Any]:
             n = name if name is not None else getattr(f, "__name__", None)
@@ -229,7 +268,9 @@ class ComputationGraph:
                     f"graph '{self._name}': node '{n}' has the same name as an accumulator"
                 )
             required, optional = _params(f, n)
-            self._nodes[n] = Node(n, f, required, _routes(routes, n) if routes is not None else (), optional)
+            cut = _cutoff(n, cutoff, equal, routes is not None)
+            node_routes = _routes(routes, n) if routes is not None else ()
+            self._nodes[n] = Node(n, f, required, node_routes, optional, cut, equal)
             return f
 
         return add(fn) if fn is not None else add
@@ -248,6 +289,8 @@ class ComputationGraph:
                     "function": n.function,
                     "params": n.inputs(known),
                     "routes": [(label, list(targets)) for label, targets in n.routes],
+                    "cutoff": n.cutoff,
+                    "equal": n.equal,
                 }
                 for n in self._nodes.values()
             ],

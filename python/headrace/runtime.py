@@ -71,6 +71,13 @@ class Runtime(_core.Engine):
             event goes to the dead-letter list (stage "checkpoint") and is
             counted and logged. Without the check, one such value stops every
             checkpoint until it leaves the state. Default: on with a store.
+        profile: Time every node of every fire: ``FireResult.node_ns`` maps
+            each node that ran to its nanoseconds (None when off; off costs
+            nothing).
+        record_inputs: Keep the accumulator values each fire's nodes received
+            (under "sequential", the boundary that triggered it):
+            ``FireResult.inputs`` (None when off; the values are referenced,
+            not copied).
     """
 
     def __new__(
@@ -93,6 +100,8 @@ class Runtime(_core.Engine):
         on_corrupt: str = "refuse",
         sources: bool = True,
         check_checkpointable: bool | None = None,
+        profile: bool = False,
+        record_inputs: bool = False,
     ) -> Self:
         if not isinstance(graph, ComputationGraph):
             raise TypeError(f"Runtime needs a ComputationGraph, got {type(graph).__name__}")
@@ -136,6 +145,8 @@ class Runtime(_core.Engine):
                 on_corrupt=on_corrupt,
                 on_undecodable=hook,
                 check_checkpointable=check_checkpointable,
+                profile=profile,
+                record_inputs=record_inputs,
             )
         except BaseException:
             if writer is not None:

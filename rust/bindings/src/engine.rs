@@ -66,7 +66,7 @@ fn duration(seconds: Option<f64>, what: &str) -> PyResult<Option<Duration>> {
 #[pymethods]
 impl Engine {
     #[new]
-    #[pyo3(signature = (spec, *, mode, on_fire=None, capacity=65536, push_timeout=None, max_attempts=3, retry_backoff=0.1, dead_letter_limit=10000, idle_spin=5e-5, checkpoint_writer=None, checkpoint_codec="bincode", checkpoint_every_fires=1000, checkpoint_interval=None, restore=None, checkpoint_key="", on_corrupt="refuse", on_undecodable=None, check_checkpointable=None))]
+    #[pyo3(signature = (spec, *, mode, on_fire=None, capacity=65536, push_timeout=None, max_attempts=3, retry_backoff=0.1, dead_letter_limit=10000, idle_spin=5e-5, checkpoint_writer=None, checkpoint_codec="bincode", checkpoint_every_fires=1000, checkpoint_interval=None, restore=None, checkpoint_key="", on_corrupt="refuse", on_undecodable=None, check_checkpointable=None, profile=false, record_inputs=false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -88,6 +88,8 @@ impl Engine {
         on_corrupt: &str,
         on_undecodable: Option<Py<PyAny>>,
         check_checkpointable: Option<bool>,
+        profile: bool,
+        record_inputs: bool,
     ) -> PyResult<Self> {
         if capacity == 0 || max_attempts == 0 {
             return Err(pyo3::exceptions::PyValueError::new_err("capacity and max_attempts must be at least 1"));
@@ -101,6 +103,8 @@ impl Engine {
             checkpoint_fires: if checkpointing { checkpoint_every_fires } else { 0 },
             checkpoint_interval: if checkpointing { duration(checkpoint_interval, "checkpoint_interval")? } else { None },
             check_checkpointable: check_checkpointable.unwrap_or(checkpointing),
+            profile,
+            record_inputs,
         };
         let parsed = graph::parse(spec)?;
         let codecs = parsed.accs.iter().map(|a| a.codec).collect();

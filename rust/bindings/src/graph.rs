@@ -31,6 +31,8 @@ pub struct NodeCall {
     pub function: Py<PyAny>,
     /// Route labels of a routing node, indexed as the plan indexes them.
     pub labels: Vec<String>,
+    /// A cutoff node's own `equal(previous, current)`; None compares with `==`.
+    pub equal: Option<Py<PyAny>>,
 }
 
 /// Everything the engine calls into, in plan order.
@@ -68,6 +70,7 @@ impl Callables {
         }
         for n in &self.nodes {
             visit.call(&n.function)?;
+            visit.call(&n.equal)?;
         }
         visit.call(&self.on_fire)?;
         visit.call(&self.on_undecodable)?;
@@ -131,7 +134,7 @@ pub struct Parsed {
     pub spec: GraphSpec,
     pub accs: Vec<AccCall>,
     /// In spec order.
-    pub nodes: Vec<(Py<PyAny>, Vec<String>)>,
+    pub nodes: Vec<NodeCall>,
 }
 
 pub fn parse(spec: &Bound<'_, PyDict>) -> PyResult<Parsed> {
@@ -184,11 +187,15 @@ pub fn parse(spec: &Bound<'_, PyDict>) -> PyResult<Parsed> {
     for n in item::<Bound<'_, PyList>>(spec, "nodes")?.iter() {
         let n = n.cast_into::<PyDict>()?;
         let routes: Vec<(String, Vec<String>)> = item(&n, "routes")?;
-        node_calls.push((item(&n, "function")?, routes.iter().map(|r| r.0.clone()).collect()));
+        let equal: Option<Py<PyAny>> = n.get_item("equal")?.filter(|e| !e.is_none()).map(Bound::unbind);
+        let cutoff = equal.is_some() || n.get_item("cutoff")?.map(|c| c.is_truthy()).transpose()?.unwrap_or(false);
+        let labels = routes.iter().map(|r| r.0.clone()).collect();
+        node_calls.push(NodeCall { function: item(&n, "function")?, labels, equal });
         nodes.push(NodeSpec {
             name: item(&n, "name")?,
             params: item(&n, "params")?,
             routes: routes.into_iter().map(|(label, targets)| RouteSpec { label, targets }).collect(),
+            cutoff,
         });
     }
     Ok(Parsed {
@@ -201,15 +208,8 @@ pub fn parse(spec: &Bound<'_, PyDict>) -> PyResult<Parsed> {
 /// Validates and compiles a spec; raises `GraphDefinitionError` naming every problem.
 pub fn compile(py: Python<'_>, parsed: Parsed, on_fire: Option<Py<PyAny>>) -> PyResult<Callables> {
     let plan = Arc::new(Plan::compile(&parsed.spec).map_err(|e| errors::definition(py, &e))?);
-    let mut by_spec: Vec<Option<(Py<PyAny>, Vec<String>)>> = parsed.nodes.into_iter().map(Some).collect();
-    let nodes = plan
-        .nodes
-        .iter()
-        .map(|n| {
-            let (function, labels) = by_spec[n.spec_index].take().expect("each node once");
-            NodeCall { function, labels }
-        })
-        .collect();
+    let mut by_spec: Vec<Option<NodeCall>> = parsed.nodes.into_iter().map(Some).collect();
+    let nodes = plan.nodes.iter().map(|n| by_spec[n.spec_index].take().expect("each node once")).collect();
     Ok(Callables {
         names: Arc::new(Names {
             accumulators: plan.accumulators.iter().map(|a| PyString::intern(py, &a.name).unbind()).collect(),

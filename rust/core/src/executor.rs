@@ -1,11 +1,14 @@
 //! Running a [`Plan`] once over the current inputs.
 
+use std::time::Instant;
+
 use smallvec::SmallVec;
 
-use crate::host::{Calls, NodeOutput, Outputs};
+use crate::cutoff::Cutoff;
+use crate::host::{Calls, FireDetail, NodeOutput, Outputs};
 use crate::plan::{Plan, Source};
 
-enum Slot<V> {
+pub(crate) enum Slot<V> {
     Empty,
     Skipped,
     Value(V),
@@ -13,38 +16,91 @@ enum Slot<V> {
 }
 
 impl<V> Slot<V> {
-    fn value(&self) -> Option<&V> {
+    pub(crate) fn value(&self) -> Option<&V> {
         match self {
             Slot::Value(v) | Slot::Routed(_, v) => Some(v),
             Slot::Empty | Slot::Skipped => None,
         }
     }
+
+    pub(crate) fn share<E>(&self, calls: &mut dyn Calls<V, E>) -> Slot<V> {
+        match self {
+            Slot::Value(v) => Slot::Value(calls.share(v)),
+            Slot::Routed(label, v) => Slot::Routed(*label, calls.share(v)),
+            Slot::Empty => Slot::Empty,
+            Slot::Skipped => Slot::Skipped,
+        }
+    }
+}
+
+/// What a fire records besides its outputs.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Recording {
+    /// Time each node that runs.
+    pub profile: bool,
+    /// Keep the accumulator values the nodes received.
+    pub inputs: bool,
 }
 
 /// Scratch space for node results, reused from fire to fire.
 pub(crate) struct Executor<V> {
     slots: Vec<Slot<V>>,
+    /// Present only for a plan with cuttable nodes.
+    cutoff: Option<Cutoff<V>>,
+    recording: Recording,
+    /// With `recording.inputs`: the accumulators some node reads, in index order.
+    read: Vec<usize>,
+    /// The current fire's records (with `recording` on), until taken.
+    detail: Option<Box<FireDetail<V>>>,
 }
 
 impl<V> Executor<V> {
-    pub(crate) fn new(plan: &Plan) -> Self {
-        Executor { slots: plan.nodes.iter().map(|_| Slot::Empty).collect() }
+    pub(crate) fn new(plan: &Plan, recording: Recording) -> Self {
+        let mut read: Vec<usize> = Vec::new();
+        if recording.inputs {
+            read = plan.nodes.iter().flat_map(|n| &n.inputs).filter_map(|s| match *s {
+                Source::Acc(i) => Some(i),
+                Source::Node(_) => None,
+            }).collect();
+            read.sort_unstable();
+            read.dedup();
+        }
+        Executor {
+            slots: plan.nodes.iter().map(|_| Slot::Empty).collect(),
+            cutoff: Cutoff::new(plan),
+            recording,
+            read,
+            detail: None,
+        }
     }
 
     /// Runs every node whose branch is live, in plan order. Returns the terminal
-    /// results, or the failing node's plan position and error.
+    /// results, or the failing node's plan position and error. `version(i)` is
+    /// the version of accumulator `i`'s input (asked only by change cutoff).
     pub(crate) fn run<'a, E>(
         &mut self,
         plan: &Plan,
         input: impl Fn(usize) -> Option<&'a V>,
+        version: impl Fn(usize) -> u64,
         calls: &mut dyn Calls<V, E>,
     ) -> Result<Outputs<V>, (usize, E)>
     where
         V: 'a,
     {
-        let result = self.run_nodes(plan, input, calls);
+        if self.recording.profile || self.recording.inputs {
+            self.begin_detail(plan, &input, calls);
+        }
+        if let Some(cutoff) = &mut self.cutoff {
+            cutoff.begin();
+        }
+        let result = self.run_nodes(plan, input, &version, calls);
         let outputs = match result {
-            Ok(()) => Ok(self.take_outputs(plan)),
+            Ok(()) => {
+                if let Some(cutoff) = &mut self.cutoff {
+                    cutoff.remember(plan, &self.slots, &version, calls);
+                }
+                Ok(self.take_outputs(plan))
+            }
             Err(failure) => Err(failure),
         };
         for slot in &mut self.slots {
@@ -53,19 +109,47 @@ impl<V> Executor<V> {
         outputs
     }
 
+    /// The last fire's records, if any were asked for.
+    pub(crate) fn take_detail(&mut self) -> Option<Box<FireDetail<V>>> {
+        self.detail.take()
+    }
+
+    fn begin_detail<'a, E>(&mut self, plan: &Plan, input: &impl Fn(usize) -> Option<&'a V>, calls: &mut dyn Calls<V, E>)
+    where
+        V: 'a,
+    {
+        self.detail = Some(Box::new(FireDetail {
+            node_ns: self.recording.profile.then(|| Vec::with_capacity(plan.nodes.len())),
+            inputs: self
+                .recording
+                .inputs
+                .then(|| self.read.iter().map(|&i| (i, input(i).map(|v| calls.share(v)))).collect()),
+        }));
+    }
+
     fn run_nodes<'a, E>(
         &mut self,
         plan: &Plan,
         input: impl Fn(usize) -> Option<&'a V>,
+        version: &impl Fn(usize) -> u64,
         calls: &mut dyn Calls<V, E>,
     ) -> Result<(), (usize, E)>
     where
         V: 'a,
     {
+        // Profiling laps: each node that runs is charged the time since the
+        // previous one finished (one clock read per node).
+        let mut lap = self.recording.profile.then(Instant::now);
         for (pos, node) in plan.nodes.iter().enumerate() {
             if self.skipped(node) {
                 self.slots[pos] = Slot::Skipped;
                 continue;
+            }
+            if node.cuttable {
+                if let Some(held) = self.cutoff.as_mut().and_then(|c| c.hold(pos, node, version, calls)) {
+                    self.slots[pos] = held;
+                    continue;
+                }
             }
             let output = {
                 let args: SmallVec<[Option<&V>; 8]> = node
@@ -78,13 +162,36 @@ impl<V> Executor<V> {
                     .collect();
                 calls.call_node(pos, &args)
             };
-            self.slots[pos] = match output {
+            let mut slot = match output {
                 Ok(NodeOutput::Value(v)) => Slot::Value(v),
                 Ok(NodeOutput::Routed { label, value }) => Slot::Routed(label, value),
-                Err(e) => return Err((pos, e)),
+                Err(e) => {
+                    self.lap(pos, &mut lap);
+                    return Err((pos, e));
+                }
             };
+            if node.cuttable {
+                if let Some(cutoff) = &mut self.cutoff {
+                    if let Err(e) = cutoff.ran(pos, node, &mut slot, calls) {
+                        self.lap(pos, &mut lap);
+                        return Err((pos, e));
+                    }
+                }
+            }
+            self.slots[pos] = slot;
+            self.lap(pos, &mut lap);
         }
         Ok(())
+    }
+
+    /// With profiling: charges node `pos` the time since the last lap.
+    #[inline]
+    fn lap(&mut self, pos: usize, lap: &mut Option<Instant>) {
+        if let (Some(last), Some(node_ns)) = (lap.as_mut(), self.detail.as_mut().and_then(|d| d.node_ns.as_mut())) {
+            let now = Instant::now();
+            node_ns.push((pos, now.duration_since(*last).as_nanos() as u64));
+            *last = now;
+        }
     }
 
     /// A node is skipped when an upstream node was skipped, or a router it is

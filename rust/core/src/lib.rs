@@ -8,6 +8,7 @@
 mod accumulator;
 pub mod channel;
 pub mod checkpoint;
+mod cutoff;
 pub mod dead_letter;
 pub mod driver;
 mod executor;

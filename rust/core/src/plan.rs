@@ -38,6 +38,14 @@ pub struct PlanNode {
     pub labels: Vec<String>,
     /// No node consumes it: its result is part of the fire's output.
     pub terminal: bool,
+    /// Declared with change cutoff: its output is compared with the previous
+    /// successful fire's.
+    pub cutoff: bool,
+    /// A cutoff node or a consumer of a cuttable node: it is skipped (keeping
+    /// its previous output) when every input is unchanged, so the executor
+    /// remembers its output from fire to fire. False for every node of a graph
+    /// without cutoff, which then pays nothing for the feature.
+    pub cuttable: bool,
 }
 
 impl PlanNode {
@@ -77,6 +85,7 @@ pub enum Problem {
     Unreachable { node: String },
     UnknownCriteriaMember { name: String },
     InvalidSetting { accumulator: String, message: String },
+    CutoffRouter { node: String },
 }
 
 impl fmt::Display for Problem {
@@ -113,6 +122,10 @@ impl fmt::Display for Problem {
             Problem::InvalidSetting { accumulator, message } => {
                 write!(f, "accumulator '{accumulator}': {message}")
             }
+            Problem::CutoffRouter { node } => write!(
+                f,
+                "node '{node}' declares routes and cutoff; a routing node cannot be cut off (put cutoff on the node it reads)"
+            ),
         }
     }
 }
@@ -186,6 +199,9 @@ impl Plan {
         }
 
         check_routes(spec, &node_index, &inputs, &mut problems);
+        for node in spec.nodes.iter().filter(|n| n.cutoff && !n.routes.is_empty()) {
+            problems.push(Problem::CutoffRouter { node: node.name.clone() });
+        }
         let criteria = criteria(spec, &acc_index, &mut problems);
 
         let order = match topological_order(spec, &inputs) {
@@ -212,6 +228,11 @@ impl Plan {
 
     pub fn accumulator_index(&self, name: &str) -> Option<usize> {
         self.accumulators.iter().position(|a| a.name == name)
+    }
+
+    /// Whether any node can be cut off (the executor keeps cutoff state only then).
+    pub fn has_cutoff(&self) -> bool {
+        self.nodes.iter().any(|n| n.cuttable)
     }
 }
 
@@ -397,7 +418,7 @@ fn build(spec: &GraphSpec, inputs: &[Vec<Source>], order: &[usize], criteria: Cr
             }
         }
     }
-    let nodes = order
+    let mut nodes: Vec<PlanNode> = order
         .iter()
         .map(|&i| {
             let node = &spec.nodes[i];
@@ -431,9 +452,16 @@ fn build(spec: &GraphSpec, inputs: &[Vec<Source>], order: &[usize], criteria: Cr
                 gates,
                 labels: node.routes.iter().map(|r| r.label.clone()).collect(),
                 terminal: !consumed[i],
+                cutoff: node.cutoff,
+                cuttable: false,
             }
         })
         .collect();
+    // In plan order, so every upstream node is settled first.
+    for pos in 0..nodes.len() {
+        let below_cuttable = nodes[pos].inputs.iter().any(|s| matches!(*s, Source::Node(j) if nodes[j].cuttable));
+        nodes[pos].cuttable = nodes[pos].cutoff || below_cuttable;
+    }
     Plan {
         graph: spec.name.clone(),
         accumulators: spec.accumulators.clone(),

@@ -80,6 +80,9 @@ pub struct NodeSpec {
     pub params: Vec<String>,
     /// Empty for an ordinary node.
     pub routes: Vec<RouteSpec>,
+    /// Change cutoff: when the output equals the previous fire's, consumers
+    /// whose inputs are all unchanged do not run (see `plan::PlanNode::cuttable`).
+    pub cutoff: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -27,6 +27,10 @@ struct Fired {
     seq: u64,
     outputs: Vec<(usize, Val)>,
     failed_node: Option<usize>,
+    /// Plan positions of the timed nodes (with `profile`).
+    timed: Option<Vec<usize>>,
+    /// With `record_inputs`.
+    inputs: Option<Vec<(usize, Option<Val>)>>,
 }
 
 struct Fake {
@@ -129,6 +133,8 @@ impl Calls<Val, String> for Fake {
                 seq: r.seq,
                 outputs: r.outputs.into_vec(),
                 failed_node: r.failure.map(|f| f.node),
+                timed: r.detail.as_ref().and_then(|d| d.node_ns.as_ref()).map(|t| t.iter().map(|t| t.0).collect()),
+                inputs: r.detail.and_then(|d| d.inputs),
             }),
             Report::AccumulatorFailed { .. } | Report::DecodeFailed { .. } => self.acc_failures += 1,
             Report::Refused { acc, batch, .. } => self.refused.push((acc, batch)),
@@ -142,7 +148,7 @@ fn acc(name: &str, kind: AccKind) -> AccSpec {
 }
 
 fn node(name: &str, params: &[&str]) -> NodeSpec {
-    NodeSpec { name: name.into(), params: params.iter().map(|s| s.to_string()).collect(), routes: vec![] }
+    NodeSpec { name: name.into(), params: params.iter().map(|s| s.to_string()).collect(), routes: vec![], cutoff: false }
 }
 
 fn graph(accs: Vec<AccSpec>, nodes: Vec<NodeSpec>, kind: CriteriaKind, members: &[&str], strategy: InputStrategy) -> GraphSpec {
@@ -641,4 +647,5 @@ fn channel_items_stay_small() {
 }
 
 mod delivery;
+mod cutoff;
 mod checkpointable;
