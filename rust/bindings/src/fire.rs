@@ -54,7 +54,8 @@ impl Route {
 ///
 /// Deliberately not tracked by the cyclic GC: a run of `push_many` creates one
 /// per event, and tracking them made collections dominate the hot path. No
-/// cycle can pass through it: it is immutable and built after its outputs.
+/// cycle can pass through it: it is immutable and built after its outputs
+/// and recorded inputs.
 #[pyclass(frozen, freelist = 1024, module = "headrace", name = "FireResult")]
 pub struct FireResult {
     /// Fire number within this runtime, from 1.

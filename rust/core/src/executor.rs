@@ -58,10 +58,8 @@ impl<V> Executor<V> {
     pub(crate) fn new(plan: &Plan, recording: Recording) -> Self {
         let mut read: Vec<usize> = Vec::new();
         if recording.inputs {
-            read = plan.nodes.iter().flat_map(|n| &n.inputs).filter_map(|s| match *s {
-                Source::Acc(i) => Some(i),
-                Source::Node(_) => None,
-            }).collect();
+            let accs = plan.nodes.iter().flat_map(|n| &n.inputs);
+            read = accs.filter_map(|s| if let Source::Acc(i) = *s { Some(i) } else { None }).collect();
             read.sort_unstable();
             read.dedup();
         }
@@ -88,7 +86,7 @@ impl<V> Executor<V> {
         V: 'a,
     {
         if self.recording.profile || self.recording.inputs {
-            self.begin_detail(plan, &input, calls);
+            self.begin_detail(&input, calls);
         }
         if let Some(cutoff) = &mut self.cutoff {
             cutoff.begin();
@@ -114,12 +112,12 @@ impl<V> Executor<V> {
         self.detail.take()
     }
 
-    fn begin_detail<'a, E>(&mut self, plan: &Plan, input: &impl Fn(usize) -> Option<&'a V>, calls: &mut dyn Calls<V, E>)
+    fn begin_detail<'a, E>(&mut self, input: &impl Fn(usize) -> Option<&'a V>, calls: &mut dyn Calls<V, E>)
     where
         V: 'a,
     {
         self.detail = Some(Box::new(FireDetail {
-            node_ns: self.recording.profile.then(|| Vec::with_capacity(plan.nodes.len())),
+            node_ns: self.recording.profile.then(SmallVec::new),
             inputs: self
                 .recording
                 .inputs

@@ -70,8 +70,9 @@ pub struct FireRecord<V, E> {
 #[derive(Debug, Default)]
 pub struct FireDetail<V> {
     /// With `profile`: `(plan position, nanoseconds)` of every node that ran
-    /// (the failing one included), in plan order.
-    pub node_ns: Option<Vec<(usize, u64)>>,
+    /// (the failing one included), in plan order. Inline for small graphs, so
+    /// that profiling allocates once per fire (the box).
+    pub node_ns: Option<SmallVec<[(usize, u64); 4]>>,
     /// With `record_inputs`: `(accumulator, value)` for every accumulator some
     /// node reads, with the value the fire's nodes received (None: no boundary yet).
     pub inputs: Option<Vec<(usize, Option<V>)>>,
