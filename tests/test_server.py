@@ -48,6 +48,7 @@ def test_upload_inject_fire_pause_resume_and_restarts(server: Server) -> None:
     server.wait_for(lambda: server.graph("prices")["health"]["fire_count"] == 1, what="first fire")
     (fire,) = server.fires("prices", limit=1)
     assert fire["inputs"] == {"price": {"p": 21}} and fire["outputs"] == {"double": 42} and fire["ok"] is True
+    assert list(fire["node_ns"]) == ["double"] and fire["node_ns"]["double"] > 0, fire
     assert server.graph("prices")["health"]["last_fired_at"].endswith("Z")
 
     # Pause: events are accepted, nothing fires; resume fires for them.

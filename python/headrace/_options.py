@@ -48,6 +48,10 @@ class EngineOptions:
     #: an undecodable stream message.
     on_undecodable: Callable[[str, bytes, str, int, int, str], None] | None = None
     check_checkpointable: bool | None = None
+    #: Time each node of each fire (``FireResult.node_ns``).
+    profile: bool = False
+    #: Keep the values each fire's nodes received (``FireResult.inputs``).
+    record_inputs: bool = False
     #: A running asyncio loop for async nodes and accumulators (None: the
     #: runtime starts its own when the graph has any).
     loop: Any = None

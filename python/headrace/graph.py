@@ -69,6 +69,10 @@ class Node:
     routes: tuple[tuple[str, tuple[str, ...]], ...] = ()
     #: Parameters with a default: wired when they name an input, else left alone.
     optional: tuple[str, ...] = ()
+    #: Change cutoff: an output equal to the previous one stops the fire below this node.
+    cutoff: bool = False
+    #: Cutoff equality ``equal(previous, current)``; None compares with ``==``.
+    equal: Callable[[Any, Any], Any] | None = None
     #: Seconds this node's own run may take (None: no bound of its own).
     timeout: float | None = None
 
@@ -131,6 +135,25 @@ def _routes(routes: Sequence[str] | Mapping[str, Sequence[str] | str], name: str
     if not result:
         raise GraphDefinitionError(f"node '{name}': routes must name at least one label")
     return result
+
+
+def _cutoff(name: str, cutoff: object, equal: object, routed: bool) -> bool:
+    """Whether node ``name`` is cut off, or why its cutoff settings are wrong."""
+    if cutoff is not None and not isinstance(cutoff, bool):
+        raise GraphDefinitionError(f"node '{name}': cutoff must be True or False, got {cutoff!r}")
+    if equal is not None and not callable(equal):
+        raise GraphDefinitionError(
+            f"node '{name}': equal must be a function taking (previous, current), got {equal!r}"
+        )
+    if cutoff is False and equal is not None:
+        raise GraphDefinitionError(f"node '{name}': equal= implies cutoff; drop cutoff=False")
+    cut = bool(cutoff) or equal is not None
+    if cut and routed:
+        raise GraphDefinitionError(
+            f"node '{name}' declares routes and cutoff; a routing node cannot be cut off "
+            "(put cutoff on the node it reads)"
+        )
+    return cut
 
 
 class ComputationGraph:
@@ -235,6 +258,8 @@ class ComputationGraph:
         name: str | None = None,
         routes: Sequence[str] | Mapping[str, Sequence[str] | str] | None = None,
         timeout: float | str | None = None,
+        cutoff: bool | None = None,
+        equal: Callable[[Any, Any], Any] | None = None,
     ) -> Callable[[F], F]: ...
 
     def node(
@@ -244,6 +269,8 @@ class ComputationGraph:
         name: str | None = None,
         routes: Sequence[str] | Mapping[str, Sequence[str] | str] | None = None,
         timeout: float | str | None = None,
+        cutoff: bool | None = None,
+        equal: Callable[[Any, Any], Any] | None = None,
     ) -> Any:
         """Adds a node. Its parameter names name its inputs: accumulators (the
         cached boundary, ``None`` before the first) or other nodes (their
@@ -256,7 +283,16 @@ class ComputationGraph:
         async nodes whose inputs are ready, concurrently). ``timeout`` (seconds
         or "250ms") bounds this node's run: an async node is cancelled at it, a
         sync one is checked when it returns; past it the fire fails with
-        :class:`~headrace.FireTimeoutError`. Returns the function unchanged."""
+        :class:`~headrace.FireTimeoutError`.
+
+        With ``cutoff=True`` (equality by ``==``) or ``equal=fn`` (a function
+        ``fn(previous, current) -> bool``; implies cutoff): when this node's
+        output equals its output in the previous successful fire, the nodes
+        below it whose inputs are all unchanged do not run; they keep their
+        previous outputs, and a terminal node skipped this way is absent from
+        ``FireResult.outputs``. A routing node cannot be cut off. See "Change
+        cutoff" in docs/api.md for the exact rules. Returns the function
+        unchanged."""
 
         def add(f: Callable[..., Any]) -> Callable[..., Any]:
             n = name if name is not None else getattr(f, "__name__", None)
@@ -273,7 +309,9 @@ class ComputationGraph:
                 limit = None if timeout is None else seconds(timeout, what=f"node '{n}': timeout")
             except ValueError as e:
                 raise GraphDefinitionError(str(e)) from None
-            self._nodes[n] = Node(n, f, required, _routes(routes, n) if routes is not None else (), optional, limit)
+            cut = _cutoff(n, cutoff, equal, routes is not None)
+            node_routes = _routes(routes, n) if routes is not None else ()
+            self._nodes[n] = Node(n, f, required, node_routes, optional, cut, equal, limit)
             return f
 
         return add(fn) if fn is not None else add
@@ -295,6 +333,8 @@ class ComputationGraph:
                     "routes": [(label, list(targets)) for label, targets in n.routes],
                     "is_async": n.is_async,
                     "timeout": n.timeout,
+                    "cutoff": n.cutoff,
+                    "equal": n.equal,
                 }
                 for n in self._nodes.values()
             ],

@@ -94,6 +94,13 @@ class Runtime(_core.Engine):
             close. (Inline, ``apush``/``afire`` run them on the caller's loop.)
             A loop passed in must be running, and ``drain()`` must not be
             called on its thread (the fire it waits for needs that loop).
+        profile: Time every node of every fire: ``FireResult.node_ns`` maps
+            each node that ran to its nanoseconds (None when off; off costs
+            nothing).
+        record_inputs: Keep the accumulator values each fire's nodes received
+            (under "sequential", the boundary that triggered it):
+            ``FireResult.inputs`` (None when off; the values are referenced,
+            not copied).
     """
 
     def __new__(
@@ -117,6 +124,8 @@ class Runtime(_core.Engine):
         sources: bool = True,
         check_checkpointable: bool | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        profile: bool = False,
+        record_inputs: bool = False,
     ) -> Self:
         if not isinstance(graph, ComputationGraph):
             raise TypeError(f"Runtime needs a ComputationGraph, got {type(graph).__name__}")
@@ -163,6 +172,8 @@ class Runtime(_core.Engine):
                 on_undecodable=_UndecodableHook({r.name: r.undecodable for r in runners}) if runners else None,
                 check_checkpointable=check_checkpointable,
                 loop=loop,
+                profile=profile,
+                record_inputs=record_inputs,
             )
             self = super().__new__(cls, graph.engine_spec(), options)
         except BaseException:

@@ -1,4 +1,6 @@
-"""A worker's record of recent fires, with their inputs, and its latency histograms.
+"""A worker's record of recent fires, with their inputs and node timings, and
+its latency histograms. The runtime records both (``record_inputs=True``,
+``profile=True``); this module only serialises them.
 
 Each fire is serialised once, on the processor thread, to JSON bytes (orjson:
 about a microsecond for a small fire) and kept in a ring; a background thread
@@ -17,21 +19,17 @@ busy timeout, a full disk) never ends the thread: the records stay queued
 from __future__ import annotations
 
 import bisect
-import functools
 import logging
 import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from headrace.graph import ComputationGraph
-
-__all__ = ["BUCKETS", "FireLog", "Histogram", "record_inputs"]
+__all__ = ["BUCKETS", "FireLog", "Histogram"]
 
 log = logging.getLogger("headrace.worker")
 
@@ -64,32 +62,6 @@ class Histogram:
         return {"counts": list(self.counts), "sum": self.sum}
 
 
-def record_inputs(graph: ComputationGraph, sink: dict[str, Any]) -> ComputationGraph:
-    """The same graph, with every node that reads an accumulator wrapped so the
-    accumulator values it receives land in ``sink``: a fire's exact inputs,
-    also for sequential input, where they are not the newest values."""
-    accumulators = {a.name for a in graph.accumulators}
-    known = accumulators | {n.name for n in graph.nodes}
-    result = ComputationGraph(graph.name, list(graph.accumulators), graph.criteria, graph.input_strategy)
-    for node in graph.nodes:
-        params = node.inputs(known)
-        picks = tuple((i, p) for i, p in enumerate(params) if p in accumulators)
-        fn = node.function if not picks else _recording(node.function, picks, sink)
-        routes = {label: list(targets) for label, targets in node.routes} if node.routes else None
-        result.node(name=node.name, routes=routes)(fn)
-    return result
-
-
-def _recording(fn: Callable[..., Any], picks: tuple[tuple[int, str], ...], sink: dict[str, Any]) -> Callable[..., Any]:
-    @functools.wraps(fn)  # the graph reads the wrapped function's signature
-    def wrapper(*args: Any) -> Any:
-        for i, name in picks:
-            sink[name] = args[i]
-        return fn(*args)
-
-    return wrapper
-
-
 def _default(value: Any) -> Any:
     if isinstance(value, (set, frozenset)):
         return list(value)
@@ -104,7 +76,6 @@ _OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 class FireLog:
     def __init__(self, path: Path, size: int) -> None:
         self.size = size
-        self.inputs: dict[str, Any] = {}
         self._ring: deque[tuple[int, bytes]] = deque(maxlen=size)
         self._unsaved: list[tuple[int, bytes]] = []
         self._lock = threading.Lock()
@@ -134,10 +105,8 @@ class FireLog:
         self._thread.start()
 
     def on_fire(self, fire: Any) -> None:
-        """The runtime's on_fire (processor thread): keep it short."""
-        # record_inputs filled this dict while the nodes ran; it is reused.
-        inputs = dict(self.inputs)
-        self.inputs.clear()
+        """The runtime's on_fire (processor thread): keep it short. The runtime
+        records inputs and node timings (``record_inputs``, ``profile``)."""
         error = fire.error
         record = {
             "id": fire.id,
@@ -145,12 +114,13 @@ class FireLog:
             "fired_at": fire.started_at,
             "duration_us": fire.duration_ns / 1000,
             "ok": fire.ok,
-            "inputs": inputs,
+            "inputs": fire.inputs or {},
             "outputs": fire.outputs,
             "error": None if error is None else f"{type(error).__name__}: {error}",
             "node": fire.node,
             "attempt": fire.attempt,
             "dead_lettered": fire.dead_lettered,
+            "node_ns": fire.node_ns or {},
         }
         data = orjson.dumps(record, default=_default, option=_OPTIONS)
         self.fire_duration.observe(fire.duration_ns / 1e9)

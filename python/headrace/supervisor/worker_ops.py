@@ -23,10 +23,9 @@ from headrace.errors import (
     PayloadError,
     UncheckpointableError,
 )
-from headrace.graph import ComputationGraph
 from headrace.packages import load_graph
 from headrace.runtime import Mode, Runtime
-from headrace.supervisor.firelog import FireLog, record_inputs
+from headrace.supervisor.firelog import FireLog
 from headrace.supervisor.protocol import EXIT_FENCED, FIRES_PAGE_BYTES, Op, Refusal
 
 __all__ = ["OpError", "WorkerOps"]
@@ -45,7 +44,6 @@ class OpError(Exception):
 class WorkerOps:
     rt: Runtime
     fires: FireLog
-    graph: ComputationGraph
     store: CheckpointStore
 
     def __init__(self, config: dict[str, Any]) -> None:
@@ -86,10 +84,9 @@ class WorkerOps:
         its checkpoint and starts it (and its sources)."""
         config = self.config
         self.fires = FireLog(Path(config["fire_log"]), int(config.get("fire_log_size", 1000)))
-        self.graph = record_inputs(self.loaded, self.fires.inputs)
         self.store = _ExitWhenFenced(open_store(config["store"]))
         self.rt = Runtime(
-            self.graph,
+            self.loaded,
             mode=self.mode,
             on_fire=self.fires.on_fire,
             store=self.store,
@@ -100,6 +97,9 @@ class WorkerOps:
             # An ack says "durable": an event no checkpoint could hold is
             # refused alone rather than stop every checkpoint after it.
             check_checkpointable=True,
+            # For the fire log.
+            profile=True,
+            record_inputs=True,
         )
         self.started_at = time.time()
 

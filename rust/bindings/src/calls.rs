@@ -368,6 +368,14 @@ impl Calls<Value, PyErr> for PyCalls<'_, '_> {
         a.bind(self.py).eq(b.bind(self.py))
     }
 
+    fn cutoff_equal(&mut self, node: usize, previous: &Value, current: &Value) -> PyResult<bool> {
+        let (previous, current) = (previous.bind(self.py), current.bind(self.py));
+        match &self.cx.nodes[node].equal {
+            Some(equal) => equal.bind(self.py).call1((previous, current))?.is_truthy(),
+            None => previous.eq(current),
+        }
+    }
+
     fn share(&mut self, value: &Value) -> Value {
         value.clone_ref(self.py)
     }

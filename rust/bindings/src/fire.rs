@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 use crate::errors::Error;
 use pyo3::types::{PyDict, PyList, PySlice, PyString};
 
-use headrace_core::host::{FireRecord, Outputs, Trigger};
+use headrace_core::host::{FireDetail, FireRecord, Outputs, Trigger};
 
 type Record = FireRecord<Py<PyAny>, PyErr>;
 
@@ -112,7 +112,8 @@ impl Route {
 ///
 /// Deliberately not tracked by the cyclic GC: a run of `push_many` creates one
 /// per event, and tracking them made collections dominate the hot path. No
-/// cycle can pass through it: it is immutable and built after its outputs.
+/// cycle can pass through it: it is immutable and built after its outputs
+/// and recorded inputs.
 #[pyclass(frozen, freelist = 1024, module = "headrace", name = "FireResult")]
 pub struct FireResult {
     /// Fire number within this runtime, from 1.
@@ -142,6 +143,9 @@ pub struct FireResult {
     /// Time spent running the graph's nodes, in nanoseconds.
     #[pyo3(get)]
     pub duration_ns: u64,
+    /// Node timings and inputs, when the runtime records them; converted to
+    /// Python only when read.
+    detail: Option<Box<FireDetail<Py<PyAny>>>>,
 }
 
 impl FireResult {
@@ -168,6 +172,7 @@ impl FireResult {
             dead_lettered,
             started_at: record.started_at.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
             duration_ns: record.duration.as_nanos() as u64,
+            detail: record.detail,
         }
     }
 
@@ -186,6 +191,14 @@ impl FireResult {
             }),
             started_at: record.started_at,
             duration: record.duration,
+            detail: record.detail.as_ref().map(|d| {
+                Box::new(FireDetail {
+                    node_ns: d.node_ns.clone(),
+                    inputs: d.inputs.as_ref().map(|inputs| {
+                        inputs.iter().map(|(i, v)| (*i, v.as_ref().map(|v| v.clone_ref(py)))).collect()
+                    }),
+                })
+            }),
         };
         FireResult::from_record(py, copy, names)
     }
@@ -301,6 +314,9 @@ impl FireList {
                     for (_, v) in &r.outputs {
                         visit.call(v)?;
                     }
+                    for (_, v) in r.detail.iter().flat_map(|d| d.inputs.iter().flatten()) {
+                        visit.call(v)?;
+                    }
                 }
             }
         }
@@ -349,6 +365,32 @@ impl FireResult {
         // Attached, so no other thread can have set it meanwhile.
         let _ = self.outputs_dict.set(d.clone().unbind());
         Ok(d)
+    }
+
+    /// `{node name: nanoseconds}` for every node that ran (the failing one
+    /// included) when the runtime was created with `profile=True`, else None.
+    #[getter]
+    fn node_ns<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let Some(node_ns) = self.detail.as_ref().and_then(|d| d.node_ns.as_ref()) else { return Ok(None) };
+        let d = PyDict::new(py);
+        for (pos, ns) in node_ns {
+            d.set_item(self.names.nodes[*pos].bind(py), ns)?;
+        }
+        Ok(Some(d))
+    }
+
+    /// `{accumulator name: value}`: the values this fire's nodes received
+    /// (None for an accumulator without a boundary yet), for every accumulator
+    /// some node reads, when the runtime was created with `record_inputs=True`,
+    /// else None.
+    #[getter]
+    fn inputs<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let Some(inputs) = self.detail.as_ref().and_then(|d| d.inputs.as_ref()) else { return Ok(None) };
+        let d = PyDict::new(py);
+        for (acc, value) in inputs {
+            d.set_item(self.names.accumulators[*acc].bind(py), value.as_ref().map(|v| v.bind(py)))?;
+        }
+        Ok(Some(d))
     }
 
     /// True when every node that ran returned.

@@ -35,6 +35,8 @@ pub struct NodeCall {
     pub function: Py<PyAny>,
     /// Route labels of a routing node, indexed as the plan indexes them.
     pub labels: Vec<String>,
+    /// A cutoff node's own `equal(previous, current)`; None compares with `==`.
+    pub equal: Option<Py<PyAny>>,
 }
 
 /// Everything the engine calls into, in plan order.
@@ -77,7 +79,10 @@ impl Callables {
             f(&a.function);
             a.state.iter().for_each(&mut *f);
         }
-        self.nodes.iter().for_each(|n| f(&n.function));
+        self.nodes.iter().for_each(|n| {
+            f(&n.function);
+            n.equal.iter().for_each(&mut *f);
+        });
         self.on_fire.iter().chain(&self.on_undecodable).for_each(&mut *f);
         if let Some((_, sink)) = &self.on_output {
             f(sink);
@@ -158,7 +163,7 @@ pub struct Parsed {
     pub spec: GraphSpec,
     pub accs: Vec<AccCall>,
     /// In spec order.
-    pub nodes: Vec<(Py<PyAny>, Vec<String>)>,
+    pub nodes: Vec<NodeCall>,
 }
 
 pub fn parse(spec: &Bound<'_, PyDict>) -> PyResult<Parsed> {
@@ -196,7 +201,10 @@ pub fn parse(spec: &Bound<'_, PyDict>) -> PyResult<Parsed> {
     for n in item::<Bound<'_, PyList>>(spec, "nodes")?.iter() {
         let n = n.cast_into::<PyDict>()?;
         let routes: Vec<(String, Vec<String>)> = item(&n, "routes")?;
-        node_calls.push((item(&n, "function")?, routes.iter().map(|r| r.0.clone()).collect()));
+        let equal: Option<Py<PyAny>> = n.get_item("equal")?.filter(|e| !e.is_none()).map(Bound::unbind);
+        let cutoff = equal.is_some() || n.get_item("cutoff")?.map(|c| c.is_truthy()).transpose()?.unwrap_or(false);
+        let labels = routes.iter().map(|r| r.0.clone()).collect();
+        node_calls.push(NodeCall { function: item(&n, "function")?, labels, equal });
         let node_name: String = item(&n, "name")?;
         nodes.push(NodeSpec {
             timeout: deadline(&n, "timeout", &format!("node '{node_name}'"))?,
@@ -204,6 +212,7 @@ pub fn parse(spec: &Bound<'_, PyDict>) -> PyResult<Parsed> {
             params: item(&n, "params")?,
             routes: routes.into_iter().map(|(label, targets)| RouteSpec { label, targets }).collect(),
             is_async: optional(&n, "is_async")?.unwrap_or(false),
+            cutoff,
         });
     }
     let fire_timeout = deadline(spec, "fire_timeout", &format!("graph '{name}'"))?;
@@ -224,15 +233,8 @@ pub fn compile(py: Python<'_>, parsed: Parsed, on_fire: Option<Py<PyAny>>) -> Py
         },
         None => (None, None),
     };
-    let mut by_spec: Vec<Option<(Py<PyAny>, Vec<String>)>> = parsed.nodes.into_iter().map(Some).collect();
-    let nodes = plan
-        .nodes
-        .iter()
-        .map(|n| {
-            let (function, labels) = by_spec[n.spec_index].take().expect("each node once");
-            NodeCall { function, labels }
-        })
-        .collect();
+    let mut by_spec: Vec<Option<NodeCall>> = parsed.nodes.into_iter().map(Some).collect();
+    let nodes = plan.nodes.iter().map(|n| by_spec[n.spec_index].take().expect("each node once")).collect();
     let has_async = !plan.async_nodes.is_empty() || parsed.accs.iter().any(|a| a.is_async);
     Ok(Callables {
         has_async,

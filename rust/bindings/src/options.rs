@@ -35,6 +35,8 @@ pub struct EngineOptions {
     pub on_corrupt: String,
     pub on_undecodable: Option<Py<PyAny>>,
     pub check_checkpointable: Option<bool>,
+    pub profile: bool,
+    pub record_inputs: bool,
     /// The running loop async callables use (None: the runtime's own, if needed).
     #[pyo3(attribute("loop"))]
     pub event_loop: Option<Py<PyAny>>,
@@ -94,6 +96,8 @@ impl EngineOptions {
                 false => None,
             },
             check_checkpointable: self.check_checkpointable.unwrap_or(checkpointing),
+            profile: self.profile,
+            record_inputs: self.record_inputs,
         };
         Ok(Settings {
             mode: parse(&self.mode)?,

@@ -89,6 +89,22 @@ pub struct FireRecord<V, E> {
     pub failure: Option<NodeFailure<E>>,
     pub started_at: SystemTime,
     pub duration: Duration,
+    /// What the processor was asked to record (`Config::profile`,
+    /// `Config::record_inputs`); None when neither is on, so a plain fire
+    /// allocates nothing for it.
+    pub detail: Option<Box<FireDetail<V>>>,
+}
+
+/// A fire's optional records.
+#[derive(Debug, Default)]
+pub struct FireDetail<V> {
+    /// With `profile`: `(plan position, nanoseconds)` of every node that ran
+    /// (the failing one included), in plan order. Inline for small graphs, so
+    /// that profiling allocates once per fire (the box).
+    pub node_ns: Option<SmallVec<[(usize, u64); 4]>>,
+    /// With `record_inputs`: `(accumulator, value)` for every accumulator some
+    /// node reads, with the value the fire's nodes received (None: no boundary yet).
+    pub inputs: Option<Vec<(usize, Option<V>)>>,
 }
 
 /// A value the checkpoint codec cannot hold: where it sits and what it is.
@@ -159,6 +175,13 @@ pub trait Calls<V, E> {
     fn is_none(&mut self, value: &V) -> bool;
     /// Equality as the user's values define it (polling change suppression).
     fn equal(&mut self, a: &V, b: &V) -> Result<bool, E>;
+    /// Whether cutoff node `node`'s output `current` equals its `previous` one
+    /// (the node's own `equal` function if it has one); an error fails the fire
+    /// as the node's.
+    fn cutoff_equal(&mut self, node: usize, previous: &V, current: &V) -> Result<bool, E> {
+        let _ = node;
+        self.equal(previous, current)
+    }
     /// Another reference to the same value.
     fn share(&mut self, value: &V) -> V;
     /// A list value holding `items` (state windows, dead-lettered batches).

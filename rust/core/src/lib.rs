@@ -10,6 +10,7 @@ pub mod channel;
 pub mod checkpoint;
 pub mod clock;
 mod deadline;
+mod cutoff;
 pub mod dead_letter;
 pub mod driver;
 pub mod error;

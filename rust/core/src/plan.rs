@@ -43,6 +43,14 @@ pub struct PlanNode {
     pub is_async: bool,
     /// Bound on this node's own run.
     pub timeout: Option<Duration>,
+    /// Declared with change cutoff: its output is compared with the previous
+    /// successful fire's.
+    pub cutoff: bool,
+    /// A cutoff node or a consumer of a cuttable node: it is skipped (keeping
+    /// its previous output) when every input is unchanged, so the executor
+    /// remembers its output from fire to fire. False for every node of a graph
+    /// without cutoff, which then pays nothing for the feature.
+    pub cuttable: bool,
 }
 
 impl PlanNode {
@@ -95,6 +103,7 @@ pub enum Problem {
     Unreachable { node: String },
     UnknownCriteriaMember { name: String },
     InvalidSetting { accumulator: String, message: String },
+    CutoffRouter { node: String },
 }
 
 impl fmt::Display for Problem {
@@ -131,6 +140,10 @@ impl fmt::Display for Problem {
             Problem::InvalidSetting { accumulator, message } => {
                 write!(f, "accumulator '{accumulator}': {message}")
             }
+            Problem::CutoffRouter { node } => write!(
+                f,
+                "node '{node}' declares routes and cutoff; a routing node cannot be cut off (put cutoff on the node it reads)"
+            ),
         }
     }
 }
@@ -204,6 +217,9 @@ impl Plan {
         }
 
         check_routes(spec, &node_index, &inputs, &mut problems);
+        for node in spec.nodes.iter().filter(|n| n.cutoff && !n.routes.is_empty()) {
+            problems.push(Problem::CutoffRouter { node: node.name.clone() });
+        }
         let criteria = criteria(spec, &acc_index, &mut problems);
 
         let order = match topological_order(spec, &inputs) {
@@ -230,6 +246,11 @@ impl Plan {
 
     pub fn accumulator_index(&self, name: &str) -> Option<usize> {
         self.accumulators.iter().position(|a| a.name == name)
+    }
+
+    /// Whether any node can be cut off (the executor keeps cutoff state only then).
+    pub fn has_cutoff(&self) -> bool {
+        self.nodes.iter().any(|n| n.cuttable)
     }
 }
 
@@ -418,7 +439,7 @@ fn build(spec: &GraphSpec, inputs: &[Vec<Source>], order: &[usize], criteria: Cr
             }
         }
     }
-    let nodes = order
+    let mut nodes: Vec<PlanNode> = order
         .iter()
         .map(|&i| {
             let node = &spec.nodes[i];
@@ -454,9 +475,16 @@ fn build(spec: &GraphSpec, inputs: &[Vec<Source>], order: &[usize], criteria: Cr
                 terminal: !consumed[i],
                 is_async: node.is_async,
                 timeout: node.timeout,
+                cutoff: node.cutoff,
+                cuttable: false,
             }
         })
         .collect::<Vec<PlanNode>>();
+    // In plan order, so every upstream node is settled first.
+    for pos in 0..nodes.len() {
+        let below_cuttable = nodes[pos].inputs.iter().any(|s| matches!(*s, Source::Node(j) if nodes[j].cuttable));
+        nodes[pos].cuttable = nodes[pos].cutoff || below_cuttable;
+    }
     let async_nodes = nodes.iter().enumerate().filter(|(_, n)| n.is_async).map(|(pos, _)| pos).collect();
     let has_deadlines = spec.fire_timeout.is_some() || nodes.iter().any(|n| n.timeout.is_some());
     let inputs: Vec<InputStrategy> = spec.accumulators.iter().map(|a| a.input.unwrap_or(spec.strategy)).collect();

@@ -129,6 +129,9 @@ pub struct NodeSpec {
     pub is_async: bool,
     /// Bound on this node's own run (see [`GraphSpec::fire_timeout`]).
     pub timeout: Option<Duration>,
+    /// Change cutoff: when the output equals the previous fire's, consumers
+    /// whose inputs are all unchanged do not run (see `plan::PlanNode::cuttable`).
+    pub cutoff: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -27,6 +27,10 @@ struct Fired {
     seq: u64,
     outputs: Vec<(usize, Val)>,
     failed_node: Option<usize>,
+    /// Plan positions of the timed nodes (with `profile`).
+    timed: Option<Vec<usize>>,
+    /// With `record_inputs`.
+    inputs: Option<Vec<(usize, Option<Val>)>>,
 }
 
 struct Fake {
@@ -190,6 +194,8 @@ impl Calls<Val, String> for Fake {
                     self.errors.push(f.error);
                     f.node
                 }),
+                timed: r.detail.as_ref().and_then(|d| d.node_ns.as_ref()).map(|t| t.iter().map(|t| t.0).collect()),
+                inputs: r.detail.and_then(|d| d.inputs),
             }),
             Report::AccumulatorFailed { .. } | Report::DecodeFailed { .. } => self.acc_failures += 1,
             Report::Refused { acc, batch, .. } => self.refused.push((acc, batch)),
@@ -209,6 +215,7 @@ fn node(name: &str, params: &[&str]) -> NodeSpec {
         routes: vec![],
         is_async: false,
         timeout: None,
+        cutoff: false,
     }
 }
 
@@ -711,6 +718,7 @@ fn channel_items_stay_small() {
 
 mod burst;
 mod delivery;
+mod cutoff;
 mod checkpointable;
 mod forward;
 mod concurrency;

@@ -8,15 +8,40 @@ use crate::deadline::{Budget, Deadlines};
 use crate::host::{AsyncCall, Calls};
 use crate::plan::{Plan, Source};
 
+/// The nodes one concurrent run awaited, and how it ended.
+pub(crate) struct Run<E> {
+    pub nodes: SmallVec<[usize; 8]>,
+    pub result: Result<(), (usize, E)>,
+}
+
 impl<V> Executor<V> {
     /// Runs async node `start` together with every later async node that is
     /// ready now: not run yet, not skipped, and fed only by nodes before
     /// `start` (so by none of the run). They run earlier than plan order, which
     /// no node can observe: nothing between them feeds them. The first failure
-    /// in plan order fails the fire, once all have finished.
+    /// in plan order fails the fire, once all have finished. A node that
+    /// change cutoff may skip is not taken along: whether it runs is decided
+    /// when its turn comes.
     pub(super) fn run_concurrently<'a, E>(
         &mut self,
         start: usize,
+        plan: &Plan,
+        input: &impl Fn(usize) -> Option<&'a V>,
+        calls: &mut dyn Calls<V, E>,
+        deadlines: Option<&Deadlines>,
+    ) -> Run<E>
+    where
+        V: 'a,
+    {
+        let run: SmallVec<[usize; 8]> =
+            plan.async_nodes.iter().copied().filter(|&j| j == start || (j > start && self.ready(plan, j, start))).collect();
+        let result = self.await_run(&run, plan, input, calls, deadlines);
+        Run { nodes: run, result }
+    }
+
+    fn await_run<'a, E>(
+        &mut self,
+        run: &[usize],
         plan: &Plan,
         input: &impl Fn(usize) -> Option<&'a V>,
         calls: &mut dyn Calls<V, E>,
@@ -25,8 +50,6 @@ impl<V> Executor<V> {
     where
         V: 'a,
     {
-        let run: SmallVec<[usize; 8]> =
-            plan.async_nodes.iter().copied().filter(|&j| j == start || (j > start && self.ready(plan, j, start))).collect();
         let now = deadlines.map(|_| calls.now());
         let budgets: SmallVec<[Option<Budget>; 8]> = run
             .iter()
@@ -56,7 +79,16 @@ impl<V> Executor<V> {
         let mut failure = None;
         for ((&j, budget), result) in run.iter().zip(&budgets).zip(results) {
             match result {
-                Some(Ok(out)) => self.slots[j] = Slot::from(out),
+                Some(Ok(out)) => {
+                    let mut slot = Slot::from(out);
+                    let node = &plan.nodes[j];
+                    if let (true, Some(cutoff)) = (node.cuttable, &mut self.cutoff) {
+                        if let Err(e) = cutoff.ran(j, node, &mut slot, calls) {
+                            failure.get_or_insert((j, e));
+                        }
+                    }
+                    self.slots[j] = slot;
+                }
                 Some(Err(e)) => {
                     failure.get_or_insert((j, e));
                 }
@@ -83,6 +115,7 @@ impl<V> Executor<V> {
     fn ready(&self, plan: &Plan, j: usize, start: usize) -> bool {
         let node = &plan.nodes[j];
         matches!(self.slots[j], Slot::Empty)
+            && !node.cuttable
             && node.inputs.iter().all(|s| !matches!(*s, Source::Node(k) if k >= start))
             && !self.skipped(node)
     }

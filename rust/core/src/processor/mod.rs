@@ -20,7 +20,7 @@ pub use apply::Applied;
 
 use crate::accumulator::{AccState, Flushed, Taken};
 use crate::dead_letter::{DeadLetter, DeadLetters, Stage};
-use crate::executor::Executor;
+use crate::executor::{Executor, Recording};
 use crate::host::{Calls, FireRecord, NodeFailure, Report, Trigger, Unsupported};
 use crate::metrics::{bump, Health, Metrics};
 use crate::plan::Plan;
@@ -44,6 +44,10 @@ pub struct Config {
     /// taken, and refuse that event alone if one cannot be checkpointed (see
     /// [`Report::Refused`]), instead of failing every later checkpoint.
     pub check_checkpointable: bool,
+    /// Time each node of every fire (`FireDetail::node_ns`).
+    pub profile: bool,
+    /// Keep the accumulator values each fire's nodes received (`FireDetail::inputs`).
+    pub record_inputs: bool,
 }
 
 impl Default for Config {
@@ -55,6 +59,8 @@ impl Default for Config {
             checkpoint_fires: 0,
             checkpoint_interval: None,
             check_checkpointable: false,
+            profile: false,
+            record_inputs: false,
         }
     }
 }
@@ -74,6 +80,8 @@ pub struct Processor<V, E> {
     accs: Vec<AccState<V>>,
     /// The latest boundary of every accumulator (the reactor's input cache).
     cache: Vec<Option<V>>,
+    /// Bumped each time a boundary is stored in `cache` (change cutoff).
+    versions: Vec<u64>,
     /// Latest strategy: criteria members updated since the last successful fire.
     dirty: Vec<bool>,
     any_dirty: bool,
@@ -127,13 +135,14 @@ impl<V, E> Processor<V, E> {
         let burst_accs = (0..n).filter(|&i| plan.inputs[i] == InputStrategy::Burst).collect();
         Processor {
             missing: plan.criteria.member.iter().filter(|m| **m).count(),
-            executor: Executor::new(&plan),
+            executor: Executor::new(&plan, Recording { profile: config.profile, inputs: config.record_inputs }),
             dead_letters: Arc::new(DeadLetters::new(config.dead_letter_limit)),
             metrics: Arc::new(metrics),
             plan,
             config,
             accs,
             cache: (0..n).map(|_| None).collect(),
+            versions: vec![0; n],
             dirty: vec![false; n],
             any_dirty: false,
             queue: VecDeque::new(),
@@ -381,6 +390,7 @@ impl<V, E> Processor<V, E> {
             self.missing -= 1;
         }
         self.cache[acc] = Some(value);
+        self.versions[acc] += 1;
     }
 
     /// After a successful fire: every boundary in the cache has been seen,
@@ -529,6 +539,7 @@ impl<V, E> Processor<V, E> {
             &mut self.executor,
             &self.plan,
             &self.cache,
+            &self.versions,
             &self.metrics,
             &mut self.next_fire_id,
             self.anchor,
@@ -652,6 +663,7 @@ fn execute<V, E>(
     executor: &mut Executor<V>,
     plan: &Plan,
     cache: &[Option<V>],
+    versions: &[u64],
     metrics: &Metrics,
     next_fire_id: &mut u64,
     anchor: (SystemTime, Instant),
@@ -670,8 +682,14 @@ fn execute<V, E>(
         Some((acc, v)) if acc == i => Some(v),
         _ => cache[i].as_ref(),
     };
-    let result = executor.run(plan, input, calls);
+    // The queue head is the boundary stored next, so it gets the next version.
+    let version = |i: usize| match override_input {
+        Some((acc, _)) if acc == i => versions[i] + 1,
+        _ => versions[i],
+    };
+    let result = executor.run(plan, input, version, calls);
     let duration = clock.elapsed();
+    let detail = executor.take_detail();
     let record = |outputs, failure| FireRecord {
         id,
         trigger: fire.trigger,
@@ -680,6 +698,7 @@ fn execute<V, E>(
         failure,
         started_at,
         duration,
+        detail,
     };
     match result {
         Ok(outputs) => {
