@@ -247,3 +247,49 @@ def test_bad_cutoff_settings_are_named(options: dict[str, Any], message: str) ->
     with pytest.raises(GraphDefinitionError) as info:
         g.node(name="n", **options)(lambda x: x)
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize("mode", ["inline", "thread"])
+def test_async_nodes_follow_cutoff_and_are_timed(mode: str) -> None:
+    """An async cutoff node, and an async consumer of it: the consumer is not
+    awaited when the mid did not move, and awaited nodes are timed."""
+    import asyncio
+
+    calls: list[str] = []
+    fired: list[hr.FireResult] = []
+    g = hr.ComputationGraph("g", accumulators=[hr.passthrough("book")])
+
+    @g.node(cutoff=True)
+    async def mid(book):
+        calls.append("mid")
+        await asyncio.sleep(0)
+        return (book["bid"] + book["ask"]) // 2
+
+    @g.node
+    async def quote(mid):
+        calls.append("quote")
+        await asyncio.sleep(0)
+        return mid + 1
+
+    @g.node
+    async def audit(book):  # awaited together with mid
+        calls.append("audit")
+        return book["bid"]
+
+    books = [{"bid": 1, "ask": 3}, {"bid": 0, "ask": 4}, {"bid": 5, "ask": 7}]
+
+    async def run_inline() -> list[hr.FireResult]:
+        with hr.Runtime(g, mode="inline", profile=True) as rt:
+            return [f for b in books if (f := await rt.apush("book", b)) is not None]
+
+    if mode == "inline":
+        fired = asyncio.run(run_inline())
+    else:
+        with hr.Runtime(g, mode="thread", profile=True, on_fire=fired.append) as rt:
+            for b in books:
+                rt.push("book", b)
+            rt.drain()
+    assert [f.outputs.get("quote") for f in fired] == [3, None, 7]
+    assert calls.count("quote") == 2 and calls.count("mid") == 3 and calls.count("audit") == 3
+    assert fired[1].node_ns is not None and "quote" not in fired[1].node_ns
+    assert set(fired[0].node_ns or {}) == {"mid", "quote", "audit"}
