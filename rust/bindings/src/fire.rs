@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
-use std::time::UNIX_EPOCH;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use pyo3::prelude::*;
 
@@ -170,7 +170,7 @@ impl FireResult {
             error,
             attempt,
             dead_lettered,
-            started_at: record.started_at.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
+            started_at: seconds_since_epoch(record.started_at),
             duration_ns: record.duration.as_nanos() as u64,
             detail: record.detail,
         }
@@ -202,6 +202,28 @@ impl FireResult {
         };
         FireResult::from_record(py, copy, names)
     }
+
+    /// Builds the Python object from a plain kept fire.
+    fn from_plain(py: Python<'_>, fire: &Plain, names: &Arc<Names>) -> FireResult {
+        FireResult {
+            id: fire.id,
+            trigger: trigger_name(py, fire.trigger, names),
+            outputs: fire.output.iter().map(|(i, v)| (*i, v.clone_ref(py))).collect(),
+            names: names.clone(),
+            outputs_dict: OnceLock::new(),
+            node: None,
+            error: None,
+            attempt: 1,
+            dead_lettered: false,
+            started_at: seconds_since_epoch(fire.started_at),
+            duration_ns: fire.duration_ns,
+            detail: None,
+        }
+    }
+}
+
+fn seconds_since_epoch(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
 fn trigger_name(py: Python<'_>, trigger: Trigger, names: &Names) -> Py<PyString> {
@@ -212,18 +234,49 @@ fn trigger_name(py: Python<'_>, trigger: Trigger, names: &Names) -> Py<PyString>
     }
 }
 
-/// A fire an inline call kept: the raw record when nobody needed the object
-/// yet (no Python allocation on the hot path), or the object already built.
+/// A fire an inline call kept, for a caller that may never look at it: no
+/// Python allocation on the hot path, and small, since `push_many` keeps one
+/// per event (a whole record is three times the size of a plain fire, and
+/// writing a million of them cost more than the fires' own bookkeeping).
 pub enum Kept {
-    Record(Record),
+    /// A successful fire with at most one output and no recorded detail:
+    /// nearly every fire of a run.
+    Plain(Plain),
+    /// Any other fire, as the core reported it.
+    Record(Box<Record>),
+    /// The object, already built (it was handed to `on_fire`, or raised).
     Built(Py<FireResult>),
 }
 
+pub struct Plain {
+    id: u64,
+    trigger: Trigger,
+    started_at: SystemTime,
+    duration_ns: u64,
+    /// `(plan position, value)` of the one terminal node that ran, if any.
+    output: Option<(usize, Py<PyAny>)>,
+}
+
 impl Kept {
+    /// Keeps a reported fire in the smallest form that holds all of it.
+    pub fn record(record: Record) -> Kept {
+        if record.failure.is_some() || record.detail.is_some() || record.outputs.len() > 1 {
+            return Kept::Record(Box::new(record));
+        }
+        Kept::Plain(Plain {
+            id: record.id,
+            trigger: record.trigger,
+            started_at: record.started_at,
+            duration_ns: record.duration.as_nanos() as u64,
+            output: record.outputs.into_iter().next(),
+        })
+    }
+
     pub fn into_object(self, py: Python<'_>, names: &Arc<Names>) -> PyResult<Py<FireResult>> {
         match self {
             Kept::Built(b) => Ok(b),
-            Kept::Record(r) => Py::new(py, FireResult::from_record(py, r, names)),
+            Kept::Record(r) => Py::new(py, FireResult::from_record(py, *r, names)),
+            Kept::Plain(p) => Py::new(py, FireResult::from_plain(py, &p, names)),
         }
     }
 
@@ -231,6 +284,19 @@ impl Kept {
         match self {
             Kept::Built(b) => Ok(b.clone_ref(py)),
             Kept::Record(r) => Py::new(py, FireResult::from_kept(py, r, names)),
+            Kept::Plain(p) => Py::new(py, FireResult::from_plain(py, p, names)),
+        }
+    }
+
+    /// Terminal node `pos`'s value in this fire, if it ran.
+    fn output(&self, pos: usize) -> Option<&Py<PyAny>> {
+        fn find(outputs: &Outputs<Py<PyAny>>, pos: usize) -> Option<&Py<PyAny>> {
+            outputs.iter().find(|(p, _)| *p == pos).map(|(_, v)| v)
+        }
+        match self {
+            Kept::Plain(p) => p.output.as_ref().filter(|(p, _)| *p == pos).map(|(_, v)| v),
+            Kept::Record(r) => find(&r.outputs, pos),
+            Kept::Built(b) => find(&b.get().outputs, pos),
         }
     }
 }
@@ -291,25 +357,18 @@ impl FireList {
     fn outputs<'py>(&self, py: Python<'py>, node: &str) -> PyResult<Bound<'py, PyList>> {
         let pos = self.names.terminal(py, node)?;
         let none = py.None();
-        let value = |outputs: &Outputs<Py<PyAny>>| -> Py<PyAny> {
-            match outputs.iter().find(|(p, _)| *p == pos) {
-                Some((_, v)) => v.clone_ref(py),
-                None => none.clone_ref(py),
-            }
-        };
-        PyList::new(
-            py,
-            self.items.iter().map(|item| match item {
-                Kept::Record(r) => value(&r.outputs),
-                Kept::Built(b) => value(&b.get().outputs),
-            }),
-        )
+        PyList::new(py, self.items.iter().map(|item| item.output(pos).unwrap_or(&none).clone_ref(py)))
     }
 
     fn __traverse__(&self, visit: pyo3::gc::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
         for item in &self.items {
             match item {
                 Kept::Built(b) => visit.call(b)?,
+                Kept::Plain(p) => {
+                    if let Some((_, v)) = &p.output {
+                        visit.call(v)?;
+                    }
+                }
                 Kept::Record(r) => {
                     for (_, v) in &r.outputs {
                         visit.call(v)?;

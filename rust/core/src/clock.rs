@@ -1,7 +1,7 @@
 //! The processor's notion of "now", read lazily.
 
 use std::cell::Cell;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// The current instant, read from the clock at most once and only when some
 /// deadline needs it: on the common path (an event that fires) nothing does,
@@ -28,5 +28,23 @@ impl Now {
                 i
             }
         }
+    }
+}
+
+/// The wall clock and the monotonic clock read together once: a fire's
+/// wall-clock start is then one monotonic read and one subtraction.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Anchor {
+    pub wall: SystemTime,
+    /// `wall` in microseconds since the Unix epoch.
+    pub wall_us: u64,
+    pub mono: Instant,
+}
+
+impl Anchor {
+    pub fn now() -> Self {
+        let (wall, mono) = (SystemTime::now(), Instant::now());
+        let wall_us = wall.duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
+        Anchor { wall, wall_us, mono }
     }
 }

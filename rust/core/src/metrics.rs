@@ -6,7 +6,6 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// An accumulator's health, as the seed design defines it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,9 +138,9 @@ impl Metrics {
 
     /// Counts one fire: successful ones in `fires`, failed ones apart, so that
     /// `fires` never grows by retries of the same inputs.
-    pub(crate) fn record_fire(&self, started_at: SystemTime, failed: Option<String>) {
-        let us = started_at.duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
-        self.last_fired_at_us.store(us, Relaxed);
+    /// `started_us`: the fire's start, microseconds since the Unix epoch.
+    pub(crate) fn record_fire(&self, started_us: u64, failed: Option<String>) {
+        self.last_fired_at_us.store(started_us, Relaxed);
         match failed {
             None => bump(&self.fires),
             Some(text) => {

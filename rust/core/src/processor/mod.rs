@@ -8,13 +8,14 @@ use std::collections::{BTreeMap, VecDeque};
 use std::marker::PhantomData;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 mod apply;
 mod values;
 mod state;
 
 pub use crate::clock::Now;
+use crate::clock::Anchor;
 pub use crate::event::{Input, SourcePosition};
 pub use apply::Applied;
 
@@ -109,7 +110,7 @@ pub struct Processor<V, E> {
     retry_at: Option<Instant>,
     /// Wall clock and monotonic clock read together once, so that a fire's
     /// wall-clock start costs no second clock read.
-    anchor: (SystemTime, Instant),
+    anchor: Anchor,
     /// Stream sources: (accumulator, topic, partition) -> next offset to read,
     /// for every message already taken into accumulator state.
     positions: BTreeMap<(usize, String, i32), i64>,
@@ -154,7 +155,7 @@ impl<V, E> Processor<V, E> {
             latest_seq: 0,
             attempts: 0,
             retry_at: None,
-            anchor: (SystemTime::now(), Instant::now()),
+            anchor: Anchor::now(),
             positions: BTreeMap::new(),
             paused: false,
             checkpointed_fires: 0,
@@ -542,7 +543,7 @@ impl<V, E> Processor<V, E> {
             &self.versions,
             &self.metrics,
             &mut self.next_fire_id,
-            self.anchor,
+            &self.anchor,
             fire,
             override_input,
             calls,
@@ -666,7 +667,7 @@ fn execute<V, E>(
     versions: &[u64],
     metrics: &Metrics,
     next_fire_id: &mut u64,
-    anchor: (SystemTime, Instant),
+    anchor: &Anchor,
     fire: Fire,
     override_input: Option<(usize, &V)>,
     calls: &mut dyn Calls<V, E>,
@@ -677,7 +678,10 @@ fn execute<V, E>(
         bump(&metrics.retries);
     }
     let clock = Instant::now();
-    let started_at = anchor.0 + clock.duration_since(anchor.1);
+    // One subtraction serves the wall-clock start and the metric's microseconds.
+    let since = clock.duration_since(anchor.mono);
+    let started_at = anchor.wall + since;
+    let started_us = anchor.wall_us + since.as_micros() as u64;
     let input = |i: usize| match override_input {
         Some((acc, v)) if acc == i => Some(v),
         _ => cache[i].as_ref(),
@@ -688,7 +692,7 @@ fn execute<V, E>(
         _ => versions[i],
     };
     let result = executor.run(plan, input, version, calls);
-    let duration = clock.elapsed();
+    let duration = Instant::now().duration_since(clock);
     let detail = executor.take_detail();
     let record = |outputs, failure| FireRecord {
         id,
@@ -702,13 +706,13 @@ fn execute<V, E>(
     };
     match result {
         Ok(outputs) => {
-            metrics.record_fire(started_at, None);
+            metrics.record_fire(started_us, None);
             calls.report(Report::Fired(record(outputs, None)));
             Ok(())
         }
         Err((node, error)) => {
             let text = format!("node '{}' raised {}", plan.nodes[node].name, calls.describe(&error));
-            metrics.record_fire(started_at, Some(text.clone()));
+            metrics.record_fire(started_us, Some(text.clone()));
             let failure = NodeFailure {
                 node,
                 error,
