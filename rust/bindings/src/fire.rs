@@ -191,24 +191,17 @@ impl FireResult {
             }),
             started_at: record.started_at,
             duration: record.duration,
-            detail: record.detail.as_ref().map(|d| {
-                Box::new(FireDetail {
-                    node_ns: d.node_ns.clone(),
-                    inputs: d.inputs.as_ref().map(|inputs| {
-                        inputs.iter().map(|(i, v)| (*i, v.as_ref().map(|v| v.clone_ref(py)))).collect()
-                    }),
-                })
-            }),
+            detail: record.detail.as_ref().map(|d| Box::new(share_detail(py, d))),
         };
         FireResult::from_record(py, copy, names)
     }
 
-    /// Builds the Python object from a plain kept fire.
-    fn from_plain(py: Python<'_>, fire: &Plain, names: &Arc<Names>) -> FireResult {
+    /// Builds the Python object from a plain kept fire, taking its values over.
+    fn from_plain(py: Python<'_>, fire: Plain, names: &Arc<Names>) -> FireResult {
         FireResult {
             id: fire.id,
             trigger: trigger_name(py, fire.trigger, names),
-            outputs: fire.output.iter().map(|(i, v)| (*i, v.clone_ref(py))).collect(),
+            outputs: fire.output.into_iter().collect(),
             names: names.clone(),
             outputs_dict: OnceLock::new(),
             node: None,
@@ -217,8 +210,16 @@ impl FireResult {
             dead_lettered: false,
             started_at: seconds_since_epoch(fire.started_at),
             duration_ns: fire.duration_ns,
-            detail: None,
+            detail: fire.detail,
         }
+    }
+}
+
+/// Another reference to a fire's records.
+fn share_detail(py: Python<'_>, d: &FireDetail<Py<PyAny>>) -> FireDetail<Py<PyAny>> {
+    FireDetail {
+        node_ns: d.node_ns.clone(),
+        inputs: d.inputs.as_ref().map(|inputs| inputs.iter().map(|(i, v)| (*i, v.as_ref().map(|v| v.clone_ref(py)))).collect()),
     }
 }
 
@@ -239,8 +240,7 @@ fn trigger_name(py: Python<'_>, trigger: Trigger, names: &Names) -> Py<PyString>
 /// per event (a whole record is three times the size of a plain fire, and
 /// writing a million of them cost more than the fires' own bookkeeping).
 pub enum Kept {
-    /// A successful fire with at most one output and no recorded detail:
-    /// nearly every fire of a run.
+    /// A successful fire with at most one output: nearly every fire of a run.
     Plain(Plain),
     /// Any other fire, as the core reported it.
     Record(Box<Record>),
@@ -255,12 +255,13 @@ pub struct Plain {
     duration_ns: u64,
     /// `(plan position, value)` of the one terminal node that ran, if any.
     output: Option<(usize, Py<PyAny>)>,
+    detail: Option<Box<FireDetail<Py<PyAny>>>>,
 }
 
 impl Kept {
     /// Keeps a reported fire in the smallest form that holds all of it.
     pub fn record(record: Record) -> Kept {
-        if record.failure.is_some() || record.detail.is_some() || record.outputs.len() > 1 {
+        if record.failure.is_some() || record.outputs.len() > 1 {
             return Kept::Record(Box::new(record));
         }
         Kept::Plain(Plain {
@@ -269,6 +270,7 @@ impl Kept {
             started_at: record.started_at,
             duration_ns: record.duration.as_nanos() as u64,
             output: record.outputs.into_iter().next(),
+            detail: record.detail,
         })
     }
 
@@ -276,7 +278,7 @@ impl Kept {
         match self {
             Kept::Built(b) => Ok(b),
             Kept::Record(r) => Py::new(py, FireResult::from_record(py, *r, names)),
-            Kept::Plain(p) => Py::new(py, FireResult::from_plain(py, &p, names)),
+            Kept::Plain(p) => Py::new(py, FireResult::from_plain(py, p, names)),
         }
     }
 
@@ -284,7 +286,17 @@ impl Kept {
         match self {
             Kept::Built(b) => Ok(b.clone_ref(py)),
             Kept::Record(r) => Py::new(py, FireResult::from_kept(py, r, names)),
-            Kept::Plain(p) => Py::new(py, FireResult::from_plain(py, p, names)),
+            Kept::Plain(p) => {
+                let copy = Plain {
+                    id: p.id,
+                    trigger: p.trigger,
+                    started_at: p.started_at,
+                    duration_ns: p.duration_ns,
+                    output: p.output.as_ref().map(|(i, v)| (*i, v.clone_ref(py))),
+                    detail: p.detail.as_ref().map(|d| Box::new(share_detail(py, d))),
+                };
+                Py::new(py, FireResult::from_plain(py, copy, names))
+            }
         }
     }
 
@@ -366,6 +378,9 @@ impl FireList {
                 Kept::Built(b) => visit.call(b)?,
                 Kept::Plain(p) => {
                     if let Some((_, v)) = &p.output {
+                        visit.call(v)?;
+                    }
+                    for (_, v) in p.detail.iter().flat_map(|d| d.inputs.iter().flatten()) {
                         visit.call(v)?;
                     }
                 }
