@@ -97,9 +97,9 @@ class Runtime(_core.Engine):
             ``apush_many`` and ``afire`` run the processor work on a helper
             thread, so that the caller's loop stays free while sync nodes
             run (for sync nodes that block or run long), at the cost of a
-            thread hop per call (about 100 µs). Default: the work runs on
+            thread hop per call (100 µs or more). Default: the work runs on
             the caller's thread, as ``push`` does, and only the async nodes
-            are awaited on the caller's loop (a few µs per call).
+            are awaited on the caller's loop.
         profile: Time every node of every fire: ``FireResult.node_ns`` maps
             each node that ran to its nanoseconds (None when off; off costs
             nothing).
@@ -263,7 +263,9 @@ class Runtime(_core.Engine):
         until it reaches async callables, which are awaited on the caller's
         loop (the ready ones together); the loop is free meanwhile. Calls
         from several tasks take turns in the order they were made. A fire
-        that reaches no async node costs what ``push`` costs. On a graph
+        that reaches no async node costs ``push`` plus a greenlet switch (a
+        few µs), one that awaits async nodes also a task and two turns of
+        the loop. On a graph
         without any, it is ``push``. Thread mode: ``push`` (returns once the
         event is queued).
 

@@ -22,7 +22,8 @@ fn helper<'py>(py: Python<'py>, name: &str) -> PyResult<&'py Bound<'py, PyAny>> 
     cell.import(py, "headrace._aio", name)
 }
 
-/// The loop of the `apush` (or `afire`) this call runs in, if any.
+/// Whether this inline call may await coroutines: the handle of the `apush`
+/// (or `afire`) it runs in, passed on to `run`; None for a sync call.
 pub fn lent(py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
     let lp = helper(py, "lent")?.call0()?;
     Ok(if lp.is_none() { None } else { Some(lp.unbind()) })
