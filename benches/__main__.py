@@ -53,6 +53,7 @@ def main() -> int:
     results: list[Result] = []
     results += workloads.w1(1_000_000 // scale, args.runs)
     results += workloads.w1_apush(50_000 // scale, args.runs)
+    results += workloads.w1_apush_latency(max(50_000 // scale, 5_000))
     results += workloads.w1_bytes(200_000 // scale, args.runs)
     results += workloads.w2(500_000 // scale, args.runs)
     results += workloads.w3_inline(max(100_000 // scale, 10_000))

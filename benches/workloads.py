@@ -72,6 +72,10 @@ async def enrich_fn(gate: dict[str, float]) -> dict[str, float]:
     return gate
 
 
+async def enrich_compute_fn(compute: dict[str, float]) -> dict[str, float]:
+    return compute
+
+
 def w1_idle_branch_graph(async_branch: bool) -> hr.ComputationGraph:
     """W1 with a router after compute whose second branch is never taken:
     `enrich` there is async or not, so the two graphs differ only in that."""
@@ -81,6 +85,17 @@ def w1_idle_branch_graph(async_branch: bool) -> hr.ComputationGraph:
     g.node(name="gate", routes={"emit": ["emit"], "enrich": ["enrich"]})(lambda compute: hr.Route("emit", compute))
     g.node(name="emit")(lambda gate: emit_fn(gate))
     g.node(name="enrich")(enrich_fn if async_branch else (lambda gate: gate))
+    return g
+
+
+def w1_async_graph() -> hr.ComputationGraph:
+    """W1 with an async node after compute that runs on every fire (and
+    returns at once: what is measured is the engine's cost of awaiting it)."""
+    orderbook = hr.passthrough_accumulator(name="orderbook")(orderbook_fn)
+    g = hr.ComputationGraph("w1_async", accumulators=[orderbook], criteria=hr.when_any(orderbook), input_strategy="sequential")
+    g.node(name="compute")(compute_fn)
+    g.node(name="enrich")(enrich_compute_fn)
+    g.node(name="emit")(lambda enrich: emit_fn(enrich))
     return g
 
 
@@ -225,8 +240,9 @@ def w1(n: int, runs: int) -> list[Result]:
 
 def w1_apush(n: int, runs: int) -> list[Result]:
     """One event per call from a coroutine: push vs apush on the W1 graph (no
-    async callables: apush is push), and apush on a graph with an async node
-    (the processor work hops to a helper thread)."""
+    async callables: apush is push), and apush on a graph with an async node,
+    idle or run in every fire (the fire runs on the caller's thread; only the
+    async node is awaited on its loop)."""
     data = events(n, seed=9)
 
     def baseline() -> None:
@@ -255,14 +271,57 @@ def w1_apush(n: int, runs: int) -> list[Result]:
         Result("W1 per-event from asyncio", "inline apush (no async nodes)", best_of(runs, lambda: rate(n, lambda: apush(w1_graph()))), "events/s", base, "higher", "~ push"),
         Result(
             "W1 per-event from asyncio",
-            "inline apush (idle async node: helper thread)",
+            "inline apush (idle async node)",
             best_of(runs, lambda: rate(n, lambda: apush(w1_idle_branch_graph(True)))),
             "events/s",
             base,
             "higher",
             "report",
         ),
+        Result(
+            "W1 per-event from asyncio",
+            "inline apush (async node runs)",
+            best_of(runs, lambda: rate(n, lambda: apush(w1_async_graph()))),
+            "events/s",
+            base,
+            "higher",
+            "report",
+        ),
     ]
+
+
+def w1_apush_latency(n: int) -> list[Result]:
+    """Per-event latency of `await rt.apush(...)` from a coroutine, against a
+    sync `push` of the W1 graph measured in the same loop: on a graph with an
+    async node on an untaken branch, and on one where an async node runs in
+    every fire."""
+    data = events(n, seed=10)
+    clock = time.perf_counter_ns
+
+    def measure(graph: hr.ComputationGraph, sync: bool) -> dict[str, float]:
+        samples: list[int] = []
+
+        async def go(rt: hr.Runtime) -> None:
+            for e in data:
+                t0 = clock()
+                if sync:
+                    rt.push("orderbook", e)
+                else:
+                    await rt.apush("orderbook", e)
+                samples.append(clock() - t0)
+
+        with hr.Runtime(graph, mode="inline") as rt:
+            asyncio.run(go(rt))
+        return percentiles(samples)
+
+    base = measure(w1_graph(), True)
+    idle = measure(w1_idle_branch_graph(True), False)
+    used = measure(w1_async_graph(), False)
+    rows = []
+    for label, ours in (("idle async node", idle), ("async node runs", used)):
+        for q in ("p50", "p99"):
+            rows.append(Result("W1 apush latency", f"{label} {q}", ours[q], "µs", base[q], "lower", "report", {"samples": n}))
+    return rows
 
 
 def w2(n_each: int, runs: int) -> list[Result]:

@@ -265,9 +265,10 @@ def test_apush_on_a_graph_without_async_callables_is_push() -> None:
         assert result is not None and result.outputs == {"n": 7}
 
 
-def test_apush_leaves_the_callers_loop_free_while_sync_nodes_run() -> None:
+def test_apush_with_offload_sync_leaves_the_callers_loop_free_while_sync_nodes_run() -> None:
     """A sync node waits for something only a task on the caller's loop does:
-    were the loop blocked during the fire, it would never happen."""
+    were the loop blocked during the fire, it would never happen. (Without
+    offload_sync, sync nodes run on the caller's thread, as under push.)"""
     g = price_graph()
     released = threading.Event()
 
@@ -291,7 +292,7 @@ def test_apush_leaves_the_callers_loop_free_while_sync_nodes_run() -> None:
         await task
         return result
 
-    with hr.Runtime(g, mode="inline") as rt:
+    with hr.Runtime(g, mode="inline", offload_sync=True) as rt:
         assert asyncio.run(go(rt)).outputs == {"after": 3}
 
 

@@ -6,9 +6,10 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self
 
 from headrace import _core
+from headrace._aio import InlineAio
 from headrace._durations import seconds
 from headrace._options import CheckpointCodec, EngineOptions, Mode, OnCorrupt
 from headrace._polling import Poller, call_poll
@@ -21,8 +22,6 @@ from headrace.sources.runner import StreamRunner
 __all__ = ["CheckpointCodec", "Mode", "OnCorrupt", "Runtime", "on_output"]
 
 log = logging.getLogger("headrace")
-
-T = TypeVar("T")
 
 
 def on_output(node: str, fn: Callable[[Any], Any]) -> _core.OnOutput:
@@ -94,6 +93,13 @@ class Runtime(_core.Engine):
             close. (Inline, ``apush``/``afire`` run them on the caller's loop.)
             A loop passed in must be running, and ``drain()`` must not be
             called on its thread (the fire it waits for needs that loop).
+        offload_sync: Inline, on a graph with async callables: ``apush``,
+            ``apush_many`` and ``afire`` run the processor work on a helper
+            thread, so that the caller's loop stays free while sync nodes
+            run (for sync nodes that block or run long), at the cost of a
+            thread hop per call (100 µs or more). Default: the work runs on
+            the caller's thread, as ``push`` does, and only the async nodes
+            are awaited on the caller's loop.
         profile: Time every node of every fire: ``FireResult.node_ns`` maps
             each node that ran to its nanoseconds (None when off; off costs
             nothing).
@@ -126,6 +132,7 @@ class Runtime(_core.Engine):
         loop: asyncio.AbstractEventLoop | None = None,
         profile: bool = False,
         record_inputs: bool = False,
+        offload_sync: bool = False,
     ) -> Self:
         if not isinstance(graph, ComputationGraph):
             raise TypeError(f"Runtime needs a ComputationGraph, got {type(graph).__name__}")
@@ -185,9 +192,9 @@ class Runtime(_core.Engine):
         self._graph = graph
         self._writer = writer
         self._store = the_store if opened else None
-        # Inline with async callables: apush runs the processor work on a
-        # helper thread, the coroutines on the caller's loop.
-        self._lend_loop = mode == "inline" and graph.has_async
+        # Inline with async callables: apush runs the fire in a greenlet on
+        # the caller's thread and awaits the coroutines on the caller's loop.
+        self._aio = InlineAio(graph.name, offload_sync) if mode == "inline" and graph.has_async else None
         self._sources = runners
         self._poller = None
         try:
@@ -199,7 +206,7 @@ class Runtime(_core.Engine):
             raise
         return self
 
-    _lend_loop: bool
+    _aio: InlineAio | None
     _graph: ComputationGraph
     _writer: CheckpointWriter | None
     _store: CheckpointStore | None
@@ -252,34 +259,41 @@ class Runtime(_core.Engine):
 
     async def apush(self, name: str, event: Any) -> _core.FireResult | None:
         """``push`` for asyncio code. Inline, on a graph with async nodes or
-        accumulators, the processor work runs on a helper thread while their
-        coroutines run on the caller's loop, which is never blocked; on a graph
-        without any, it is ``push`` (the fire runs on the caller's thread).
-        Thread mode: ``push`` (returns once the event is queued).
+        accumulators, the fire runs on the caller's thread as under ``push``
+        until it reaches async callables, which are awaited on the caller's
+        loop (the ready ones together); the loop is free meanwhile. Calls
+        from several tasks take turns in the order they were made. A fire
+        that reaches no async node costs ``push`` plus a greenlet switch (a
+        few µs), one that awaits async nodes also a task and two turns of
+        the loop. On a graph
+        without any, it is ``push``. Thread mode: ``push`` (returns once the
+        event is queued).
+
+        Cancelling the awaiting task before its turn has come: the event is
+        not taken. After: the event was taken and its fire runs to its end
+        (its async nodes are not cancelled), so it is fired once, never lost;
+        the caller sees no result, and a failure is logged.
 
         Raises:
             NodeError: a node raised (or :class:`~headrace.FireTimeoutError`).
+            HeadraceError: awaited by an async node of one of this runtime's
+                own fires (which would wait for itself).
         """
-        if not self._lend_loop:
+        if self._aio is None:
             return self.push(name, event)
-        return await self._on_loop(self.push, name, event)
+        return await self._aio.call(self.push, name, event)
 
     async def apush_many(self, name: str, events: Iterable[Any]) -> _core.FireList | None:
         """``push_many`` for asyncio code, as :meth:`apush` is ``push``."""
-        if not self._lend_loop:
+        if self._aio is None:
             return self.push_many(name, events)
-        return await self._on_loop(self.push_many, name, list(events))
+        return await self._aio.call(self.push_many, name, list(events))
 
     async def afire(self) -> _core.FireResult | None:
         """``fire`` for asyncio code, as :meth:`apush` is ``push``."""
-        if not self._lend_loop:
+        if self._aio is None:
             return self.fire()
-        return await self._on_loop(self.fire)
-
-    async def _on_loop(self, method: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
-        result: T = await loop.run_in_executor(None, _core.call_with_loop, loop, method, *args)
-        return result
+        return await self._aio.call(self.fire)
 
     def checkpoint(self, timeout: float | None = 30.0) -> None:
         """Checkpoints everything accepted so far and waits until it is durable.

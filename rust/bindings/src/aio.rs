@@ -1,41 +1,32 @@
 //! The event loop that async nodes and accumulators run on, and the wait for
-//! them: the engine hands a run of coroutines to `headrace._aio.run`, which
-//! schedules them on the loop's own thread and waits (the wait releases the
-//! interpreter), so neither that loop nor the engine's thread spins.
+//! them: the engine hands a run of coroutines to `headrace._aio.run`. On the
+//! processor thread (thread mode) that schedules them on the loop's own thread
+//! and waits (the wait releases the interpreter), so neither that loop nor the
+//! engine's thread spins. Inside an inline `apush` it suspends the call, whose
+//! caller awaits them on its own loop (see `_aio.py`).
 
-use std::cell::RefCell;
 use std::sync::Mutex;
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::PyTuple;
-
-thread_local! {
-    /// The loop an `apush` lent to the thread running its processor work.
-    static LENT: RefCell<Option<Py<PyAny>>> = const { RefCell::new(None) };
-}
 
 fn helper<'py>(py: Python<'py>, name: &str) -> PyResult<&'py Bound<'py, PyAny>> {
     static RUN: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    static LENT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     static LOOP_THREAD: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    let cell = if name == "run" { &RUN } else { &LOOP_THREAD };
+    let cell = match name {
+        "run" => &RUN,
+        "lent" => &LENT,
+        _ => &LOOP_THREAD,
+    };
     cell.import(py, "headrace._aio", name)
 }
 
-/// Calls `function(*args)` with `loop` as the loop async nodes run on: what
-/// `Runtime.apush` runs on a helper thread while the caller's loop is free.
-#[pyfunction]
-#[pyo3(signature = (r#loop, function, *args))]
-pub fn call_with_loop(r#loop: Py<PyAny>, function: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>) -> PyResult<Py<PyAny>> {
-    let previous = LENT.with(|l| l.replace(Some(r#loop)));
-    let result = function.call1(args);
-    drop(LENT.with(|l| l.replace(previous)));
-    result.map(Bound::unbind)
-}
-
-/// The loop lent to this thread by `call_with_loop`, if any.
-pub fn lent(py: Python<'_>) -> Option<Py<PyAny>> {
-    LENT.with(|l| l.borrow().as_ref().map(|lp| lp.clone_ref(py)))
+/// Whether this inline call may await coroutines: the handle of the `apush`
+/// (or `afire`) it runs in, passed on to `run`; None for a sync call.
+pub fn lent(py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+    let lp = helper(py, "lent")?.call0()?;
+    Ok(if lp.is_none() { None } else { Some(lp.unbind()) })
 }
 
 /// A runtime's own loop: the one passed in (`Runtime(loop=...)`), or a

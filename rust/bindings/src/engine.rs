@@ -421,7 +421,7 @@ impl Engine {
         if !self.has_async || self.mode.kind() == ModeKind::Thread {
             return Ok(None);
         }
-        match aio::lent(py) {
+        match aio::lent(py)? {
             Some(lp) => Ok(Some(lp)),
             None if own_loop => self.aio.get(py).map(Some),
             None => Err(errors::needs_apush(py, &self.graph)),

@@ -39,7 +39,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<fire::Route>()?;
     m.add_class::<stats::Counters>()?;
     m.add_function(wrap_pyfunction!(compile_graph, m)?)?;
-    m.add_function(wrap_pyfunction!(aio::call_with_loop, m)?)?;
     m.add_function(wrap_pyfunction!(convert::encode_checkpoint, m)?)?;
     m.add_function(wrap_pyfunction!(convert::decode_checkpoint, m)?)?;
     m.add_function(wrap_pyfunction!(convert::read_component, m)?)?;
