@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -46,6 +48,63 @@ class Harness:
 
     def close(self) -> None:
         self.rt.close()
+
+
+class AsyncHarness(Harness):
+    """A Harness for graphs that may have async callables: inline pushes of
+    such a graph go through `apush` on a fresh event loop; the errors an
+    inline push raises are collected instead of raised."""
+
+    def __init__(self, graph: hr.ComputationGraph, mode: str, **options: Any) -> None:
+        super().__init__(graph, mode, **options)
+        self.errors: list[BaseException] = []
+
+    def push(self, name: str, *events: Any) -> None:  # type: ignore[override]
+        if self.rt.mode == "thread":
+            for e in events:
+                self.rt.push(name, e)
+            self.settle()
+            return
+
+        async def each() -> None:
+            for e in events:
+                try:
+                    await self.rt.apush(name, e)
+                except hr.HeadraceError as err:
+                    self.errors.append(err)
+
+        asyncio.run(each())
+
+    def outputs(self, node: str) -> list[Any]:
+        return [f.outputs[node] for f in self.fires if f.ok and node in f.outputs]
+
+    def wait_for(self, count: int) -> None:
+        """Thread mode retries on its timer: wait (up to 30 s) for `count` fires."""
+        deadline = time.monotonic() + 30
+        while self.rt.mode == "thread" and len(self.fires) < count and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    def retry(self) -> None:
+        """Inline: retries failed inputs now (thread mode does on its timer)."""
+        if self.rt.mode == "inline":
+            try:
+                self.rt.drain()
+            except hr.HeadraceError as err:
+                self.errors.append(err)
+
+
+@pytest.fixture
+def async_harness(mode: str) -> Iterator[Any]:
+    made: list[AsyncHarness] = []
+
+    def make(graph: hr.ComputationGraph, **options: Any) -> AsyncHarness:
+        h = AsyncHarness(graph, mode, **options)
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        h.close()
 
 
 @pytest.fixture

@@ -16,49 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import headrace as hr
-
-
-class Run:
-    """A runtime plus its fires, the same way in both modes: inline pushes go
-    through apush on a fresh event loop, thread pushes are drained."""
-
-    def __init__(self, graph: hr.ComputationGraph, mode: str, **options: Any) -> None:
-        self.fires: list[hr.FireResult] = []
-        self.errors: list[BaseException] = []
-        self.rt = hr.Runtime(graph, mode=mode, on_fire=self.fires.append, **options)  # type: ignore[arg-type]
-
-    def push(self, name: str, *events: Any) -> None:
-        if self.rt.mode == "thread":
-            for e in events:
-                self.rt.push(name, e)
-            self.rt.drain(timeout=30)
-            return
-
-        async def go() -> None:
-            for e in events:
-                try:
-                    await self.rt.apush(name, e)
-                except hr.HeadraceError as err:
-                    self.errors.append(err)
-
-        asyncio.run(go())
-
-    def outputs(self, node: str) -> list[Any]:
-        return [f.outputs[node] for f in self.fires if f.ok and node in f.outputs]
-
-
-@pytest.fixture
-def run(mode: str) -> Iterator[Any]:
-    made: list[Run] = []
-
-    def make(graph: hr.ComputationGraph, **options: Any) -> Run:
-        r = Run(graph, mode, **options)
-        made.append(r)
-        return r
-
-    yield make
-    for r in made:
-        r.rt.close()
+from tests.conftest import AsyncHarness
 
 
 def price_graph(**kw: Any) -> hr.ComputationGraph:
@@ -85,7 +43,7 @@ class Overlap:
             self.now -= 1
 
 
-def test_async_nodes_are_awaited_and_their_results_passed_on(run: Any) -> None:
+def test_async_nodes_are_awaited_and_their_results_passed_on(async_harness: Any) -> None:
     g = price_graph()
 
     @g.node
@@ -97,12 +55,12 @@ def test_async_nodes_are_awaited_and_their_results_passed_on(run: Any) -> None:
     def plus_one(double: int) -> int:
         return double + 1
 
-    r = run(g)
+    r = async_harness(g)
     r.push("price", 1, 2, 3)
     assert r.outputs("plus_one") == [3, 5, 7]
 
 
-def test_a_fan_out_of_two_async_calls_takes_the_slower_not_the_sum(run: Any) -> None:
+def test_a_fan_out_of_two_async_calls_takes_the_slower_not_the_sum(async_harness: Any) -> None:
     g = price_graph()
     overlap = Overlap()
 
@@ -120,7 +78,7 @@ def test_a_fan_out_of_two_async_calls_takes_the_slower_not_the_sum(run: Any) -> 
     def best(venue_a: int, venue_b: int) -> int:
         return venue_a + venue_b
 
-    r = run(g)
+    r = async_harness(g)
     started = time.perf_counter()
     r.push("price", 5)
     took = time.perf_counter() - started
@@ -129,7 +87,7 @@ def test_a_fan_out_of_two_async_calls_takes_the_slower_not_the_sum(run: Any) -> 
     assert took < 0.4, f"two 0.2 s calls took {took:.3f} s: not less than their sum"
 
 
-def test_async_accumulators_are_awaited(run: Any) -> None:
+def test_async_accumulators_are_awaited(async_harness: Any) -> None:
     @hr.passthrough_accumulator
     async def price(e: int) -> int:
         await asyncio.sleep(0)
@@ -146,13 +104,13 @@ def test_async_accumulators_are_awaited(run: Any) -> None:
     def seen(price: int, fills: int | None) -> tuple[int, int | None]:
         return price, fills
 
-    r = run(g)
+    r = async_harness(g)
     r.push("fills", 1, 2)
     r.push("price", 1)
     assert r.outputs("seen") == [(10, 3)]
 
 
-def test_an_async_node_that_raises_fails_the_fire_and_is_retried(run: Any) -> None:
+def test_an_async_node_that_raises_fails_the_fire_and_is_retried(async_harness: Any) -> None:
     g = price_graph(input_strategy="sequential")
     calls: list[int] = []
 
@@ -163,7 +121,7 @@ def test_an_async_node_that_raises_fails_the_fire_and_is_retried(run: Any) -> No
             raise ZeroDivisionError("flaky")
         return price
 
-    r = run(g)
+    r = async_harness(g)
     r.push("price", 1, 2)
     assert r.outputs("check") == [1, 2]
     failed = [f for f in r.fires if not f.ok]
@@ -174,7 +132,7 @@ def test_an_async_node_that_raises_fails_the_fire_and_is_retried(run: Any) -> No
         assert isinstance(r.errors[0].__cause__, ZeroDivisionError)
 
 
-def test_an_async_node_on_a_branch_not_taken_is_never_called(run: Any) -> None:
+def test_an_async_node_on_a_branch_not_taken_is_never_called(async_harness: Any) -> None:
     g = price_graph()
     called: list[int] = []
 
@@ -191,7 +149,7 @@ def test_an_async_node_on_a_branch_not_taken_is_never_called(run: Any) -> None:
     def fast(decide: int) -> int:
         return decide
 
-    r = run(g)
+    r = async_harness(g)
     r.push("price", 1, 2, 500)
     assert r.outputs("fast") == [1, 2]
     assert called == [500]
@@ -224,7 +182,7 @@ def test_any_mix_of_async_nodes_gives_what_the_sync_graph_gives(mode: str, flags
             g.node(name=name)(fn)
         return g
 
-    mixed, plain = Run(build(flags), mode), Run(build([False] * 5), mode)
+    mixed, plain = AsyncHarness(build(flags), mode), AsyncHarness(build([False] * 5), mode)
     try:
         mixed.push("price", 1, 2)
         plain.push("price", 1, 2)

@@ -17,57 +17,6 @@ import pytest
 import headrace as hr
 
 
-class Run:
-    """A runtime plus its fires and (inline) raised errors, in both modes."""
-
-    def __init__(self, graph: hr.ComputationGraph, mode: str, **options: Any) -> None:
-        self.fires: list[hr.FireResult] = []
-        self.errors: list[BaseException] = []
-        self.rt = hr.Runtime(graph, mode=mode, on_fire=self.fires.append, **options)  # type: ignore[arg-type]
-
-    def push(self, name: str, *events: Any) -> None:
-        for e in events:
-            if self.rt.mode == "thread":
-                self.rt.push(name, e)
-                continue
-            try:
-                if self.rt.graph.has_async:
-                    asyncio.run(self.rt.apush(name, e))
-                else:
-                    self.rt.push(name, e)
-            except hr.HeadraceError as err:
-                self.errors.append(err)
-        if self.rt.mode == "thread":
-            self.rt.drain(timeout=30)
-
-    def wait_for(self, count: int) -> None:
-        """Thread mode retries on its timer: wait for `count` fires."""
-        deadline = time.monotonic() + 30
-        while self.rt.mode == "thread" and len(self.fires) < count and time.monotonic() < deadline:
-            time.sleep(0.005)
-
-    def retry(self) -> None:
-        if self.rt.mode == "inline":
-            try:
-                self.rt.drain()
-            except hr.HeadraceError as err:
-                self.errors.append(err)
-
-
-@pytest.fixture
-def run(mode: str) -> Iterator[Any]:
-    made: list[Run] = []
-
-    def make(graph: hr.ComputationGraph, **options: Any) -> Run:
-        r = Run(graph, mode, **options)
-        made.append(r)
-        return r
-
-    yield make
-    for r in made:
-        r.rt.close()
-
-
 def price_graph(**kw: Any) -> hr.ComputationGraph:
     @hr.passthrough_accumulator
     def price(e: Any) -> Any:
@@ -76,7 +25,7 @@ def price_graph(**kw: Any) -> hr.ComputationGraph:
     return hr.ComputationGraph("deadlines", accumulators=[price], **kw)
 
 
-def test_past_the_fire_timeout_the_rest_is_skipped_and_the_node_named(run: Any) -> None:
+def test_past_the_fire_timeout_the_rest_is_skipped_and_the_node_named(async_harness: Any) -> None:
     g = price_graph(fire_timeout="20ms")
     ran: list[str] = []
 
@@ -91,7 +40,7 @@ def test_past_the_fire_timeout_the_rest_is_skipped_and_the_node_named(run: Any) 
         ran.append("second")
         return first
 
-    r = run(g, max_attempts=1)
+    r = async_harness(g, max_attempts=1)
     r.push("price", 1)
     assert ran == ["first"], "nothing runs once the deadline has passed"
     [fire] = r.fires
@@ -105,7 +54,7 @@ def test_past_the_fire_timeout_the_rest_is_skipped_and_the_node_named(run: Any) 
         assert r.errors == [error] and error.fire is not None and error.fire.id == fire.id
 
 
-def test_a_sync_node_past_its_own_timeout_fails_the_fire(run: Any) -> None:
+def test_a_sync_node_past_its_own_timeout_fails_the_fire(async_harness: Any) -> None:
     g = price_graph()
 
     @g.node(timeout="10ms")
@@ -113,7 +62,7 @@ def test_a_sync_node_past_its_own_timeout_fails_the_fire(run: Any) -> None:
         time.sleep(0.04)
         return price
 
-    r = run(g, max_attempts=1)
+    r = async_harness(g, max_attempts=1)
     r.push("price", 1)
     error = r.fires[0].error
     assert isinstance(error, hr.FireTimeoutError)
@@ -121,7 +70,7 @@ def test_a_sync_node_past_its_own_timeout_fails_the_fire(run: Any) -> None:
     assert "its timeout (10ms)" in str(error)
 
 
-def test_an_async_node_past_its_timeout_is_cancelled(run: Any) -> None:
+def test_an_async_node_past_its_timeout_is_cancelled(async_harness: Any) -> None:
     g = price_graph()
     cancelled: list[bool] = []
 
@@ -138,7 +87,7 @@ def test_an_async_node_past_its_timeout_is_cancelled(run: Any) -> None:
     async def quick(price: int) -> int:
         return price
 
-    r = run(g, max_attempts=1)
+    r = async_harness(g, max_attempts=1)
     r.push("price", 1)
     assert cancelled == [True]
     error = r.fires[0].error
@@ -146,7 +95,7 @@ def test_an_async_node_past_its_timeout_is_cancelled(run: Any) -> None:
     assert "was cancelled at its timeout (30ms)" in str(error)
 
 
-def test_an_async_node_is_cancelled_at_what_is_left_of_the_fire(run: Any) -> None:
+def test_an_async_node_is_cancelled_at_what_is_left_of_the_fire(async_harness: Any) -> None:
     g = price_graph(fire_timeout="40ms")
 
     @g.node
@@ -154,13 +103,13 @@ def test_an_async_node_is_cancelled_at_what_is_left_of_the_fire(run: Any) -> Non
         await asyncio.sleep(30)
         return price
 
-    r = run(g, max_attempts=1)
+    r = async_harness(g, max_attempts=1)
     r.push("price", 1)
     error = r.fires[0].error
     assert isinstance(error, hr.FireTimeoutError) and error.deadline == "fire" and error.node == "stuck"
 
 
-def test_a_node_that_raises_its_own_timeout_error_is_not_a_deadline(run: Any) -> None:
+def test_a_node_that_raises_its_own_timeout_error_is_not_a_deadline(async_harness: Any) -> None:
     g = price_graph(fire_timeout="10s")
 
     @g.node
@@ -169,7 +118,7 @@ def test_a_node_that_raises_its_own_timeout_error_is_not_a_deadline(run: Any) ->
             await asyncio.sleep(1)
         return price
 
-    r = run(g, max_attempts=1)
+    r = async_harness(g, max_attempts=1)
     r.push("price", 1)
     error = r.fires[0].error
     assert isinstance(error, TimeoutError) and not isinstance(error, hr.FireTimeoutError)
@@ -190,11 +139,11 @@ class SlowFirst:
 
 
 @pytest.mark.parametrize("strategy", ["latest", "sequential"])
-def test_a_timed_out_fire_keeps_its_inputs_and_is_retried(run: Any, strategy: str) -> None:
+def test_a_timed_out_fire_keeps_its_inputs_and_is_retried(async_harness: Any, strategy: str) -> None:
     g = price_graph(fire_timeout="10ms", input_strategy=strategy)
     node = SlowFirst(slow=1)
     g.node(name="n")(lambda price: node(price))
-    r = run(g, max_attempts=3, retry_backoff=0)
+    r = async_harness(g, max_attempts=3, retry_backoff=0)
     r.push("price", 1)
     r.retry()
     r.wait_for(2)
@@ -203,11 +152,11 @@ def test_a_timed_out_fire_keeps_its_inputs_and_is_retried(run: Any, strategy: st
     assert r.rt.stats()["fires_failed"] == 1 and not r.rt.stats()["dead_letters"]
 
 
-def test_a_sequential_boundary_that_keeps_timing_out_is_dead_lettered(run: Any) -> None:
+def test_a_sequential_boundary_that_keeps_timing_out_is_dead_lettered(async_harness: Any) -> None:
     g = price_graph(fire_timeout="10ms", input_strategy="sequential")
     node = SlowFirst(slow=2)
     g.node(name="n")(lambda price: node(price))
-    r = run(g, max_attempts=2, retry_backoff=0)
+    r = async_harness(g, max_attempts=2, retry_backoff=0)
     r.push("price", 1)
     r.retry()
     r.wait_for(2)
