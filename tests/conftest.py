@@ -93,12 +93,12 @@ class AsyncHarness(Harness):
                 self.errors.append(err)
 
 
-@pytest.fixture
-def async_harness(mode: str) -> Iterator[Any]:
-    made: list[AsyncHarness] = []
+def _harnesses(cls: type[Harness], mode: str) -> Iterator[Any]:
+    """A factory of `cls` harnesses in `mode`, all closed at the test's end."""
+    made: list[Harness] = []
 
-    def make(graph: hr.ComputationGraph, **options: Any) -> AsyncHarness:
-        h = AsyncHarness(graph, mode, **options)
+    def make(graph: hr.ComputationGraph, **options: Any) -> Harness:
+        h = cls(graph, mode, **options)
         made.append(h)
         return h
 
@@ -109,16 +109,12 @@ def async_harness(mode: str) -> Iterator[Any]:
 
 @pytest.fixture
 def harness(mode: str) -> Iterator[Any]:
-    made: list[Harness] = []
+    yield from _harnesses(Harness, mode)
 
-    def make(graph: hr.ComputationGraph, **options: Any) -> Harness:
-        h = Harness(graph, mode, **options)
-        made.append(h)
-        return h
 
-    yield make
-    for h in made:
-        h.close()
+@pytest.fixture
+def async_harness(mode: str) -> Iterator[Any]:
+    yield from _harnesses(AsyncHarness, mode)
 
 
 def _service(variable: str, what: str, start: str) -> str:
