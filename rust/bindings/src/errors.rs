@@ -186,7 +186,9 @@ fn build(py: Python<'_>, e: Error) -> PyResult<PyErr> {
         Error::Reentrant { graph } => plain(
             headrace_error(py)?,
             format!(
-                "graph '{graph}': push/fire called from inside one of its own fires; in inline mode a fire cannot start another (use mode=\"thread\")"
+                "graph '{graph}': called from inside one of its own fires, or on the event loop while an apush of it awaits \
+                 its async nodes; in inline mode a fire cannot start another (use mode=\"thread\"), and on the loop use \
+                 apush/apush_many/afire, which wait their turn"
             ),
         ),
         Error::OwnThread { what } => plain(headrace_error(py)?, format!("{what} called from inside a fire would wait for itself")),
