@@ -724,3 +724,4 @@ mod forward;
 mod concurrency;
 mod deadlines;
 mod apply;
+mod progress;
