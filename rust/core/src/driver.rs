@@ -38,6 +38,9 @@ pub const MAX_BATCH: usize = 1024;
 /// which is one already) cannot beat the never-parking bound. An adaptive
 /// window burns up to 1 ms of CPU per idle period for no measurable gain, so
 /// the simple fixed window stays. The spin runs detached (GIL released).
+/// (All of these predate the processor thread keeping its Python thread
+/// state across batches, which cut the same p50 to about 5.5 µs, a third of
+/// the hop's, with or without the spin.)
 fn spin_for<V>(rx: &Receiver<Item<V>>, spin: Duration) -> Option<Item<V>> {
     if spin.is_zero() {
         return None;
