@@ -725,3 +725,4 @@ mod concurrency;
 mod deadlines;
 mod apply;
 mod progress;
+mod spin;
