@@ -25,9 +25,10 @@ def table(results: list[Result]) -> str:
     lines = [head, "-" * len(head)]
     for r in results:
         fmt = {"events/s": "{:>14,.0f}", "ms": "{:>12.2f}ms"}.get(r.unit, "{:>12.2f}µs")
+        spread = r.extra.get("ratio_range") or r.extra.get("p50_ratio_range")
         lines.append(
             f"{r.workload:<20} {r.variant:<20} {fmt.format(r.value)} {fmt.format(r.baseline)} "
-            f"{r.ratio:>6.2f}x  {r.target}"
+            f"{r.ratio:>6.2f}x  {r.target}" + (f"  [{spread[0]:.2f}-{spread[1]:.2f}]" if spread else "")
         )
     lines.append("ratio = headrace / plain-Python loop calling the same functions, same run")
     lines.append("(W1b's baseline decodes with json.loads in the loop; Kafka's is confluent-kafka's bare")
@@ -39,6 +40,9 @@ def table(results: list[Result]) -> str:
     lines.append(" W3 gap: 50 µs idle before each event; thread's baseline is a bare SimpleQueue hop to a")
     lines.append(" Python thread calling the same functions, send -> callback, measured the same way)")
     lines.append("(throughput: higher is better; latency: lower is better)")
+    lines.append("(baseline and variants run interleaved, round-robin in one run: throughput is the median")
+    lines.append(" of --runs rounds, latency pools blocks of events taken in turns; [lo-hi] is the range of")
+    lines.append(" the per-round ratios (latency: of the per-round p50s))")
     return "\n".join(lines)
 
 
@@ -46,7 +50,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benches", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--out", default="bench-results", help="folder for JSON results")
-    parser.add_argument("--runs", type=int, default=3, help="repetitions per throughput figure (median)")
+    parser.add_argument("--runs", type=int, default=3, help="interleaved rounds per throughput figure (median)")
     args = parser.parse_args()
 
     scale = 20 if args.quick else 1

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import headrace as hr
 from benches import workloads
-from benches.workloads import Result, best_of, rate
+from benches.interleave import interleaved
+from benches.workloads import Result, rates, throughput
 from headrace import _core
 from headrace.checkpoint import open_store
 
@@ -124,11 +125,11 @@ def w1_checkpointed(n: int, runs: int) -> list[Result]:
                 rt.drain()
                 assert rt.stats()["checkpoint"]["failures"] == 0
 
-    base = best_of(runs, lambda: rate(n, plain))
+    r = interleaved(runs, rates(n, {"plain": plain, "check": lambda: checkpointed(True), "nocheck": lambda: checkpointed(False)}))
     return [
-        Result("W1 + checkpoints", "thread, sqlite, /1000", best_of(runs, lambda: rate(n, lambda: checkpointed(True))), "events/s", base, "higher", ">= 0.9x (vs W1 thread)"),
+        throughput(r, "W1 + checkpoints", "thread, sqlite, /1000", "check", "plain", ">= 0.9x (vs W1 thread)"),
         # The same without checking each boundary for checkpointability on entry.
-        Result("W1 + checkpoints", "... check off", best_of(runs, lambda: rate(n, lambda: checkpointed(False))), "events/s", base, "higher", "report"),
+        throughput(r, "W1 + checkpoints", "... check off", "nocheck", "plain", "report"),
     ]
 
 

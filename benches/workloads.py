@@ -16,6 +16,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import headrace as hr
+from benches.interleave import (
+    LATENCY_ROUNDS,
+    Rounds,
+    interleaved,
+    interleaved_blocks,
+    p50_ratio_range,
+    pooled,
+    split,
+)
 
 # --- the user's functions, shared by headrace and the baselines -----------------------
 
@@ -131,15 +140,24 @@ class Result:
         return self.value / self.baseline if self.baseline else float("nan")
 
 
-def best_of(runs: int, fn: Callable[[], float]) -> float:
-    """Median of `runs` throughput figures (noise on a shared machine is large)."""
-    return statistics.median(fn() for _ in range(runs))
-
-
 def rate(n: int, fn: Callable[[], object]) -> float:
     started = time.perf_counter()
     fn()
     return n / (time.perf_counter() - started)
+
+
+def rates(n: int, fns: dict[str, Callable[[], object]]) -> dict[str, Callable[[], float]]:
+    """Each variant as a callable returning its events/s over `n` events."""
+    return {name: (lambda fn=fn: rate(n, fn)) for name, fn in fns.items()}  # type: ignore[misc]
+
+
+def throughput(rounds: Rounds, workload: str, variant: str, name: str, base: str, target: str) -> Result:
+    """A throughput row: medians over interleaved rounds, and the range of the
+    per-round ratios to `base`."""
+    return Result(
+        workload, variant, rounds.median(name), "events/s", rounds.median(base), "higher", target,
+        {"runs": len(rounds.figures[name]), "ratio_range": rounds.ratio_range(name, base)},
+    )
 
 
 def w1(n: int, runs: int) -> list[Result]:
@@ -213,28 +231,31 @@ def w1(n: int, runs: int) -> list[Result]:
             fires = rt.push_many("orderbook", data)
             assert fires is not None and len(fires) == n
 
-    base = best_of(runs, lambda: rate(n, baseline))
-    base_append = best_of(runs, lambda: rate(n, baseline_append))
-    base_book = best_of(runs, lambda: rate(n, baseline_book_append))
+    r = interleaved(runs, rates(n, {
+        "base": baseline, "base_append": baseline_append, "base_book": baseline_book_append,
+        "inline": inline, "profiled": profiled, "thread": thread,
+        "inline_results": inline_results, "inline_column": inline_column(False), "thread_sink": thread_sink(False),
+        "inline_column_fwd": inline_column(True), "thread_sink_fwd": thread_sink(True),
+        "idle_sync": lambda: idle_branch(False), "idle_async": lambda: idle_branch(True),
+    }))
     tgt_i, tgt_t = ">= 0.9x", ">= 0.8x"
-    # Profiling's cost per fire: inline with and without it, interleaved.
-    pairs = [(rate(n, inline), rate(n, profiled)) for _ in range(runs)]
-    extra_ns = statistics.median(1e9 / p - 1e9 / i for i, p in pairs)
-    profile_row = Result(
-        "W1 throughput", "inline, profile=True", statistics.median(p for _, p in pairs), "events/s", base, "higher",
-        f"<= +250 ns/fire (+{extra_ns:.0f} ns)", {"extra_ns_per_fire": round(extra_ns, 1)},
+    # Profiling's cost per fire: inline with and without it, per round.
+    extra_ns = statistics.median(
+        1e9 / p - 1e9 / i for i, p in zip(r.figures["inline"], r.figures["profiled"], strict=True)
     )
+    profile_row = throughput(r, "W1 throughput", "inline, profile=True", "profiled", "base", f"<= +250 ns/fire (+{extra_ns:.0f} ns)")
+    profile_row.extra["extra_ns_per_fire"] = round(extra_ns, 1)
     return [
-        Result("W1 throughput", "inline push_many", best_of(runs, lambda: rate(n, inline)), "events/s", base, "higher", tgt_i),
+        throughput(r, "W1 throughput", "inline push_many", "inline", "base", tgt_i),
         profile_row,
-        Result("W1 throughput", "thread push_many", best_of(runs, lambda: rate(n, thread)), "events/s", base, "higher", tgt_t),
-        Result("W1 + results", "inline FireResult", best_of(runs, lambda: rate(n, inline_results)), "events/s", base_append, "higher", "report"),
-        Result("W1 + results", "inline .outputs()", best_of(runs, lambda: rate(n, inline_column(False))), "events/s", base_append, "higher", tgt_i),
-        Result("W1 + results", "thread on_output", best_of(runs, lambda: rate(n, thread_sink(False))), "events/s", base_append, "higher", tgt_t),
-        Result("W1 no acc fn", "inline .outputs()", best_of(runs, lambda: rate(n, inline_column(True))), "events/s", base_book, "higher", tgt_i),
-        Result("W1 no acc fn", "thread on_output", best_of(runs, lambda: rate(n, thread_sink(True))), "events/s", base_book, "higher", tgt_t),
-        Result("W1 throughput", "inline, router + idle sync branch", best_of(runs, lambda: rate(n, lambda: idle_branch(False))), "events/s", base, "higher", "ref"),
-        Result("W1 throughput", "inline, router + idle async node", best_of(runs, lambda: rate(n, lambda: idle_branch(True))), "events/s", base, "higher", "= row above"),
+        throughput(r, "W1 throughput", "thread push_many", "thread", "base", tgt_t),
+        throughput(r, "W1 + results", "inline FireResult", "inline_results", "base_append", "report"),
+        throughput(r, "W1 + results", "inline .outputs()", "inline_column", "base_append", tgt_i),
+        throughput(r, "W1 + results", "thread on_output", "thread_sink", "base_append", tgt_t),
+        throughput(r, "W1 no acc fn", "inline .outputs()", "inline_column_fwd", "base_book", tgt_i),
+        throughput(r, "W1 no acc fn", "thread on_output", "thread_sink_fwd", "base_book", tgt_t),
+        throughput(r, "W1 throughput", "inline, router + idle sync branch", "idle_sync", "base", "ref"),
+        throughput(r, "W1 throughput", "inline, router + idle async node", "idle_async", "base", "= row above"),
     ]
 
 
@@ -265,28 +286,16 @@ def w1_apush(n: int, runs: int) -> list[Result]:
         with hr.Runtime(graph, mode="inline") as rt:
             asyncio.run(go(rt))
 
-    base = best_of(runs, lambda: rate(n, baseline))
+    r = interleaved(runs, rates(n, {
+        "base": baseline, "push": push, "apush": lambda: apush(w1_graph()),
+        "apush_idle": lambda: apush(w1_idle_branch_graph(True)),
+        "apush_runs": lambda: apush(w1_async_graph()),
+    }))
     return [
-        Result("W1 per-event from asyncio", "inline push", best_of(runs, lambda: rate(n, push)), "events/s", base, "higher", "ref"),
-        Result("W1 per-event from asyncio", "inline apush (no async nodes)", best_of(runs, lambda: rate(n, lambda: apush(w1_graph()))), "events/s", base, "higher", "~ push"),
-        Result(
-            "W1 per-event from asyncio",
-            "inline apush (idle async node)",
-            best_of(runs, lambda: rate(n, lambda: apush(w1_idle_branch_graph(True)))),
-            "events/s",
-            base,
-            "higher",
-            "report",
-        ),
-        Result(
-            "W1 per-event from asyncio",
-            "inline apush (async node runs)",
-            best_of(runs, lambda: rate(n, lambda: apush(w1_async_graph()))),
-            "events/s",
-            base,
-            "higher",
-            "report",
-        ),
+        throughput(r, "W1 per-event from asyncio", "inline push", "push", "base", "ref"),
+        throughput(r, "W1 per-event from asyncio", "inline apush (no async nodes)", "apush", "base", "~ push"),
+        throughput(r, "W1 per-event from asyncio", "inline apush (idle async node)", "apush_idle", "base", "report"),
+        throughput(r, "W1 per-event from asyncio", "inline apush (async node runs)", "apush_runs", "base", "report"),
     ]
 
 
@@ -371,14 +380,17 @@ def w2(n_each: int, runs: int) -> list[Result]:
             rt.drain()
         assert len(out) == total - 1
 
-    base = best_of(runs, lambda: rate(total, lambda: plain(pairs, orderbook_fn, None)))
-    # Book-shaped events need no accumulator call in the plain loop either.
-    base_book = best_of(runs, lambda: rate(total, lambda: plain(book_pairs, None, [])))
+    r = interleaved(runs, rates(total, {
+        "base": lambda: plain(pairs, orderbook_fn, None),
+        # Book-shaped events need no accumulator call in the plain loop either.
+        "base_book": lambda: plain(book_pairs, None, []),
+        "inline": inline, "thread": thread, "inline_column": inline_column, "thread_sink": thread_sink,
+    }))
     return [
-        Result("W2 when_all x2", "inline push_pairs", best_of(runs, lambda: rate(total, inline)), "events/s", base, "higher", ">= 0.8x"),
-        Result("W2 when_all x2", "thread push_pairs", best_of(runs, lambda: rate(total, thread)), "events/s", base, "higher", ">= 0.8x"),
-        Result("W2 no acc fn", "inline .outputs()", best_of(runs, lambda: rate(total, inline_column)), "events/s", base_book, "higher", ">= 0.8x"),
-        Result("W2 no acc fn", "thread on_output", best_of(runs, lambda: rate(total, thread_sink)), "events/s", base_book, "higher", ">= 0.8x"),
+        throughput(r, "W2 when_all x2", "inline push_pairs", "inline", "base", ">= 0.8x"),
+        throughput(r, "W2 when_all x2", "thread push_pairs", "thread", "base", ">= 0.8x"),
+        throughput(r, "W2 no acc fn", "inline .outputs()", "inline_column", "base_book", ">= 0.8x"),
+        throughput(r, "W2 no acc fn", "thread on_output", "thread_sink", "base_book", ">= 0.8x"),
     ]
 
 
@@ -406,10 +418,10 @@ def w1_bytes(n: int, runs: int) -> list[Result]:
             for b in raw:
                 push_bytes("orderbook", b)
 
-    base = best_of(runs, lambda: rate(n, baseline))
+    r = interleaved(runs, rates(n, {"base": baseline, "orjson": baseline_orjson, "inline": inline}))
     return [
-        Result("W1b JSON bytes", "plain loop + orjson", best_of(runs, lambda: rate(n, baseline_orjson)), "events/s", base, "higher", "ref"),
-        Result("W1b JSON bytes", "inline push_bytes", best_of(runs, lambda: rate(n, inline)), "events/s", base, "higher", "report"),
+        throughput(r, "W1b JSON bytes", "plain loop + orjson", "orjson", "base", "ref"),
+        throughput(r, "W1b JSON bytes", "inline push_bytes", "inline", "base", "report"),
     ]
 
 
@@ -422,59 +434,93 @@ def percentiles(samples_ns: list[int]) -> dict[str, float]:
     return {"p50": at(0.50), "p99": at(0.99), "p99.9": at(0.999)}
 
 
-def w3_inline(n: int) -> list[Result]:
-    data = events(n, seed=3)
-    clock = time.perf_counter_ns
+def latency(
+    workload: str, blocks: dict[str, list[list[int]]], name: str, base: str, targets: dict[str, str], extra: dict[str, Any]
+) -> list[Result]:
+    """Latency rows: percentiles over every round's samples, and the range of
+    the per-round p50 ratios to `base`."""
+    ours, theirs = percentiles(pooled(blocks[name])), percentiles(pooled(blocks[base]))
+    extra = extra | {"rounds": len(blocks[name])}
+    spread = {"p50_ratio_range": p50_ratio_range(blocks[name], blocks[base])}
+    return [
+        Result(workload, q, ours[q], "µs", theirs[q], "lower", t, extra | (spread if q == "p50" else {}))
+        for q, t in targets.items()
+    ]
 
-    base_samples = []
+
+def chain_samples(data: list[dict[str, float]], gap_ns: int = 0) -> list[int]:
+    """The plain function chain called in this thread, timed around the call."""
+    clock = time.perf_counter_ns
+    samples = []
     for e in data:
+        if gap_ns:
+            idle(gap_ns)
         t0 = clock()
         emit_fn(compute_fn(orderbook_fn(e)))
-        base_samples.append(clock() - t0)
+        samples.append(clock() - t0)
+    return samples
 
+
+def push_samples(rt: hr.Runtime, data: list[dict[str, float]], gap_ns: int = 0) -> list[int]:
+    """Inline push, timed around the call."""
+    clock = time.perf_counter_ns
+    push = rt.push
     samples = []
-    with hr.Runtime(w1_graph(), mode="inline") as rt:
-        push = rt.push
+    for e in data:
+        if gap_ns:
+            idle(gap_ns)
+        t0 = clock()
+        push("orderbook", e)
+        samples.append(clock() - t0)
+    return samples
+
+
+class Hops:
+    """One event in flight to another thread: the time from sending it to the
+    callback there (a fire's on_fire, or the consumer of a bare queue)."""
+
+    def __init__(self) -> None:
+        self.fired = threading.Event()
+        self.sent = 0
+        self.samples: list[int] = []
+
+    def arrived(self, *_: object) -> None:
+        self.samples.append(time.perf_counter_ns() - self.sent)
+        self.fired.set()
+
+    def run(self, send: Callable[[dict[str, float]], object], data: list[dict[str, float]], gap_ns: int = 0) -> list[int]:
+        self.samples = []
+        clock = time.perf_counter_ns
         for e in data:
-            t0 = clock()
-            push("orderbook", e)
-            samples.append(clock() - t0)
-    base, ours = percentiles(base_samples), percentiles(samples)
+            if gap_ns:
+                idle(gap_ns)
+            self.fired.clear()
+            self.sent = clock()
+            send(e)
+            self.fired.wait(5)
+        return self.samples
+
+
+def w3_inline(n: int) -> list[Result]:
+    data = split(events(n, seed=3), LATENCY_ROUNDS)
+    with hr.Runtime(w1_graph(), mode="inline") as rt:
+        blocks = interleaved_blocks(LATENCY_ROUNDS, {
+            "base": lambda k: chain_samples(data[k]),
+            "ours": lambda k: push_samples(rt, data[k]),
+        })
     targets = {"p50": "<= 1.3x", "p99": "<= 2x", "p99.9": ""}
-    return [
-        Result("W3 latency inline", q, ours[q], "µs", base[q], "lower", targets[q], {"samples": n})
-        for q in ("p50", "p99", "p99.9")
-    ]
+    return latency("W3 latency inline", blocks, "ours", "base", targets, {"samples": n})
 
 
 def w3_thread(n: int) -> list[Result]:
-    data = events(n, seed=4)
-    clock = time.perf_counter_ns
-    samples: list[int] = []
-    fired = threading.Event()
-    sent = [0]
-
-    def on_fire(result: hr.FireResult) -> None:
-        samples.append(clock() - sent[0])
-        fired.set()
-
-    base_samples = []
-    for e in data:
-        t0 = clock()
-        emit_fn(compute_fn(orderbook_fn(e)))
-        base_samples.append(clock() - t0)
-
-    with hr.Runtime(w1_graph(), mode="thread", on_fire=on_fire) as rt:
-        for e in data:
-            fired.clear()
-            sent[0] = clock()
-            rt.push("orderbook", e)
-            fired.wait(5)
-    base, ours = percentiles(base_samples), percentiles(samples)
-    return [
-        Result("W3 latency thread", q, ours[q], "µs", base[q], "lower", "report", {"samples": n})
-        for q in ("p50", "p99")
-    ]
+    data = split(events(n, seed=4), LATENCY_ROUNDS)
+    hops = Hops()
+    with hr.Runtime(w1_graph(), mode="thread", on_fire=hops.arrived) as rt:
+        blocks = interleaved_blocks(LATENCY_ROUNDS, {
+            "base": lambda k: chain_samples(data[k]),
+            "ours": lambda k: hops.run(lambda e: rt.push("orderbook", e), data[k]),
+        })
+    return latency("W3 latency thread", blocks, "ours", "base", {"p50": "report", "p99": "report"}, {"samples": n})
 
 
 #: Idle time before each event of the W3-with-gap variants (sporadic market data).
@@ -492,86 +538,42 @@ def idle(ns: int) -> None:
 def w3_gap_inline(n: int) -> list[Result]:
     """W3 with one event in flight and a 50 µs idle gap before each: the plain
     function chain vs inline push, both measured around the call alone."""
-    data = events(n, seed=8)
-    clock = time.perf_counter_ns
-    base_samples = []
-    for e in data:
-        idle(GAP_NS)
-        t0 = clock()
-        emit_fn(compute_fn(orderbook_fn(e)))
-        base_samples.append(clock() - t0)
-    samples = []
+    data = split(events(n, seed=8), LATENCY_ROUNDS)
     with hr.Runtime(w1_graph(), mode="inline") as rt:
-        push = rt.push
-        for e in data:
-            idle(GAP_NS)
-            t0 = clock()
-            push("orderbook", e)
-            samples.append(clock() - t0)
-    base, ours = percentiles(base_samples), percentiles(samples)
+        blocks = interleaved_blocks(LATENCY_ROUNDS, {
+            "base": lambda k: chain_samples(data[k], GAP_NS),
+            "ours": lambda k: push_samples(rt, data[k], GAP_NS),
+        })
     targets = {"p50": "<= 1.3x", "p99": "<= 2x"}
-    return [
-        Result("W3 gap inline", q, ours[q], "µs", base[q], "lower", targets[q], {"samples": n, "gap_us": GAP_NS / 1000})
-        for q in ("p50", "p99")
-    ]
+    return latency("W3 gap inline", blocks, "ours", "base", targets, {"samples": n, "gap_us": GAP_NS / 1000})
 
 
 def w3_gap_thread(n: int, **runtime_options: Any) -> list[Result]:
     """W3 with a 50 µs gap, thread mode: push -> on_fire on the processor
     thread, vs a bare `queue.SimpleQueue` hop to a Python thread that calls the
-    same functions, measured the same way (send time -> callback on the other thread)."""
+    same functions, measured the same way (send time -> callback on the other
+    thread). Both stay up for the whole run, and take turns block by block."""
     import queue
 
-    data = events(n, seed=9)
-    clock = time.perf_counter_ns
-    fired = threading.Event()
-    sent = [0]
+    data = split(events(n, seed=9), LATENCY_ROUNDS)
+    q: queue.SimpleQueue[dict[str, float] | None] = queue.SimpleQueue()
+    hop, ours = Hops(), Hops()
 
-    def hop() -> list[int]:
-        q: queue.SimpleQueue[dict[str, float] | None] = queue.SimpleQueue()
-        samples: list[int] = []
+    def consumer() -> None:
+        while (e := q.get()) is not None:
+            emit_fn(compute_fn(orderbook_fn(e)))
+            hop.arrived()
 
-        def consumer() -> None:
-            while (e := q.get()) is not None:
-                emit_fn(compute_fn(orderbook_fn(e)))
-                samples.append(clock() - sent[0])
-                fired.set()
-
-        t = threading.Thread(target=consumer)
-        t.start()
-        for e in data:
-            idle(GAP_NS)
-            fired.clear()
-            sent[0] = clock()
-            q.put(e)
-            fired.wait(5)
+    t = threading.Thread(target=consumer)
+    t.start()
+    try:
+        with hr.Runtime(w1_graph(), mode="thread", on_fire=ours.arrived, **runtime_options) as rt:
+            blocks = interleaved_blocks(LATENCY_ROUNDS, {
+                "hop": lambda k: hop.run(q.put, data[k], GAP_NS),
+                "ours": lambda k: ours.run(lambda e: rt.push("orderbook", e), data[k], GAP_NS),
+            })
+    finally:
         q.put(None)
         t.join()
-        return samples
-
-    def ours() -> list[int]:
-        samples: list[int] = []
-
-        def on_fire(result: hr.FireResult) -> None:
-            samples.append(clock() - sent[0])
-            fired.set()
-
-        with hr.Runtime(w1_graph(), mode="thread", on_fire=on_fire, **runtime_options) as rt:
-            for e in data:
-                idle(GAP_NS)
-                fired.clear()
-                sent[0] = clock()
-                rt.push("orderbook", e)
-                fired.wait(5)
-        return samples
-
-    # Interleaved halves, so that a noisy stretch of the machine hits both.
-    base_samples, our_samples = hop(), ours()
-    our_samples += ours()
-    base_samples += hop()
-    base, mine = percentiles(base_samples), percentiles(our_samples)
     targets = {"p50": "<= 1x (hop)", "p99": "report"}
-    return [
-        Result("W3 gap thread", q, mine[q], "µs", base[q], "lower", targets[q], {"samples": n, "gap_us": GAP_NS / 1000})
-        for q in ("p50", "p99")
-    ]
+    return latency("W3 gap thread", blocks, "ours", "hop", targets, {"samples": n, "gap_us": GAP_NS / 1000})

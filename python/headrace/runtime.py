@@ -65,7 +65,9 @@ class Runtime(_core.Engine):
             before it sleeps (thread mode). Waking a sleeping thread costs tens
             of microseconds; the default 50 µs spin halves push-to-fire latency
             for event streams that keep it busy, at the price of up to 50 µs of
-            CPU each time it goes idle. 0 never spins.
+            CPU each time it goes idle. While events have been coming a little
+            further apart than this, it polls longer (twice their recent gap,
+            up to 4x this) so as to catch the next one. 0 never spins.
         store: Where state is checkpointed: None (default: nothing is saved),
             "memory://NAME" (this process), "sqlite:///PATH" or
             "postgresql://...", or a CheckpointStore. With a store, the

@@ -5,7 +5,7 @@
 //! without limit; nothing is ever dropped on full: the producer either waits or
 //! gets its item back with the reason.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,14 +41,31 @@ pub enum PushError<T> {
 
 /// Counts items in and out, so that `drain()` can wait for everything accepted
 /// before it was called.
-#[derive(Default)]
 pub struct Progress {
     submitted: AtomicU64,
     completed: AtomicU64,
-    waiters: AtomicUsize,
+    /// The lowest `completed` count a waiter waits for (`u64::MAX`: nobody
+    /// waits), so that the processor wakes waiters when one of them is done,
+    /// not after every batch (a futex call, and a thread woken for nothing).
+    /// Lowered under `waiters`' lock; reset there by the last waiter to leave.
+    wake_at: AtomicU64,
     closed: AtomicBool,
-    lock: Mutex<()>,
+    /// How many threads wait.
+    waiters: Mutex<usize>,
     changed: Condvar,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress {
+            submitted: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+            wake_at: AtomicU64::new(u64::MAX),
+            closed: AtomicBool::new(false),
+            waiters: Mutex::new(0),
+            changed: Condvar::new(),
+        }
+    }
 }
 
 impl Progress {
@@ -61,8 +78,12 @@ impl Progress {
     }
 
     pub fn complete(&self, n: u64) {
-        self.completed.fetch_add(n, SeqCst);
-        self.wake();
+        let done = self.completed.fetch_add(n, SeqCst) + n;
+        // A waiter stores its target before it reads `completed` (both
+        // SeqCst): either it sees this batch, or this load sees its target.
+        if done >= self.wake_at.load(SeqCst) {
+            self.wake();
+        }
     }
 
     /// The processor has stopped for good; waiters must not wait any longer.
@@ -76,18 +97,18 @@ impl Progress {
     }
 
     fn wake(&self) {
-        if self.waiters.load(SeqCst) > 0 {
-            let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-            self.changed.notify_all();
-        }
+        // Under the lock: a waiter between its check and its wait holds it.
+        let _guard = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        self.changed.notify_all();
     }
 
     /// Waits until `target` items have completed. Returns false on timeout or if
     /// the processor stopped first.
     pub fn wait_for(&self, target: u64, timeout: Option<Duration>) -> bool {
         let deadline = timeout.map(|t| Instant::now() + t);
-        self.waiters.fetch_add(1, SeqCst);
-        let mut guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        *waiters += 1;
+        self.wake_at.fetch_min(target, SeqCst);
         let reached = loop {
             if self.completed.load(SeqCst) >= target {
                 break true;
@@ -95,19 +116,23 @@ impl Progress {
             if self.closed.load(SeqCst) {
                 break false;
             }
-            guard = match deadline {
-                None => self.changed.wait(guard).unwrap_or_else(|p| p.into_inner()),
+            waiters = match deadline {
+                None => self.changed.wait(waiters).unwrap_or_else(|p| p.into_inner()),
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
                         break false;
                     }
-                    self.changed.wait_timeout(guard, d - now).unwrap_or_else(|p| p.into_inner()).0
+                    self.changed.wait_timeout(waiters, d - now).unwrap_or_else(|p| p.into_inner()).0
                 }
             };
         };
-        drop(guard);
-        self.waiters.fetch_sub(1, SeqCst);
+        *waiters -= 1;
+        // With others still waiting, a target already reached stays as the
+        // mark: it only wakes them more often than needed.
+        if *waiters == 0 {
+            self.wake_at.store(u64::MAX, SeqCst);
+        }
         reached
     }
 }

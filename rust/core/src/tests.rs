@@ -724,3 +724,5 @@ mod forward;
 mod concurrency;
 mod deadlines;
 mod apply;
+mod progress;
+mod spin;
