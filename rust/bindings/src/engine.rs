@@ -25,7 +25,7 @@ use crate::errors::{self, Error};
 use crate::fire::{FireList, FireResult, Names};
 use crate::gc;
 use crate::graph::{self, CheckpointSink};
-use crate::mode::{Mode, Wait};
+use crate::mode::{Fires, Mode, Wait};
 use crate::options::{optional_seconds, EngineOptions, ModeKind};
 use crate::restore;
 use crate::stats;
@@ -142,8 +142,11 @@ impl Engine {
     #[pyo3(signature = (name, events, *, timeout=None))]
     fn push_many(&self, py: Python<'_>, name: &Bound<'_, PyString>, events: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<Option<Py<FireList>>> {
         let acc = self.acc_index_of(name)?;
-        let items = events.try_iter()?.map(|e| Ok(Item::Event { acc, input: Input::Value(e?.unbind()) }));
-        self.submit_all(py, items, events.len().unwrap_or(0), timeout)
+        self.check_open()?;
+        let lp = self.inline_loop(py, false)?;
+        let size = events.len().unwrap_or(0);
+        let fires = self.mode.submit_events(py, &self.graph, acc, events, size, self.room(timeout)?, lp.as_ref())?;
+        self.fire_list(py, fires)
     }
 
     /// Pushes `(accumulator name, event)` pairs in order, in one crossing:
@@ -391,12 +394,22 @@ impl Engine {
         size_hint: usize,
         timeout: Option<f64>,
     ) -> PyResult<Option<Py<FireList>>> {
-        if self.closed.load(SeqCst) {
-            return Err(Error::Closed { graph: self.graph.clone() }.into());
-        }
+        self.check_open()?;
         let lp = self.inline_loop(py, false)?;
-        match self.mode.submit_all(py, &self.graph, items, size_hint, self.room(timeout)?, lp.as_ref())? {
-            Some((fires, cx)) => Ok(Some(Py::new(py, FireList::new(fires, cx.names.clone()))?)),
+        let fires = self.mode.submit_all(py, &self.graph, items, size_hint, self.room(timeout)?, lp.as_ref())?;
+        self.fire_list(py, fires)
+    }
+
+    fn check_open(&self) -> Result<(), Error> {
+        match self.closed.load(SeqCst) {
+            true => Err(Error::Closed { graph: self.graph.clone() }),
+            false => Ok(()),
+        }
+    }
+
+    fn fire_list(&self, py: Python<'_>, fires: Option<Fires>) -> PyResult<Option<Py<FireList>>> {
+        match fires {
+            Some((fires, cx)) => Ok(Some(Py::new(py, FireList::new(py, fires, cx.names.clone()))?)),
             None => Ok(None),
         }
     }

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pyo3::prelude::*;
 
@@ -246,6 +246,46 @@ pub enum Kept {
     Record(Box<Record>),
     /// The object, already built (it was handed to `on_fire`, or raised).
     Built(Py<FireResult>),
+    /// The successful fires of one chain run, one per output.
+    Run(Box<RunFires>),
+}
+
+/// The fires of one chain run (`chain.rs`): one per value in `outputs`, with
+/// ids from `first_id` on. A run is timed as a whole, so each fire is given
+/// an equal share of its time, in order.
+pub struct RunFires {
+    pub first_id: u64,
+    pub trigger: Trigger,
+    pub started_at: SystemTime,
+    pub duration: Duration,
+    /// Plan position of the terminal node the outputs are of.
+    pub terminal: usize,
+    pub outputs: Py<PyList>,
+}
+
+impl RunFires {
+    fn len(&self, py: Python<'_>) -> usize {
+        self.outputs.bind(py).len()
+    }
+
+    /// The `k`-th fire of the run.
+    fn fire(&self, py: Python<'_>, k: usize, names: &Arc<Names>) -> PyResult<FireResult> {
+        let n = self.len(py);
+        let each = self.duration / n.max(1) as u32;
+        let value = self.outputs.bind(py).get_item(k)?.unbind();
+        Ok(FireResult::from_plain(
+            py,
+            Plain {
+                id: self.first_id + k as u64,
+                trigger: self.trigger,
+                started_at: self.started_at + each * k as u32,
+                duration_ns: each.as_nanos() as u64,
+                output: Some((self.terminal, value)),
+                detail: None,
+            },
+            names,
+        ))
+    }
 }
 
 pub struct Plain {
@@ -279,6 +319,16 @@ impl Kept {
             Kept::Built(b) => Ok(b),
             Kept::Record(r) => Py::new(py, FireResult::from_record(py, *r, names)),
             Kept::Plain(p) => Py::new(py, FireResult::from_plain(py, p, names)),
+            // Only lists hold runs; one fire's result is never one.
+            Kept::Run(r) => Py::new(py, r.fire(py, 0, names)?),
+        }
+    }
+
+    /// Fires this entry holds.
+    fn len(&self, py: Python<'_>) -> usize {
+        match self {
+            Kept::Run(r) => r.len(py),
+            _ => 1,
         }
     }
 
@@ -297,6 +347,15 @@ impl Kept {
                 };
                 Py::new(py, FireResult::from_plain(py, copy, names))
             }
+            Kept::Run(r) => Py::new(py, r.fire(py, 0, names)?),
+        }
+    }
+
+    /// The `k`-th fire this entry holds.
+    fn object_at(&self, py: Python<'_>, k: usize, names: &Arc<Names>) -> PyResult<Py<FireResult>> {
+        match self {
+            Kept::Run(r) => Py::new(py, r.fire(py, k, names)?),
+            _ => self.object(py, names),
         }
     }
 
@@ -309,6 +368,7 @@ impl Kept {
             Kept::Plain(p) => p.output.as_ref().filter(|(p, _)| *p == pos).map(|(_, v)| v),
             Kept::Record(r) => find(&r.outputs, pos),
             Kept::Built(b) => find(&b.get().outputs, pos),
+            Kept::Run(_) => None,
         }
     }
 }
@@ -320,39 +380,66 @@ impl Kept {
 #[pyclass(frozen, sequence, module = "headrace", name = "FireList")]
 pub struct FireList {
     items: Vec<Kept>,
+    /// With chain runs among the items: the index of each item's first fire
+    /// (a run holds many); None when every item is one fire.
+    starts: Option<Vec<usize>>,
+    len: usize,
     names: Arc<Names>,
 }
 
 impl FireList {
-    pub fn new(items: Vec<Kept>, names: Arc<Names>) -> Self {
-        FireList { items, names }
+    pub fn new(py: Python<'_>, items: Vec<Kept>, names: Arc<Names>) -> Self {
+        if !items.iter().any(|k| matches!(k, Kept::Run(_))) {
+            return FireList { len: items.len(), items, starts: None, names };
+        }
+        let mut len = 0;
+        let starts = items
+            .iter()
+            .map(|k| {
+                let start = len;
+                len += k.len(py);
+                start
+            })
+            .collect();
+        FireList { items, starts: Some(starts), len, names }
+    }
+
+    /// Fire `i` (in range) as a Python object.
+    fn fire(&self, py: Python<'_>, i: usize) -> PyResult<Py<FireResult>> {
+        match &self.starts {
+            None => self.items[i].object(py, &self.names),
+            Some(starts) => {
+                let item = starts.partition_point(|&s| s <= i) - 1;
+                self.items[item].object_at(py, i - starts[item], &self.names)
+            }
+        }
     }
 }
 
 #[pymethods]
 impl FireList {
     fn __len__(&self) -> usize {
-        self.items.len()
+        self.len
     }
 
     fn __getitem__(&self, py: Python<'_>, index: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         if let Ok(slice) = index.cast::<PySlice>() {
-            let ind = slice.indices(self.items.len() as isize)?;
+            let ind = slice.indices(self.len as isize)?;
             let list = PyList::empty(py);
             let mut i = ind.start;
             for _ in 0..ind.slicelength {
-                list.append(self.items[i as usize].object(py, &self.names)?)?;
+                list.append(self.fire(py, i as usize)?)?;
                 i += ind.step;
             }
             return Ok(list.into_any().unbind());
         }
         let i: isize = index.extract()?;
-        let n = self.items.len() as isize;
+        let n = self.len as isize;
         let at = if i < 0 { i + n } else { i };
         if at < 0 || at >= n {
             return Err(pyo3::exceptions::PyIndexError::new_err("FireList index out of range"));
         }
-        Ok(self.items[at as usize].object(py, &self.names)?.into_any())
+        Ok(self.fire(py, at as usize)?.into_any())
     }
 
     fn __iter__(slf: Bound<'_, Self>) -> FireListIter {
@@ -360,7 +447,7 @@ impl FireList {
     }
 
     fn __repr__(&self) -> String {
-        format!("<FireList of {} fire(s)>", self.items.len())
+        format!("<FireList of {} fire(s)>", self.len)
     }
 
     /// Terminal node `node`'s value of every fire, in order, as one list
@@ -368,14 +455,37 @@ impl FireList {
     /// builds no `FireResult` and no outputs dict.
     fn outputs<'py>(&self, py: Python<'py>, node: &str) -> PyResult<Bound<'py, PyList>> {
         let pos = self.names.terminal(py, node)?;
+        if let [Kept::Run(run)] = self.items.as_slice() {
+            if run.terminal == pos {
+                // One run: a copy of its list (the caller may change it).
+                return run.outputs.bind(py).get_slice(0, self.len).cast_into::<PyList>().map_err(Into::into);
+            }
+        }
         let none = py.None();
-        PyList::new(py, self.items.iter().map(|item| item.output(pos).unwrap_or(&none).clone_ref(py)))
+        let list = PyList::empty(py);
+        for item in &self.items {
+            match item {
+                Kept::Run(run) if run.terminal == pos => {
+                    for v in run.outputs.bind(py).iter() {
+                        list.append(v)?;
+                    }
+                }
+                Kept::Run(run) => {
+                    for _ in 0..run.len(py) {
+                        list.append(&none)?;
+                    }
+                }
+                _ => list.append(item.output(pos).unwrap_or(&none))?,
+            }
+        }
+        Ok(list)
     }
 
     fn __traverse__(&self, visit: pyo3::gc::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
         for item in &self.items {
             match item {
                 Kept::Built(b) => visit.call(b)?,
+                Kept::Run(r) => visit.call(&r.outputs)?,
                 Kept::Plain(p) => {
                     if let Some((_, v)) = &p.output {
                         visit.call(v)?;
@@ -413,9 +523,10 @@ impl FireListIter {
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<FireResult>>> {
         let list = self.list.get();
         let i = self.next.fetch_add(1, Relaxed);
-        match list.items.get(i) {
-            Some(item) => item.object(py, &list.names).map(Some),
-            None => Ok(None),
+        if i < list.len {
+            list.fire(py, i).map(Some)
+        } else {
+            Ok(None)
         }
     }
 

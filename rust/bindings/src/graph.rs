@@ -60,6 +60,9 @@ pub struct Callables {
     pub refusals: LogLimiter,
     /// Some node or accumulator is `async def` (the runtime needs a loop).
     pub has_async: bool,
+    /// By accumulator: the runner its pushed events may go through as a
+    /// chain run (`chain.rs`), if any.
+    pub runners: Vec<Option<crate::chain::Runner>>,
 }
 
 /// The Python checkpoint writer (`submit(id, components)`, `fail(id, message)`)
@@ -90,6 +93,7 @@ impl Callables {
         if let Some(sink) = &self.checkpoint {
             f(&sink.writer);
         }
+        self.runners.iter().flatten().for_each(|r| f(&r.function));
     }
 }
 
@@ -234,9 +238,12 @@ pub fn compile(py: Python<'_>, parsed: Parsed, on_fire: Option<Py<PyAny>>) -> Py
         None => (None, None),
     };
     let mut by_spec: Vec<Option<NodeCall>> = parsed.nodes.into_iter().map(Some).collect();
-    let nodes = plan.nodes.iter().map(|n| by_spec[n.spec_index].take().expect("each node once")).collect();
+    let nodes: Vec<NodeCall> = plan.nodes.iter().map(|n| by_spec[n.spec_index].take().expect("each node once")).collect();
     let has_async = !plan.async_nodes.is_empty() || parsed.accs.iter().any(|a| a.is_async);
+    let watched = on_fire.is_some() || on_output.is_some();
+    let runners = crate::chain::runners(py, &plan, &parsed.accs, &nodes, watched)?;
     Ok(Callables {
+        runners,
         has_async,
         names: Arc::new(Names {
             accumulators: plan.accumulators.iter().map(|a| PyString::intern(py, &a.name).unbind()).collect(),

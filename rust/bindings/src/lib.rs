@@ -6,6 +6,7 @@ use pyo3::types::PyDict;
 
 mod aio;
 mod calls;
+mod chain;
 mod checkable;
 mod convert;
 mod engine;

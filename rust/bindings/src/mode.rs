@@ -10,9 +10,10 @@ use pyo3::prelude::*;
 
 use headrace_core::channel::Item;
 use headrace_core::dead_letter::DeadLetters;
-use headrace_core::processor::Now;
+use headrace_core::processor::{Input, Now};
 
 use crate::calls::InlineOutcome;
+use crate::chain;
 use crate::errors::Error;
 use crate::fire::Kept;
 use crate::graph::Callables;
@@ -152,6 +153,40 @@ impl Mode {
                 }
                 Ok(None)
             }
+        }
+    }
+
+    /// `push_many`: accumulator `acc`'s events, in order, in one crossing.
+    /// Inline, runs of them go through the graph's chain runner while the
+    /// processor allows it (`chain.rs`), the rest as `submit_all` takes them;
+    /// thread mode queues them all.
+    #[allow(clippy::too_many_arguments)]
+    pub fn submit_events(
+        &self,
+        py: Python<'_>,
+        graph: &str,
+        acc: usize,
+        events: &Bound<'_, PyAny>,
+        size_hint: usize,
+        wait: Wait,
+        aio: Option<&Value>,
+    ) -> Result<Option<Fires>, Error> {
+        let Mode::Inline(inline) = self else {
+            let items = events.try_iter()?.map(|e| Ok(Item::Event { acc, input: Input::Value(e?.unbind()) }));
+            return self.submit_all(py, graph, items, size_hint, wait, aio);
+        };
+        let mut guard = inline.lock(py, graph)?;
+        let state = &mut *guard;
+        let cx = state.callables.clone().ok_or_else(|| Error::Closed { graph: graph.into() })?;
+        let chained = cx.runners.get(acc).is_some_and(Option::is_some);
+        // A run keeps its fires in one entry: no room for one per event.
+        let capacity = if chained { 16 } else { size_hint };
+        let mut into = chain::Collected { fires: Vec::with_capacity(capacity), first_error: None };
+        let mut events = events.try_iter()?;
+        chain::push_events(py, &mut state.processor, &cx, acc, &mut events, aio, &mut into)?;
+        match into.first_error {
+            Some(e) => Err(e.into()),
+            None => Ok(Some((into.fires, cx))),
         }
     }
 

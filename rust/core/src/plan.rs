@@ -87,6 +87,11 @@ pub struct Plan {
     /// Some deadline applies (`fire_timeout` or a node's `timeout`): without
     /// one, a fire reads no clock for it.
     pub has_deadlines: bool,
+    /// Plan position of the one terminal node when the graph is a plain
+    /// chain of sync nodes: no routes, no cutoff, no deadlines, no burst
+    /// input. Such a graph's fires can run back to back in one call of the
+    /// host over a run of events (see `processor::chain`).
+    pub chain_terminal: Option<usize>,
 }
 
 /// One thing wrong with a graph definition.
@@ -488,6 +493,7 @@ fn build(spec: &GraphSpec, inputs: &[Vec<Source>], order: &[usize], criteria: Cr
     let async_nodes = nodes.iter().enumerate().filter(|(_, n)| n.is_async).map(|(pos, _)| pos).collect();
     let has_deadlines = spec.fire_timeout.is_some() || nodes.iter().any(|n| n.timeout.is_some());
     let inputs: Vec<InputStrategy> = spec.accumulators.iter().map(|a| a.input.unwrap_or(spec.strategy)).collect();
+    let chain_terminal = chain_terminal(&nodes, &inputs, has_deadlines);
     Plan {
         graph: spec.name.clone(),
         accumulators: spec.accumulators.clone(),
@@ -499,5 +505,20 @@ fn build(spec: &GraphSpec, inputs: &[Vec<Source>], order: &[usize], criteria: Cr
         fire_timeout: spec.fire_timeout,
         async_nodes,
         has_deadlines,
+        chain_terminal,
+    }
+}
+
+/// The terminal node of a graph whose every fire is the same straight-line
+/// run of sync calls, or None.
+fn chain_terminal(nodes: &[PlanNode], inputs: &[InputStrategy], has_deadlines: bool) -> Option<usize> {
+    let plain = |n: &PlanNode| !n.is_async && !n.cuttable && n.gates.is_empty() && n.labels.is_empty();
+    if has_deadlines || inputs.contains(&InputStrategy::Burst) || !nodes.iter().all(plain) {
+        return None;
+    }
+    let mut terminals = nodes.iter().enumerate().filter(|(_, n)| n.terminal).map(|(pos, _)| pos);
+    match (terminals.next(), terminals.next()) {
+        (Some(pos), None) => Some(pos),
+        _ => None,
     }
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod apply;
+mod chain;
 mod values;
 mod state;
 
@@ -18,6 +19,7 @@ pub use crate::clock::Now;
 use crate::clock::Anchor;
 pub use crate::event::{Input, SourcePosition};
 pub use apply::Applied;
+pub use chain::{ChainFailure, ChainRan, Run as ChainRun};
 
 use crate::accumulator::{AccState, Flushed, Taken};
 use crate::dead_letter::{DeadLetter, DeadLetters, Stage};
@@ -119,6 +121,9 @@ pub struct Processor<V, E> {
     /// Fires at the last checkpoint, and whether anything changed since.
     checkpointed_fires: u64,
     unsaved_since: Option<Instant>,
+    /// A fire the host already ran (a chain run's failing one): the next
+    /// fire reports this failure instead of running the nodes again.
+    ran: Option<(usize, E)>,
     _error: PhantomData<fn() -> E>,
 }
 
@@ -160,6 +165,7 @@ impl<V, E> Processor<V, E> {
             paused: false,
             checkpointed_fires: 0,
             unsaved_since: None,
+            ran: None,
             _error: PhantomData,
         }
     }
@@ -218,11 +224,7 @@ impl<V, E> Processor<V, E> {
         calls: &mut dyn Calls<V, E>,
         now: &Now,
     ) -> u64 {
-        let seq = self.take_seq();
-        if self.unsaved_since.is_none() && self.checkpoints_enabled() {
-            self.unsaved_since = Some(now.get());
-        }
-        bump(&self.metrics.accumulators[acc].events);
+        let seq = self.begin_event(acc, now);
         let event = match input {
             Input::Value(v) => v,
             Input::Bytes { data, codec } => match calls.decode(acc, &data, codec) {
@@ -256,6 +258,16 @@ impl<V, E> Processor<V, E> {
                 self.refuse(acc, seq, stand_in, error, false, calls);
             }
         }
+        seq
+    }
+
+    /// An event arrives: its sequence number, counted.
+    fn begin_event(&mut self, acc: usize, now: &Now) -> u64 {
+        let seq = self.take_seq();
+        if self.unsaved_since.is_none() && self.checkpoints_enabled() {
+            self.unsaved_since = Some(now.get());
+        }
+        bump(&self.metrics.accumulators[acc].events);
         seq
     }
 
@@ -546,6 +558,7 @@ impl<V, E> Processor<V, E> {
             &self.anchor,
             fire,
             override_input,
+            self.ran.take(),
             calls,
         );
         self.return_bursts(newest);
@@ -670,6 +683,7 @@ fn execute<V, E>(
     anchor: &Anchor,
     fire: Fire,
     override_input: Option<(usize, &V)>,
+    ran: Option<(usize, E)>,
     calls: &mut dyn Calls<V, E>,
 ) -> Result<(), String> {
     let id = *next_fire_id;
@@ -691,7 +705,10 @@ fn execute<V, E>(
         Some((acc, _)) if acc == i => versions[i] + 1,
         _ => versions[i],
     };
-    let result = executor.run(plan, input, version, calls);
+    let result = match ran {
+        Some(failure) => Err(failure),
+        None => executor.run(plan, input, version, calls),
+    };
     let duration = Instant::now().duration_since(clock);
     let detail = executor.take_detail();
     let record = |outputs, failure| FireRecord {

@@ -1,0 +1,161 @@
+//! Runs of events through a chain graph, fired back to back by the host.
+//!
+//! When a graph's fires are one straight line of sync calls
+//! (`Plan::chain_terminal`) and nothing waits in the processor (no queue, no
+//! retry, no pause, no batch buffered), each boundary of a criteria member
+//! fires at once and alone: there is nothing between one event and the next
+//! for the processor to decide. The host may then call the accumulator and the
+//! nodes over a whole run of events in one loop of its own (for Python: in the
+//! interpreter's own loop, where a call costs least), and afterwards tell the
+//! processor what the run did. [`Processor::chain_ran`] does in one step the
+//! bookkeeping those fires would have done one by one. The event a run stopped
+//! at (something raised) goes the ordinary way through
+//! [`Processor::chain_failed`], with what already ran: nothing is called twice.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Instant, SystemTime};
+
+use crate::accumulator::AccState;
+use crate::clock::Now;
+use crate::host::{Calls, Trigger};
+use crate::spec::{CriteriaKind, InputStrategy};
+
+use super::Processor;
+
+/// Where a run stopped: what raised on its last event.
+pub enum ChainFailure<V, E> {
+    /// The accumulator function raised on the event.
+    Accumulator { error: E },
+    /// Node `node` (plan position) raised on the boundary the event gave.
+    Node { boundary: V, node: usize, error: E },
+}
+
+/// What the fires of a run are reported with: ids from `first_fire` on, in
+/// order, all with `trigger`.
+#[derive(Debug, Clone, Copy)]
+pub struct ChainRan {
+    pub first_fire: u64,
+    pub trigger: Trigger,
+    /// Wall-clock time of the run's start.
+    pub started_at: SystemTime,
+}
+
+/// What one run did, as the host counted it.
+pub struct Run<V> {
+    pub acc: usize,
+    /// Events taken, each of which either fired successfully or gave no boundary.
+    pub taken: u64,
+    /// Of those, the ones that gave a boundary (and fired).
+    pub fired: u64,
+    /// The last boundary (None when none fired).
+    pub last: Option<V>,
+    pub started: Instant,
+    pub ended: Instant,
+}
+
+impl<V, E> Processor<V, E> {
+    /// Whether accumulator `acc`'s next events may run as a chain: each would
+    /// be taken by a plain function (or none), fire at once and alone against
+    /// the inputs as they are, and record nothing beyond its output.
+    pub fn chain_ready(&self, acc: usize) -> bool {
+        if self.plan.chain_terminal.is_none() || !matches!(self.accs[acc], AccState::Plain | AccState::Forward) {
+            return false;
+        }
+        let criteria = &self.plan.criteria;
+        let fires = criteria.member[acc]
+            && (criteria.kind == CriteriaKind::Any || self.missing - usize::from(self.cache[acc].is_none()) == 0);
+        let config = &self.config;
+        fires
+            && !self.paused
+            && self.queue.is_empty()
+            && !self.any_dirty
+            && self.attempts == 0
+            && self.retry_at.is_none()
+            && self.burst_pending == 0
+            && !config.check_checkpointable
+            && !config.profile
+            && !config.record_inputs
+            && self.accs.iter().all(|a| a.buffered() == 0 && !a.is_held())
+    }
+
+    /// Fires after which a checkpoint falls due by count (None: no count
+    /// policy): a run must stop there, so that the checkpoint is taken where
+    /// the ordinary path would take it.
+    pub fn fires_until_checkpoint(&self) -> Option<u64> {
+        let every = self.config.checkpoint_fires;
+        (every > 0).then(|| {
+            let since = self.metrics.fires.load(Relaxed) - self.checkpointed_fires;
+            every.saturating_sub(since).max(1)
+        })
+    }
+
+    /// The bookkeeping of a run that went through (see the module docs):
+    /// sequence numbers, counters, the input cache, fire ids.
+    pub fn chain_ran(&mut self, run: Run<V>) -> ChainRan {
+        let Run { acc, taken, fired, last, started, ended } = run;
+        let since = started.saturating_duration_since(self.anchor.mono);
+        let ran = ChainRan {
+            first_fire: self.next_fire_id,
+            trigger: match self.plan.inputs[acc] {
+                InputStrategy::Sequential => Trigger::Boundary(acc),
+                _ => Trigger::Criteria,
+            },
+            started_at: self.anchor.wall + since,
+        };
+        if taken == 0 {
+            return ran;
+        }
+        if self.unsaved_since.is_none() && self.checkpoints_enabled() {
+            self.unsaved_since = Some(started);
+        }
+        let first_seq = self.next_seq;
+        self.next_seq += taken;
+        let m = &self.metrics.accumulators[acc];
+        add(&m.events, taken);
+        add(&m.suppressed, taken - fired);
+        add(&m.boundaries, fired);
+        if let Some(last) = last.filter(|_| fired > 0) {
+            self.store(acc, last);
+            self.versions[acc] += fired - 1;
+            self.next_fire_id += fired;
+            self.latest_seq = first_seq + taken - 1;
+            add(&self.metrics.fires, fired);
+            // The last fire's start, as far as a run can tell.
+            let per_fire = ended.saturating_duration_since(started) / fired as u32;
+            let last_start = since + per_fire * (fired - 1) as u32;
+            self.metrics.last_fired_at_us.store(self.anchor.wall_us + last_start.as_micros() as u64, Relaxed);
+        }
+        ran
+    }
+
+    /// The event a run stopped at, taken the ordinary way with what already
+    /// ran: an accumulator failure is dead-lettered; a node failure is the
+    /// first attempt of the boundary's fire (retried and dead-lettered as any
+    /// other). Returns the event's sequence number.
+    pub fn chain_failed(
+        &mut self,
+        acc: usize,
+        event: V,
+        failure: ChainFailure<V, E>,
+        calls: &mut dyn Calls<V, E>,
+        now: &Now,
+    ) -> u64 {
+        let seq = self.begin_event(acc, now);
+        match failure {
+            ChainFailure::Accumulator { error } => self.accumulator_failed(acc, seq, event, error, 1, calls),
+            ChainFailure::Node { boundary, node, error } => {
+                drop(event);
+                self.ran = Some((node, error));
+                self.accept(acc, boundary, seq, calls);
+                self.settle_inner(calls, now, false);
+                debug_assert!(self.ran.is_none(), "the failed fire was reported");
+            }
+        }
+        seq
+    }
+}
+
+/// Adds `n` to a counter only the processor's holder writes.
+fn add(counter: &std::sync::atomic::AtomicU64, n: u64) {
+    counter.store(counter.load(Relaxed) + n, Relaxed);
+}

@@ -1,0 +1,294 @@
+"""Chain runs: inline `push_many` on a graph whose fires are one straight line
+of sync calls fires for a whole run of events in one loop. It must be
+indistinguishable from pushing the events one by one: the same fires, ids,
+outputs, failures, retries, dead letters, counters and state after."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import headrace as hr
+
+#: Event values and what they make the graph do.
+SUPPRESS, ACC_RAISES, NODE_RAISES, ROUTE = -1, -2, -3, -4
+
+
+def acc_fn(event: int) -> Any:
+    if event == SUPPRESS:
+        return None
+    if event == ACC_RAISES:
+        raise ValueError("bad event")
+    return event
+
+
+def graph(shape: str, strategy: str, criteria: str) -> hr.ComputationGraph:
+    """`shape`: how the accumulator takes events and what the nodes read."""
+    if shape == "forward":
+        book = hr.passthrough("book")
+    elif shape == "stream":
+
+        def counted(event: int, state: hr.State) -> Any:
+            state.value += 1
+            return acc_fn(event)
+
+        book = hr.stream_accumulator(name="book", topic="book", state=0)(counted)
+    else:
+        book = hr.passthrough_accumulator(name="book")(acc_fn)
+    side = hr.passthrough_accumulator(name="side")(lambda e: e)
+    accs = [book, side]
+    crit = hr.when_all(book, side) if criteria == "all" else hr.when_any(book)
+    g = hr.ComputationGraph("chain", accumulators=accs, criteria=crit, input_strategy=strategy)
+
+    @g.node
+    def scaled(book: int, side: Any) -> Any:
+        if book == NODE_RAISES:
+            raise RuntimeError(f"node failed on {book}")
+        if book == ROUTE:
+            return hr.Route("x", book)
+        return book * 10 + (side or 0)
+
+    @g.node
+    def total(scaled: int, book: int) -> tuple[int, int]:
+        return (scaled, book)
+
+    return g
+
+
+def fire_view(f: hr.FireResult) -> tuple[Any, ...]:
+    error = None if f.error is None else (type(f.error).__name__, str(f.error))
+    return (f.id, f.trigger, dict(f.outputs), f.node, error, f.attempt, f.dead_lettered, f.ok)
+
+
+def counters(rt: hr.Runtime) -> dict[str, Any]:
+    s = rt.stats()
+    keep = ("events", "boundaries", "suppressed", "errors")
+    return {
+        "fires": s["fire_count"],
+        "accs": {name: {k: a[k] for k in keep} for name, a in s["accumulators"].items()},
+        "dead": [(d["accumulator"], d["stage"], d["attempts"]) for d in s["dead_letters"]],
+        "pending": s["pending"],
+        "failed": s["fires_failed"],
+        "retries": s["retries"],
+    }
+
+
+def one_by_one(rt: hr.Runtime, events: list[int]) -> tuple[list[tuple[Any, ...]], str | None]:
+    fires, first = [], None
+    for e in events:
+        try:
+            f = rt.push("book", e)
+        except hr.HeadraceError as error:
+            first = first or type(error).__name__
+            f = getattr(error, "fire", None)
+        if f is not None:
+            fires.append(fire_view(f))
+    return fires, first
+
+
+def all_at_once(rt: hr.Runtime, events: list[int]) -> tuple[list[tuple[Any, ...]], str | None]:
+    try:
+        return [fire_view(f) for f in rt.push_many("book", events)], None
+    except hr.HeadraceError as error:
+        return [], type(error).__name__
+
+
+events_strategy = st.lists(
+    st.one_of(st.integers(0, 9), st.sampled_from([SUPPRESS, ACC_RAISES, NODE_RAISES, ROUTE])), max_size=40
+)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    events=events_strategy,
+    shape=st.sampled_from(["plain", "forward", "stream"]),
+    strategy=st.sampled_from(["sequential", "latest"]),
+    criteria=st.sampled_from(["any", "all"]),
+    side=st.sampled_from([None, 3]),
+    attempts=st.integers(1, 3),
+)
+def test_push_many_is_pushing_one_by_one(events, shape, strategy, criteria, side, attempts) -> None:
+    if shape == "forward":
+        events = [e for e in events if e != ACC_RAISES]
+    outcomes = []
+    for push in (one_by_one, all_at_once):
+        g = graph(shape, strategy, criteria)
+        with hr.Runtime(g, mode="inline", max_attempts=attempts, retry_backoff=0, sources=False) as rt:
+            if side is not None:
+                rt.push("side", side)
+            fires, raised = push(rt, events)
+            before = counters(rt)
+            # What is left waiting (a failed head, its retries) behaves the same.
+            after, _ = one_by_one(rt, [5])
+            outcomes.append((fires, raised, before, after, counters(rt)))
+    (single, single_raised, *rest_single), (many, many_raised, *rest_many) = outcomes
+    assert rest_many == rest_single
+    if many_raised is None:
+        assert many == single
+        assert single_raised is None
+    else:
+        # push_many raises the first failure after taking every event.
+        assert single_raised is not None
+
+
+def chain_graph() -> hr.ComputationGraph:
+    book = hr.passthrough_accumulator(name="book")(lambda e: e)
+    g = hr.ComputationGraph("w", accumulators=[book], input_strategy="sequential")
+    g.node(name="double")(lambda book: book * 2)
+    g.node(name="out")(lambda double: double + 1)
+    return g
+
+
+def test_the_fire_list_of_a_run_reads_like_any_other() -> None:
+    with hr.Runtime(chain_graph(), mode="inline") as rt:
+        fires = rt.push_many("book", range(10))
+        assert len(fires) == 10
+        assert fires.outputs("out") == [2 * i + 1 for i in range(10)]
+        assert [f.id for f in fires] == list(range(1, 11))
+        assert fires[-1].outputs == {"out": 19}
+        assert [f.outputs["out"] for f in fires[2:8:3]] == [5, 11]
+        assert all(f.trigger == "book" and f.ok and f.attempt == 1 for f in fires)
+        # Fires of a run share its time in order.
+        starts = [f.started_at for f in fires]
+        assert starts == sorted(starts)
+        with pytest.raises(IndexError):
+            fires[10]
+        # The column is a copy: changing it changes nothing kept.
+        fires.outputs("out").append("x")
+        assert len(fires.outputs("out")) == 10
+        # The next call's ids follow on.
+        assert rt.push("book", 1).id == 11
+        assert rt.stats()["fire_count"] == 11
+
+
+def test_a_failure_mid_run_calls_nothing_twice() -> None:
+    calls: list[int] = []
+    book = hr.passthrough_accumulator(name="book")(lambda e: calls.append(e) or e)
+    g = hr.ComputationGraph("w", accumulators=[book], input_strategy="sequential")
+
+    @g.node
+    def out(book: int) -> int:
+        calls.append(-book)
+        if book == 3:
+            raise RuntimeError("three")
+        return book
+
+    with hr.Runtime(g, mode="inline", max_attempts=1) as rt:
+        with pytest.raises(hr.NodeError, match="three") as raised:
+            rt.push_many("book", [1, 2, 3, 4, 5])
+        assert raised.value.fire.dead_lettered
+        assert calls == [1, -1, 2, -2, 3, -3, 4, -4, 5, -5]
+        stats = rt.stats()
+        assert stats["fire_count"] == 4
+        assert stats["accumulators"]["book"]["events"] == 5
+
+
+def test_an_iterable_that_raises_stops_the_call_after_what_it_gave() -> None:
+    def events():
+        yield 1
+        yield 2
+        raise KeyError("source broke")
+
+    with hr.Runtime(chain_graph(), mode="inline") as rt:
+        with pytest.raises(KeyError, match="source broke"):
+            rt.push_many("book", events())
+        assert rt.stats()["fire_count"] == 2
+        assert rt.push("book", 0).id == 3
+
+
+def test_a_count_checkpoint_policy_is_kept(tmp_path, monkeypatch) -> None:
+    """A run stops where a checkpoint falls due: as many checkpoints are
+    handed to the writer, after the same fires, as pushing one by one gives."""
+    from headrace.checkpoint.writer import CheckpointWriter
+
+    submitted: list[tuple[str, int]] = []
+    submit = CheckpointWriter.submit
+
+    def recording(self: Any, checkpoint_id: int, *args: Any, **kwargs: Any) -> None:
+        submitted.append((self.graph, checkpoint_id))
+        submit(self, checkpoint_id, *args, **kwargs)
+
+    monkeypatch.setattr(CheckpointWriter, "submit", recording)
+    seen = []
+    for many in (False, True):
+        submitted.clear()
+        store = f"sqlite:///{tmp_path / f'{many}.db'}"
+        with hr.Runtime(chain_graph(), mode="inline", store=store, checkpoint_every=7, checkpoint_interval=None) as rt:
+            if many:
+                rt.push_many("book", range(30))
+            else:
+                for i in range(30):
+                    rt.push("book", i)
+            seen.append(list(submitted))
+    assert seen[0] == seen[1] and len(seen[0]) == 4
+
+
+def test_the_runner_holds_no_node_alive_after_the_runtime() -> None:
+    class Node:
+        def __call__(self, book: int) -> int:
+            return book
+
+    node = Node()
+    ref = weakref.ref(node)
+    book = hr.passthrough_accumulator(name="book")(lambda e: e)
+    g = hr.ComputationGraph("w", accumulators=[book])
+    g.node(name="out")(node)
+    node.cycle = g  # type: ignore[attr-defined]
+    with hr.Runtime(g, mode="inline") as rt:
+        rt.push_many("book", range(3))
+    del rt, g, book, node
+    gc.collect()
+    assert ref() is None
+
+
+def caller_graph(seen: list[str], raise_on: int | None = None) -> hr.ComputationGraph:
+    """A graph whose node records who called it: the chain runner's loop, or
+    the engine (no Python frame)."""
+    import sys
+
+    book = hr.passthrough_accumulator(name="book")(lambda e: e)
+    g = hr.ComputationGraph("w", accumulators=[book], input_strategy="sequential")
+
+    @g.node
+    def out(book: int) -> int:
+        caller = sys._getframe(1).f_code.co_filename
+        seen.append("runner" if caller == "<headrace chain runner>" else "engine")
+        if book == raise_on:
+            raise RuntimeError("boom")
+        return book
+
+    return g
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({}, "runner"),
+        ({"profile": True}, "engine"),
+        ({"record_inputs": True}, "engine"),
+        ({"on_fire": lambda f: None}, "engine"),
+        ({"check_checkpointable": True, "store": "memory://chain-check"}, "engine"),
+    ],
+)
+def test_which_pushes_run_as_a_chain(options, expected) -> None:
+    seen: list[str] = []
+    with hr.Runtime(caller_graph(seen), mode="inline", **options) as rt:
+        rt.push_many("book", range(3))
+        rt.push("book", 3)
+    assert seen == [expected] * 3 + ["engine"]
+
+
+def test_after_a_failure_the_run_goes_on_the_ordinary_way_until_nothing_waits() -> None:
+    seen: list[str] = []
+    with hr.Runtime(caller_graph(seen, raise_on=1), mode="inline", max_attempts=2, retry_backoff=0) as rt:
+        with pytest.raises(hr.NodeError):
+            rt.push_many("book", range(4))
+        # 0 in the run; 1 fails in it; 2 retries 1 (fails: dead-lettered)
+        # and then fires; 3 again in a run.
+        assert seen == ["runner", "runner", "engine", "engine", "runner"]
+        assert [d["attempts"] for d in rt.stats()["dead_letters"]] == [2]
