@@ -256,7 +256,10 @@ def caller_graph(seen: list[str], raise_on: int | None = None) -> hr.Computation
 
     @g.node
     def out(book: int) -> int:
-        caller = sys._getframe(1).f_code.co_filename
+        try:
+            caller = sys._getframe(1).f_code.co_filename
+        except ValueError:  # called from the processor thread's engine code: no frame below
+            caller = ""
         seen.append("runner" if caller == "<headrace chain runner>" else "engine")
         if book == raise_on:
             raise RuntimeError("boom")
@@ -292,3 +295,63 @@ def test_after_a_failure_the_run_goes_on_the_ordinary_way_until_nothing_waits() 
         # and then fires; 3 again in a run.
         assert seen == ["runner", "runner", "engine", "engine", "runner"]
         assert [d["attempts"] for d in rt.stats()["dead_letters"]] == [2]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    events=events_strategy,
+    shape=st.sampled_from(["plain", "forward"]),
+    criteria=st.sampled_from(["any", "all"]),
+)
+def test_thread_mode_runs_are_pushing_one_by_one(events, shape, criteria) -> None:
+    """Thread mode: a batch's run of events goes through the runner, and the
+    on_output sink sees what it sees when the events are taken one by one.
+    (One attempt: thread mode retries on its timer, at a time of its own.)"""
+    if shape == "forward":
+        events = [e for e in events if e != ACC_RAISES]
+    outcomes = []
+    for mode in ("inline", "thread"):
+        seen: list[Any] = []
+        options = {"max_attempts": 1, "on_fire": hr.on_output("total", seen.append)}
+        with hr.Runtime(graph(shape, "sequential", criteria), mode=mode, **options) as rt:
+            rt.push("side", 3)
+            if mode == "inline":
+                one_by_one(rt, events)
+            else:
+                rt.push_many("book", events)
+            rt.drain(timeout=30)
+            outcomes.append((seen, counters(rt)))
+    assert outcomes[0] == outcomes[1]
+
+
+def test_a_raising_sink_is_logged_and_the_run_goes_on(caplog) -> None:
+    seen: list[int] = []
+
+    def sink(value: int) -> None:
+        if value == 5:
+            raise ValueError("sink broke")
+        seen.append(value)
+
+    for mode in ("inline", "thread"):
+        seen.clear()
+        with hr.Runtime(chain_graph(), mode=mode, on_fire=hr.on_output("out", sink)) as rt:
+            rt.push_many("book", range(5))
+            rt.drain(timeout=30)
+            assert rt.stats()["fire_count"] == 5
+        assert seen == [1, 3, 7, 9]
+    assert sum("on_output callback of graph 'w' raised ValueError: sink broke" in r.message for r in caplog.records) == 2
+
+
+def test_thread_mode_takes_a_batch_of_events_as_a_run() -> None:
+    seen: list[str] = []
+    with hr.Runtime(caller_graph(seen), mode="thread") as rt:
+        rt.pause()
+        rt.push_many("book", range(100))
+        rt.resume()
+        rt.push_many("book", range(100))
+        rt.drain(timeout=30)
+        assert rt.stats()["fire_count"] == 200
+    # Paused, the events waited in the ordinary way; after, the queue's
+    # batches went through the runner.
+    assert seen[:100] == ["engine"] * 100
+    assert "runner" in seen[100:]

@@ -7,8 +7,10 @@ events, as long as nothing waits in it (see ``processor/chain.rs``). The
 engine then hands the run to a runner built here once per accumulator: a
 function whose loop calls the accumulator and the nodes directly, so that
 each call is a Python-to-Python call (the cheapest kind), and appends each
-fire's terminal value to a list. The engine does the bookkeeping of the whole
-run afterwards.
+fire's terminal value to a list (inline ``push_many``, whose ``FireList`` holds
+them) or only counts the fires (thread mode, where nobody keeps them). With
+``on_output``, the loop hands each value to the sink as the engine would. The
+engine does the bookkeeping of the whole run afterwards.
 
 The runner stops at the first exception and says where it was raised, with the
 event and its boundary, so the engine takes that one event the ordinary way
@@ -22,7 +24,8 @@ accumulator name can inject code.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import logging
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 #: Where a runner stopped: the iterator itself raised (not an event's failure).
@@ -30,14 +33,28 @@ ITERATION = -2
 #: Where a runner stopped: the accumulator function raised.
 ACCUMULATOR = -1
 
-#: An argument: the run's boundary, another accumulator's value (constant
-#: during a run, given as its index in ``consts``), or a node's output (by plan
-#: position).
+#: An argument: ("boundary", 0) for the run's boundary, ("const", i) for
+#: accumulator i's value (constant during a run, passed in ``consts`` in
+#: index order), ("node", j) for the output of the node at plan position j.
 Arg = tuple[str, int]
 
+#: (stage, event, boundary, exception): stage is a node's plan position,
+#: ACCUMULATOR or ITERATION.
 Failure = tuple[int, Any, Any, BaseException]
-#: (events with no boundary, last boundary that fired, failure or None)
-Outcome = tuple[int, Any, "Failure | None"]
+#: (events with no boundary, fires, last boundary that fired, failure or None)
+Outcome = tuple[int, int, Any, "Failure | None"]
+Runner = Callable[[Iterable[Any], "list[Any] | None", tuple[Any, ...]], Outcome]
+
+log = logging.getLogger("headrace")
+
+
+def sink_failed(graph: str) -> Callable[[BaseException], None]:
+    """Logs a raising ``on_output`` sink as the engine does; the fire stands."""
+
+    def failed(exc: BaseException) -> None:
+        log.error("on_output callback of graph '%s' raised %s: %s", graph, type(exc).__name__, exc)
+
+    return failed
 
 
 def build(
@@ -46,18 +63,38 @@ def build(
     nodes: Sequence[tuple[Callable[..., Any], Sequence[Arg], str]],
     terminal: int,
     route: type,
-) -> Callable[[Iterator[Any], list[Any], tuple[Any, ...]], Outcome]:
-    """The runner for one accumulator's events.
+    sink: Callable[[Any], Any] | None,
+    graph: str,
+) -> tuple[Runner, Runner]:
+    """The runners for one accumulator's events: one appending each fire's
+    value to ``out``, one only counting the fires (``out`` is None).
 
     ``accumulate``: its function (None: the event is the boundary), called
     with ``state`` too when that is not None. ``nodes``: in plan order,
     ``(function, args, name)``. ``terminal``: plan position of the node whose
-    value each fire appends. ``route``: ``headrace.Route``, which a node
-    without routes must not return (the ordinary path raises the same error).
+    value each fire gives. ``route``: ``headrace.Route``, which a node without
+    routes must not return (the ordinary path raises the same error).
+    ``sink``: the ``on_output`` function, or None.
     """
+    return (
+        _build(accumulate, state, nodes, terminal, route, sink, graph, keep=True),
+        _build(accumulate, state, nodes, terminal, route, sink, graph, keep=False),
+    )
+
+
+def _build(
+    accumulate: Callable[..., Any] | None,
+    state: Any,
+    nodes: Sequence[tuple[Callable[..., Any], Sequence[Arg], str]],
+    terminal: int,
+    route: type,
+    sink: Callable[[Any], Any] | None,
+    graph: str,
+    *,
+    keep: bool,
+) -> Runner:
     env: dict[str, Any] = {"_route": route, "_TypeError": TypeError}
     params = ["_route=_route", "_TypeError=_TypeError"]
-    body: list[str] = []
 
     def bind(name: str, value: Any) -> str:
         env[name] = value
@@ -71,47 +108,46 @@ def build(
     else:
         take = f"b = {bind('_acc', accumulate)}(e, {bind('_state', state)})"
     consts = sorted({i for _, args, _ in nodes for kind, i in args if kind == "const"})
-    const_names = {i: f"c{i}" for i in consts}
-    body += [
-        "            stage = -1",
-        f"            {take}",
-        "            if b is None:",
-        "                suppressed += 1",
-        "                stage = -2",
-        "                continue",
+    body = [
+        "stage = -1",
+        take,
+        "if b is None:",
+        "    suppressed += 1",
+        "    stage = -2",
+        "    continue",
     ]
     for pos, (function, args, name) in enumerate(nodes):
         f = bind(f"_n{pos}", function)
-        message = bind(
-            f"_m{pos}", f"node '{name}' returned a Route but declares no routes (use @graph.node(routes=[...]))"
-        )
-        shown = ", ".join(
-            "b" if kind == "boundary" else const_names[i] if kind == "const" else f"v{i}" for kind, i in args
-        )
+        message = bind(f"_m{pos}", f"node '{name}' returned a Route but declares no routes (use @graph.node(routes=[...]))")
+        shown = ", ".join("b" if kind == "boundary" else f"c{i}" if kind == "const" else f"v{i}" for kind, i in args)
         body += [
-            f"            stage = {pos}",
-            f"            v{pos} = {f}({shown})",
-            f"            if v{pos}.__class__ is _route:",
-            f"                raise _TypeError({message})",
+            f"stage = {pos}",
+            f"v{pos} = {f}({shown})",
+            f"if v{pos}.__class__ is _route:",
+            f"    raise _TypeError({message})",
         ]
-    body += [f"            append(v{terminal})", "            last = b", "            stage = -2"]
-    unpack = f"    ({''.join(const_names[i] + ', ' for i in consts)}) = consts" if consts else "    del consts"
-    source = "\n".join(
-        [
-            f"def run(it, out, consts, *, {', '.join(params)}):",
-            unpack,
-            "    append = out.append",
-            "    suppressed = 0",
-            "    stage = -2",
-            "    e = b = last = None",
-            "    try:",
-            "        for e in it:",
-            *body,
-            "    except BaseException as exc:",
-            "        return suppressed, last, (stage, e, b, exc)",
-            "    return suppressed, last, None",
+    if sink is not None:
+        body += [
+            "try:",
+            f"    {bind('_sink', sink)}(v{terminal})",
+            "except BaseException as exc:",
+            f"    {bind('_sink_failed', sink_failed(graph))}(exc)",
         ]
-    )
-    exec(compile(source, "<headrace chain runner>", "exec"), env)
-    run: Callable[[Iterator[Any], list[Any], tuple[Any, ...]], Outcome] = env["run"]
+    body += [f"append(v{terminal})" if keep else "fired += 1", "last = b", "stage = -2"]
+    lines = [
+        f"def run(it, out, consts, *, {', '.join(params)}):",
+        f"    ({''.join(f'c{i}, ' for i in consts)}) = consts" if consts else "    del consts",
+        "    append = out.append" if keep else "    fired = 0",
+        "    suppressed = 0",
+        "    stage = -2",
+        "    e = b = last = None",
+        "    try:",
+        "        for e in it:",
+        *(" " * 12 + line for line in body),
+        "    except BaseException as exc:",
+        f"        return suppressed, {'len(out)' if keep else 'fired'}, last, (stage, e, b, exc)",
+        f"    return suppressed, {'len(out)' if keep else 'fired'}, last, None",
+    ]
+    exec(compile("\n".join(lines), "<headrace chain runner>", "exec"), env)
+    run: Runner = env["run"]
     return run

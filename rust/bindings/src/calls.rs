@@ -12,7 +12,7 @@ use headrace_core::checkpoint::Value as CheckpointValue;
 use headrace_core::error::Named;
 use headrace_core::event::SourcePosition;
 use headrace_core::processor::Applied;
-use headrace_core::host::{AsyncCall, Calls, CheckpointError, Codec, NodeOutput, Outputs, Overrun, Report, Unsupported};
+use headrace_core::host::{AsyncCall, Calls, ChainOutcome, CheckpointError, Codec, NodeOutput, Outputs, Overrun, Report, Unsupported};
 use pyo3::types::PyDict;
 use std::sync::atomic::Ordering::SeqCst;
 
@@ -492,6 +492,52 @@ impl Calls<Value, PyErr> for PyCalls<'_, '_> {
         }
     }
 
+    fn chains(&self, acc: usize) -> bool {
+        self.cx.runners.get(acc).is_some_and(Option::is_some)
+    }
+
+    fn run_chain(&mut self, acc: usize, events: Vec<Value>, cache: &[Option<Value>]) -> ChainOutcome<Value, PyErr> {
+        let py = self.py;
+        let Some(runner) = self.cx.runners.get(acc).and_then(Option::as_ref) else {
+            return untaken(events);
+        };
+        let list = match PyList::new(py, events) {
+            Ok(list) => list,
+            // Only memory can fail here, and the events are gone with the list.
+            Err(e) => {
+                errors::log(py, "error", &format!("graph '{}': a run of events was lost: {e}", self.cx.plan.graph));
+                return untaken(Vec::new());
+            }
+        };
+        let ran = match runner.call(py, list.as_any(), None, cache) {
+            Ok(ran) => ran,
+            Err(e) => {
+                // The runner did not start: the events go the ordinary way.
+                errors::log(py, "warning", &format!("graph '{}': chain run not started: {e}", self.cx.plan.graph));
+                return untaken(list.iter().map(Bound::unbind).collect());
+            }
+        };
+        let taken = (ran.fired + ran.suppressed) as usize;
+        let mut rest = list.iter().skip(taken).map(Bound::unbind);
+        let stopped = ran.stopped.and_then(|(stage, _, boundary, error)| {
+            let event = rest.next()?;
+            match crate::chain::failure(stage, boundary, error) {
+                Ok(failure) => Some((event, failure)),
+                // A list's iteration does not raise.
+                Err(_) => None,
+            }
+        });
+        ChainOutcome {
+            fired: ran.fired,
+            suppressed: ran.suppressed,
+            last: ran.last,
+            started: ran.started,
+            ended: ran.ended,
+            stopped,
+            untaken: rest.collect(),
+        }
+    }
+
     fn report(&mut self, report: Report<Value, PyErr>) {
         let py = self.py;
         match report {
@@ -536,6 +582,12 @@ impl Calls<Value, PyErr> for PyCalls<'_, '_> {
             Report::CheckpointFailed(error) => self.checkpoint_failed(error),
         }
     }
+}
+
+/// Every event handed back, none taken.
+fn untaken(events: Vec<Value>) -> ChainOutcome<Value, PyErr> {
+    let now = std::time::Instant::now();
+    ChainOutcome { fired: 0, suppressed: 0, last: None, started: now, ended: now, stopped: None, untaken: events }
 }
 
 /// `NodeError` for a failed fire, with the node's exception as `__cause__`.

@@ -1,7 +1,9 @@
-//! Chain runs (core `processor::chain`): an inline `push_many` hands runs of
-//! its events to a runner built once per accumulator by `headrace._chain`,
-//! a Python loop that calls the accumulator and the nodes directly, and then
-//! tells the processor what the run did.
+//! Chain runs (core `processor::chain`): runs of events go to a runner built
+//! once per accumulator by `headrace._chain`, a Python loop that calls the
+//! accumulator and the nodes directly; the processor is told afterwards what
+//! the run did. Inline `push_many` hands its iterable over as it is (and keeps
+//! the outputs for its `FireList`); the processor thread hands over a batch's
+//! run of events through `Calls::run_chain` (and keeps nothing).
 
 use std::time::Instant;
 
@@ -19,28 +21,74 @@ use crate::inline::{self, Proc};
 
 type Value = Py<PyAny>;
 
-/// Where a runner stopped (`headrace._chain`): the iterator raised.
+/// Where a runner stopped (`headrace._chain`): the iterable raised.
 const ITERATION: i64 = -2;
 /// Where a runner stopped: the accumulator function raised.
 const ACCUMULATOR: i64 = -1;
 
 /// What a runner returns (`headrace._chain.Outcome`): events that gave no
-/// boundary, the last boundary that fired, and where it stopped if something
-/// raised: (stage, event, boundary, exception).
-type Outcome = (u64, Option<Value>, Option<(i64, Value, Value, Value)>);
+/// boundary, fires, the last boundary that fired, and where it stopped if
+/// something raised: (stage, event, boundary, exception).
+type Outcome = (u64, u64, Option<Value>, Option<(i64, Value, Value, Value)>);
 
-/// One accumulator's runner, and the other accumulators its nodes read (their
-/// values are constants during a run, passed in this order).
+/// One accumulator's runners (keeping each fire's output, or only counting
+/// fires), and the other accumulators its nodes read (their values are
+/// constants during a run, passed in this order).
 pub struct Runner {
-    pub function: Value,
+    pub keep: Value,
+    pub count: Value,
     pub consts: Vec<usize>,
 }
 
-/// A runner for every accumulator whose pushed events can run as a chain:
-/// the plan is a chain, nothing watches single fires (`on_fire`), and the
-/// accumulator is a sync passthrough or stream criteria member.
-pub fn runners(py: Python<'_>, plan: &Plan, accs: &[AccCall], nodes: &[NodeCall], watched: bool) -> PyResult<Vec<Option<Runner>>> {
-    let Some(terminal) = plan.chain_terminal.filter(|_| !watched) else {
+/// One call of a runner.
+pub struct Ran {
+    pub suppressed: u64,
+    pub fired: u64,
+    pub last: Option<Value>,
+    pub started: Instant,
+    pub ended: Instant,
+    /// Where it stopped: (stage, event, boundary, exception).
+    pub stopped: Option<(i64, Value, Value, PyErr)>,
+}
+
+impl Runner {
+    /// Runs `events` (an iterable); with `out`, each fire's output is
+    /// appended to it. Other inputs are read from `cache`.
+    pub fn call(&self, py: Python<'_>, events: &Bound<'_, PyAny>, out: Option<&Bound<'_, PyList>>, cache: &[Option<Value>]) -> PyResult<Ran> {
+        let consts = PyTuple::new(py, self.consts.iter().map(|&a| cache[a].as_ref().map(|v| v.clone_ref(py))))?;
+        let function = if out.is_some() { &self.keep } else { &self.count };
+        let started = Instant::now();
+        let outcome = function.bind(py).call1((events, out, consts))?;
+        let ended = Instant::now();
+        let (suppressed, fired, last, stopped): Outcome = outcome.extract()?;
+        let stopped = stopped.map(|(stage, e, b, error)| (stage, e, b, PyErr::from_value(error.into_bound(py))));
+        Ok(Ran { suppressed, fired, last, started, ended, stopped })
+    }
+}
+
+/// The core's failure for where a run stopped; None for `ITERATION` (the
+/// iterable itself raised: not an event's failure).
+pub fn failure(stage: i64, boundary: Value, error: PyErr) -> Result<ChainFailure<Value, PyErr>, PyErr> {
+    match stage {
+        ITERATION => Err(error),
+        ACCUMULATOR => Ok(ChainFailure::Accumulator { error }),
+        node => Ok(ChainFailure::Node { boundary, node: node as usize, error }),
+    }
+}
+
+/// Runners for every accumulator whose events can run as a chain: the plan
+/// is a chain, no `on_fire` wants each `FireResult` as it happens, and the
+/// accumulator is a sync passthrough or stream criteria member. `sink`: the
+/// `on_output` function, called by the runner for each fire's value.
+pub fn runners(
+    py: Python<'_>,
+    plan: &Plan,
+    accs: &[AccCall],
+    nodes: &[NodeCall],
+    on_fire: bool,
+    sink: Option<&Value>,
+) -> PyResult<Vec<Option<Runner>>> {
+    let Some(terminal) = plan.chain_terminal.filter(|_| !on_fire) else {
         return Ok(accs.iter().map(|_| None).collect());
     };
     let build = py.import("headrace._chain")?.getattr("build")?;
@@ -73,8 +121,9 @@ pub fn runners(py: Python<'_>, plan: &Plan, accs: &[AccCall], nodes: &[NodeCall]
         consts.dedup();
         let accumulate = if spec.function { Some(call.function.clone_ref(py)) } else { None };
         let state = call.state.as_ref().map(|s| s.clone_ref(py));
-        let function = build.call1((accumulate, state, described, terminal, &route))?.unbind();
-        out.push(Some(Runner { function, consts }));
+        let (keep, count): (Value, Value) =
+            build.call1((accumulate, state, described, terminal, &route, sink, plan.graph.as_str()))?.extract()?;
+        out.push(Some(Runner { keep, count, consts }));
     }
     Ok(out)
 }
@@ -155,28 +204,23 @@ fn run(
         Some(n) => islice(py, events, n)?,
         None => events.clone().into_any(),
     };
-    let cache = processor.cache();
-    let consts = PyTuple::new(py, runner.consts.iter().map(|&a| cache[a].as_ref().map(|v| v.clone_ref(py))))?;
     let outputs = PyList::empty(py);
-    let started = Instant::now();
-    let outcome = runner.function.bind(py).call1((source, &outputs, consts))?;
-    let ended = Instant::now();
-    let (suppressed, last, failure): Outcome = outcome.extract()?;
-    let fired = outputs.len() as u64;
+    let ran = runner.call(py, &source, Some(&outputs), processor.cache())?;
+    let Ran { suppressed, fired, last, started, ended, stopped } = ran;
     let taken = fired + suppressed;
-    let ran = processor.chain_ran(ChainRun { acc, taken, fired, last, started, ended });
+    let booked = processor.chain_ran(ChainRun { acc, taken, fired, last, started, ended });
     if fired > 0 {
         let fires = RunFires {
-            first_id: ran.first_fire,
-            trigger: ran.trigger,
-            started_at: ran.started_at,
+            first_id: booked.first_fire,
+            trigger: booked.trigger,
+            started_at: booked.started_at,
             duration: ended.saturating_duration_since(started),
             terminal: cx.plan.chain_terminal.expect("a runner implies a chain"),
             outputs: outputs.unbind(),
         };
         into.fires.push(Kept::Run(Box::new(fires)));
     }
-    let Some((stage, event, boundary, error)) = failure else {
+    let Some((stage, event, boundary, error)) = stopped else {
         // Without a limit the loop ended because the iterable did; with one,
         // a short run means the same.
         let exhausted = limit.is_none_or(|n| taken < n);
@@ -188,12 +232,7 @@ fn run(
         }
         return Ok(if exhausted { Stopped::Exhausted } else { Stopped::Limit });
     };
-    let error = PyErr::from_value(error.into_bound(py));
-    let failure = match stage {
-        ITERATION => return Err(error),
-        ACCUMULATOR => ChainFailure::Accumulator { error },
-        node => ChainFailure::Node { boundary, node: node as usize, error },
-    };
+    let failure = failure(stage, boundary, error)?;
     let mut out = InlineOutcome::new();
     inline::step(py, processor, cx, &mut out, aio, |p, calls| {
         p.chain_failed(acc, event, failure, calls, &Now::lazy());

@@ -93,7 +93,10 @@ impl Callables {
         if let Some(sink) = &self.checkpoint {
             f(&sink.writer);
         }
-        self.runners.iter().flatten().for_each(|r| f(&r.function));
+        self.runners.iter().flatten().for_each(|r| {
+            f(&r.keep);
+            f(&r.count);
+        });
     }
 }
 
@@ -240,8 +243,8 @@ pub fn compile(py: Python<'_>, parsed: Parsed, on_fire: Option<Py<PyAny>>) -> Py
     let mut by_spec: Vec<Option<NodeCall>> = parsed.nodes.into_iter().map(Some).collect();
     let nodes: Vec<NodeCall> = plan.nodes.iter().map(|n| by_spec[n.spec_index].take().expect("each node once")).collect();
     let has_async = !plan.async_nodes.is_empty() || parsed.accs.iter().any(|a| a.is_async);
-    let watched = on_fire.is_some() || on_output.is_some();
-    let runners = crate::chain::runners(py, &plan, &parsed.accs, &nodes, watched)?;
+    let sink = on_output.as_ref().map(|(_, f)| f);
+    let runners = crate::chain::runners(py, &plan, &parsed.accs, &nodes, on_fire.is_some(), sink)?;
     Ok(Callables {
         runners,
         has_async,

@@ -153,6 +153,30 @@ pub enum Report<V, E> {
     CheckpointFailed(CheckpointError),
 }
 
+/// Where a chain run (`processor::chain`) stopped: what raised on its last event.
+pub enum ChainFailure<V, E> {
+    /// The accumulator function raised on the event.
+    Accumulator { error: E },
+    /// Node `node` (plan position) raised on the boundary the event gave.
+    Node { boundary: V, node: usize, error: E },
+}
+
+/// What a host's chain run did with the events it was given, in order: the
+/// first `fired + suppressed` were taken (each fired successfully or gave no
+/// boundary), then possibly one stopped the run, and `untaken` were not
+/// looked at.
+pub struct ChainOutcome<V, E> {
+    pub fired: u64,
+    pub suppressed: u64,
+    /// The last boundary that fired.
+    pub last: Option<V>,
+    pub started: Instant,
+    pub ended: Instant,
+    /// The event the run stopped at, and what raised.
+    pub stopped: Option<(V, ChainFailure<V, E>)>,
+    pub untaken: Vec<V>,
+}
+
 /// The host's side of one attached session.
 pub trait Calls<V, E> {
     /// A passthrough, stream or state accumulator's function on one event.
@@ -204,4 +228,18 @@ pub trait Calls<V, E> {
     /// Hands a snapshot over to be written (the host adds the state it owns).
     fn persist(&mut self, snapshot: EngineSnapshot) -> Result<(), CheckpointError>;
     fn report(&mut self, report: Report<V, E>);
+    /// Whether [`Calls::run_chain`] takes accumulator `acc`'s events.
+    fn chains(&self, acc: usize) -> bool {
+        let _ = acc;
+        false
+    }
+    /// Fires for each of accumulator `acc`'s `events` in one run of its own
+    /// (`processor::chain`), other inputs read from `cache`. Asked only when
+    /// [`Calls::chains`] says so; a host that cannot run them after all
+    /// returns them all untaken.
+    fn run_chain(&mut self, acc: usize, events: Vec<V>, cache: &[Option<V>]) -> ChainOutcome<V, E> {
+        let _ = (acc, cache);
+        let now = Instant::now();
+        ChainOutcome { fired: 0, suppressed: 0, last: None, started: now, ended: now, stopped: None, untaken: events }
+    }
 }

@@ -4,6 +4,7 @@
 
 use crate::channel::Item;
 use crate::clock::Now;
+use crate::event::Input;
 use crate::host::{Calls, CheckpointError};
 
 use super::Processor;
@@ -43,7 +44,28 @@ impl<V, E> Processor<V, E> {
         let per_event = self.settles_per_event();
         let mut unsettled = false;
         let mut applied = Applied::default();
-        for item in items {
+        let mut items = items.into_iter().peekable();
+        while let Some(item) = items.next() {
+            // A run of one accumulator's events that each fire alone may go
+            // through the host as a chain run (see `chain`); a lone event
+            // gains nothing from one.
+            let item = match item {
+                Item::Event { acc, input: Input::Value(value) }
+                    if per_event && next_is_event_of(items.peek(), acc) && calls.chains(acc) && self.chain_ready(acc) =>
+                {
+                    let mut run = vec![value];
+                    while let Some(Item::Event { acc: next, input: Input::Value(_) }) = items.peek() {
+                        if *next != acc {
+                            break;
+                        }
+                        let Some(Item::Event { input: Input::Value(value), .. }) = items.next() else { unreachable!() };
+                        run.push(value);
+                    }
+                    self.apply_events(acc, run, calls, now);
+                    continue;
+                }
+                item => item,
+            };
             let event = matches!(item, Item::Event { .. } | Item::SourceEvent { .. });
             if unsettled && !event {
                 self.settle(calls, now);
@@ -106,4 +128,8 @@ impl<V, E> Processor<V, E> {
             let _ = self.checkpoint(calls);
         }
     }
+}
+
+fn next_is_event_of<V>(next: Option<&Item<V>>, acc: usize) -> bool {
+    matches!(next, Some(Item::Event { acc: a, input: Input::Value(_) }) if *a == acc)
 }

@@ -17,18 +17,12 @@ use std::time::{Instant, SystemTime};
 
 use crate::accumulator::AccState;
 use crate::clock::Now;
-use crate::host::{Calls, Trigger};
+pub use crate::host::ChainFailure;
+use crate::host::{Calls, ChainOutcome, Trigger};
+use crate::event::Input;
 use crate::spec::{CriteriaKind, InputStrategy};
 
 use super::Processor;
-
-/// Where a run stopped: what raised on its last event.
-pub enum ChainFailure<V, E> {
-    /// The accumulator function raised on the event.
-    Accumulator { error: E },
-    /// Node `node` (plan position) raised on the boundary the event gave.
-    Node { boundary: V, node: usize, error: E },
-}
 
 /// What the fires of a run are reported with: ids from `first_fire` on, in
 /// order, all with `trigger`.
@@ -156,6 +150,38 @@ impl<V, E> Processor<V, E> {
 }
 
 /// Adds `n` to a counter only the processor's holder writes.
+impl<V, E> Processor<V, E> {
+    /// A run of accumulator `acc`'s events from a batch (thread mode): as
+    /// chain runs through the host while the processor is ready for one,
+    /// one by one the ordinary way while it is not (after a failure, until
+    /// the failed boundary is retried or dead-lettered).
+    pub(crate) fn apply_events(&mut self, acc: usize, events: Vec<V>, calls: &mut dyn Calls<V, E>, now: &Now) {
+        let mut events = events.into_iter();
+        loop {
+            if self.chain_ready(acc) && calls.chains(acc) {
+                let run: Vec<V> = events.collect();
+                if run.is_empty() {
+                    return;
+                }
+                let ChainOutcome { fired, suppressed, last, started, ended, stopped, untaken } =
+                    calls.run_chain(acc, run, &self.cache);
+                self.chain_ran(Run { acc, taken: fired + suppressed, fired, last, started, ended });
+                let went_on = fired + suppressed > 0 || stopped.is_some();
+                if let Some((event, failure)) = stopped {
+                    self.chain_failed(acc, event, failure, calls, now);
+                }
+                events = untaken.into_iter();
+                if went_on {
+                    continue;
+                }
+            }
+            let Some(event) = events.next() else { return };
+            self.ingest(acc, Input::Value(event), calls, now);
+            self.settle(calls, now);
+        }
+    }
+}
+
 fn add(counter: &std::sync::atomic::AtomicU64, n: u64) {
     counter.store(counter.load(Relaxed) + n, Relaxed);
 }
