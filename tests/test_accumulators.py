@@ -136,6 +136,19 @@ def test_batch_never_flushes_an_event_twice_nor_loses_one(size, ops) -> None:
 # --- polling -----------------------------------------------------------------------------
 
 
+def poll_until(acc: hr.Accumulator, polls: list[int], n: int) -> tuple[list[hr.FireResult], dict[str, Any]]:
+    """Runs `graph_over(acc)` in thread mode until `polls` holds `n` entries
+    (or 10 s pass); returns the fires and the accumulator's stats at the end."""
+    fires: list[hr.FireResult] = []
+    with hr.Runtime(graph_over(acc), mode="thread", on_fire=fires.append) as rt:
+        deadline = time.monotonic() + 10
+        while len(polls) < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+        rt.drain(timeout=5)
+        stats = rt.stats()["accumulators"][acc.name]
+    return fires, stats
+
+
 def test_polling_runs_on_its_timer_and_suppresses_unchanged_values() -> None:
     values = iter([1, 1, None, 2, 2, 2, 3] + [3] * 1000)
     calls = []
@@ -145,13 +158,8 @@ def test_polling_runs_on_its_timer_and_suppresses_unchanged_values() -> None:
         calls.append(1)
         return next(values)
 
-    fires: list[hr.FireResult] = []
-    with hr.Runtime(graph_over(config), mode="thread", on_fire=fires.append) as rt:
-        deadline = time.monotonic() + 10
-        while len(calls) < 10 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        rt.drain(timeout=5)
-        assert rt.stats()["accumulators"]["config"]["health"] == "live"
+    fires, acc = poll_until(config, calls, 10)
+    assert acc["health"] == "live"
     assert [f.outputs["seen"] for f in fires] == [(1,), (2,), (3,)]
 
 
@@ -166,13 +174,7 @@ def test_async_polling_function_and_raising_polls() -> None:
             raise ConnectionError("feed down")
         return len(attempts)
 
-    fires: list[hr.FireResult] = []
-    with hr.Runtime(graph_over(quote), mode="thread", on_fire=fires.append) as rt:
-        deadline = time.monotonic() + 10
-        while len(attempts) < 5 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        rt.drain(timeout=5)
-        acc = rt.stats()["accumulators"]["quote"]
+    fires, acc = poll_until(quote, attempts, 5)
     assert acc["errors"] >= 1 and "feed down" in acc["last_error"]
     got = [f.outputs["seen"][0] for f in fires]
     assert 2 not in got and got[:2] == [1, 3]

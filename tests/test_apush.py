@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -155,7 +156,12 @@ def gated_graph(gate: Gate) -> hr.ComputationGraph:
     return g
 
 
-def test_cancelling_an_apush_after_its_event_was_taken_fires_it_once() -> None:
+Scenario = Callable[[hr.Runtime, Gate, "asyncio.Task[Any]"], Awaitable[None]]
+
+
+def gated_run(scenario: Scenario) -> list[Any]:
+    """Runs `scenario` on an inline runtime whose first apush (price 1) is
+    held in its async node; returns the outputs of every fire reported."""
     fires: list[hr.FireResult] = []
 
     async def go() -> None:
@@ -163,39 +169,41 @@ def test_cancelling_an_apush_after_its_event_was_taken_fires_it_once() -> None:
         with hr.Runtime(gated_graph(gate), mode="inline", on_fire=fires.append) as rt:
             first = asyncio.create_task(rt.apush("price", 1))
             await gate.entered.wait()
-            first.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await first
-            gate.release.set()
-            # Takes its turn after the cancelled caller's fire has ended.
-            assert outputs(await rt.apush("price", 2)) == {"held": 2}
-            assert gate.ran == [1, 2] and not gate.cancelled
-            assert rt.stats()["accumulators"]["price"]["events"] == 2
+            await scenario(rt, gate, first)
 
     asyncio.run(go())
-    assert [outputs(f) for f in fires] == [{"held": 1}, {"held": 2}]
+    return [outputs(f) for f in fires]
+
+
+async def cancel(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+def test_cancelling_an_apush_after_its_event_was_taken_fires_it_once() -> None:
+    async def scenario(rt: hr.Runtime, gate: Gate, first: asyncio.Task[Any]) -> None:
+        await cancel(first)
+        gate.release.set()
+        # Takes its turn after the cancelled caller's fire has ended.
+        assert outputs(await rt.apush("price", 2)) == {"held": 2}
+        assert gate.ran == [1, 2] and not gate.cancelled
+        assert rt.stats()["accumulators"]["price"]["events"] == 2
+
+    assert gated_run(scenario) == [{"held": 1}, {"held": 2}]
 
 
 def test_cancelling_an_apush_still_waiting_for_its_turn_takes_nothing() -> None:
-    fires: list[hr.FireResult] = []
+    async def scenario(rt: hr.Runtime, gate: Gate, first: asyncio.Task[Any]) -> None:
+        waiting = asyncio.create_task(rt.apush("price", 2))
+        await asyncio.sleep(0)
+        await cancel(waiting)
+        gate.release.set()
+        assert outputs(await first) == {"held": 1}
+        assert outputs(await rt.apush("price", 3)) == {"held": 3}
+        assert rt.stats()["accumulators"]["price"]["events"] == 2
 
-    async def go() -> None:
-        gate = Gate()
-        with hr.Runtime(gated_graph(gate), mode="inline", on_fire=fires.append) as rt:
-            first = asyncio.create_task(rt.apush("price", 1))
-            await gate.entered.wait()
-            waiting = asyncio.create_task(rt.apush("price", 2))
-            await asyncio.sleep(0)
-            waiting.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await waiting
-            gate.release.set()
-            assert outputs(await first) == {"held": 1}
-            assert outputs(await rt.apush("price", 3)) == {"held": 3}
-            assert rt.stats()["accumulators"]["price"]["events"] == 2
-
-    asyncio.run(go())
-    assert [outputs(f) for f in fires] == [{"held": 1}, {"held": 3}]
+    assert gated_run(scenario) == [{"held": 1}, {"held": 3}]
 
 
 def test_an_async_node_awaiting_apush_on_its_own_runtime_raises_instead_of_waiting_forever() -> None:

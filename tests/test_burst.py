@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import headrace as hr
+from headrace.accumulators import InputStrategy
 from headrace.packages.loader import apply_manifest
 from headrace.packages.manifest import ManifestError, parse_manifest
 
@@ -172,8 +173,11 @@ def test_a_burst_input_delivers_every_fill_accepted_while_paused_in_one_fire(har
     assert h.outputs("total") == [[0, 1, 2, 3, 4]], "one fire for five fills, none lost"
 
 
-def test_a_burst_input_is_none_before_its_first_boundary_and_empty_after(harness) -> None:
-    @hr.passthrough_accumulator(input="latest")
+def tick_and_fills(name: str, tick_input: InputStrategy | None = None) -> hr.ComputationGraph:
+    """`view(tick, fills)`, fired by `tick` (the graph's default input unless
+    `tick_input`), with `fills` a burst input."""
+
+    @hr.passthrough_accumulator(input=tick_input)
     def tick(e):
         return e
 
@@ -181,13 +185,17 @@ def test_a_burst_input_is_none_before_its_first_boundary_and_empty_after(harness
     def fills(e):
         return e
 
-    g = hr.ComputationGraph("edges", [tick, fills], hr.when_any(tick))
+    g = hr.ComputationGraph(name, [tick, fills], hr.when_any(tick))
 
     @g.node
     def view(tick, fills):
         return (tick, fills)
 
-    h = harness(g)
+    return g
+
+
+def test_a_burst_input_is_none_before_its_first_boundary_and_empty_after(harness) -> None:
+    h = harness(tick_and_fills("edges", tick_input="latest"))
     h.push("tick", 1)
     h.settle()
     h.push("fills", 10)
@@ -200,45 +208,17 @@ def test_a_burst_input_is_none_before_its_first_boundary_and_empty_after(harness
 
 
 def test_manual_fire_delivers_the_burst_list(harness) -> None:
-    @hr.passthrough_accumulator(input="burst")
-    def fills(e):
-        return e
-
-    @hr.passthrough_accumulator
-    def tick(e):
-        return e
-
-    g = hr.ComputationGraph("manual", [tick, fills], hr.when_any(tick))
-
-    @g.node
-    def view(fills):
-        return fills
-
-    h = harness(g)
+    h = harness(tick_and_fills("manual"))
     h.push("fills", 1)
     h.push("fills", 2)
     h.rt.fire()
     h.rt.fire()
-    assert h.outputs("view") == [[1, 2], []]
+    assert h.outputs("view") == [(None, [1, 2]), (None, [])]
 
 
 def test_the_burst_list_survives_a_restart(tmp_path, mode) -> None:
     url = f"sqlite:///{tmp_path}/state.db"
-
-    @hr.passthrough_accumulator(input="burst")
-    def fills(e):
-        return e
-
-    @hr.passthrough_accumulator
-    def tick(e):
-        return e
-
-    g = hr.ComputationGraph("restart", [tick, fills], hr.when_any(tick))
-
-    @g.node
-    def view(tick, fills):
-        return (tick, fills)
-
+    g = tick_and_fills("restart")
     with hr.Runtime(g, mode=mode, store=url) as rt:  # type: ignore[arg-type]
         for v in (1, 2, 3):
             rt.push("fills", v)

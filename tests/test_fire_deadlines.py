@@ -138,28 +138,29 @@ class SlowFirst:
         return price
 
 
-@pytest.mark.parametrize("strategy", ["latest", "sequential"])
-def test_a_timed_out_fire_keeps_its_inputs_and_is_retried(async_harness: Any, strategy: str) -> None:
+def retried_once(async_harness: Any, strategy: str, slow: int, max_attempts: int) -> tuple[Any, SlowFirst]:
+    """Pushes price 1 through a node `n` that overruns a 10 ms fire deadline on
+    its first `slow` calls, and waits for the fire and its one retry."""
     g = price_graph(fire_timeout="10ms", input_strategy=strategy)
-    node = SlowFirst(slow=1)
+    node = SlowFirst(slow=slow)
     g.node(name="n")(lambda price: node(price))
-    r = async_harness(g, max_attempts=3, retry_backoff=0)
+    r = async_harness(g, max_attempts=max_attempts, retry_backoff=0)
     r.push("price", 1)
     r.retry()
     r.wait_for(2)
+    return r, node
+
+
+@pytest.mark.parametrize("strategy", ["latest", "sequential"])
+def test_a_timed_out_fire_keeps_its_inputs_and_is_retried(async_harness: Any, strategy: str) -> None:
+    r, _ = retried_once(async_harness, strategy, slow=1, max_attempts=3)
     assert [f.ok for f in r.fires[:2]] == [False, True]
     assert r.fires[1].outputs == {"n": 1}, "the same input, retried"
     assert r.rt.stats()["fires_failed"] == 1 and not r.rt.stats()["dead_letters"]
 
 
 def test_a_sequential_boundary_that_keeps_timing_out_is_dead_lettered(async_harness: Any) -> None:
-    g = price_graph(fire_timeout="10ms", input_strategy="sequential")
-    node = SlowFirst(slow=2)
-    g.node(name="n")(lambda price: node(price))
-    r = async_harness(g, max_attempts=2, retry_backoff=0)
-    r.push("price", 1)
-    r.retry()
-    r.wait_for(2)
+    r, node = retried_once(async_harness, "sequential", slow=2, max_attempts=2)
     r.push("price", 2)
     assert node.seen == [1, 1, 2]
     [letter] = r.rt.stats()["dead_letters"]

@@ -3,7 +3,10 @@
 //!
 //! Each method extracts its arguments, turns them into a channel item and
 //! hands it to [`Mode::submit`]; what the item means is the core's, and who
-//! runs it is the mode's.
+//! runs it is the mode's. The helpers live in one submodule per concept:
+//! `start` (building from options and a restore), `names` (accumulator names
+//! to indices), `source` (stream messages to items), `submit` (handing items
+//! to the mode).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
@@ -17,18 +20,20 @@ use headrace_core::dead_letter::DeadLetters;
 use headrace_core::error::Named;
 use headrace_core::event::{Codec, Input, SourcePosition};
 use headrace_core::metrics::{Health, Metrics};
-use headrace_core::processor::Processor;
 
-use crate::aio::{self, Aio};
+use crate::aio::Aio;
 use crate::calls::{decode, InlineOutcome};
 use crate::errors::{self, Error};
 use crate::fire::{FireList, FireResult, Names};
 use crate::gc;
-use crate::graph::{self, CheckpointSink};
-use crate::mode::{Fires, Mode, Wait};
-use crate::options::{optional_seconds, EngineOptions, ModeKind};
-use crate::restore;
+use crate::mode::{Mode, Wait};
+use crate::options::{optional_seconds, EngineOptions};
 use crate::stats;
+
+mod names;
+mod source;
+mod start;
+mod submit;
 
 type Value = Py<PyAny>;
 
@@ -60,42 +65,7 @@ impl Engine {
     /// `headrace._options.EngineOptions`).
     #[new]
     fn new(py: Python<'_>, spec: &Bound<'_, PyDict>, options: EngineOptions) -> PyResult<Self> {
-        let settings = options.settings()?;
-        let parsed = graph::parse(spec)?;
-        let codecs = parsed.accs.iter().map(|a| a.codec).collect();
-        let mut compiled = graph::compile(py, parsed, options.on_fire)?;
-        let checkpoint_ids = options.checkpoint_writer.as_ref().map(|_| Arc::new(AtomicU64::new(0)));
-        compiled.checkpoint = options.checkpoint_writer.zip(checkpoint_ids.clone()).map(|(writer, last_id)| {
-            CheckpointSink { writer, codec: settings.checkpoint_codec, last_id }
-        });
-        compiled.on_undecodable = options.on_undecodable;
-        let callables = Arc::new(compiled);
-        let plan = callables.plan.clone();
-        let mut processor = Processor::new(plan.clone(), settings.config);
-        if let Some(components) = &options.restore {
-            restore::restore(py, &mut processor, &callables, components.bind(py), &options.checkpoint_key, settings.on_corrupt)?;
-        }
-        if settings.config.check_checkpointable {
-            restore::remember_good_states(py, &callables);
-        }
-        let has_async = callables.has_async;
-        let aio = Aio::new(options.event_loop, &plan.graph);
-        let thread_loop = if has_async && settings.mode == ModeKind::Thread { Some(aio.get(py)?) } else { None };
-        Ok(Engine {
-            restored_positions: processor.positions(),
-            metrics: processor.metrics().clone(),
-            dead_letters: processor.dead_letters().clone(),
-            names: callables.names.clone(),
-            mode: Mode::start(settings.mode, &plan.graph, processor, callables, settings.capacity, settings.idle_spin, thread_loop)?,
-            graph: plan.graph.clone(),
-            acc_names: plan.accumulators.iter().map(|a| a.name.clone()).collect(),
-            codecs,
-            push_timeout: settings.push_timeout,
-            closed: AtomicBool::new(false),
-            checkpoint_ids,
-            aio,
-            has_async,
-        })
+        start::start(py, spec, options)
     }
 
     /// The graph's name.
@@ -154,26 +124,7 @@ impl Engine {
     /// semantics and return value as `push_many`.
     #[pyo3(signature = (pairs, *, timeout=None))]
     fn push_pairs(&self, py: Python<'_>, pairs: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<Option<Py<FireList>>> {
-        let mut last: Option<(Py<PyString>, usize)> = None;
-        let items = pairs.try_iter()?.map(|pair| {
-            let pair = pair?;
-            let (name, event): (Bound<'_, PyString>, Bound<'_, PyAny>) = pair.extract().map_err(|_| {
-                pyo3::exceptions::PyTypeError::new_err(format!(
-                    "push_pairs takes (accumulator name, event) pairs, got {}",
-                    pair.repr().map(|r| r.to_string()).unwrap_or_default()
-                ))
-            })?;
-            // Pairs tend to repeat a name: remember the last one.
-            let acc = match &last {
-                Some((cached, i)) if cached.is(&name) => *i,
-                _ => {
-                    let i = self.acc_index_of(&name)?;
-                    last = Some((name.unbind(), i));
-                    i
-                }
-            };
-            Ok(Item::Event { acc, input: Input::Value(event.unbind()) })
-        });
+        let items = self.pair_items(pairs)?;
         self.submit_all(py, items, pairs.len().unwrap_or(0), timeout)
     }
 
@@ -278,34 +229,17 @@ impl Engine {
     /// pushed; they are returned for the source to handle.
     fn push_messages<'py>(&self, py: Python<'py>, name: &Bound<'py, PyString>, messages: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
         let acc = self.acc_index_of(name)?;
-        let failed = PyList::empty(py);
-        let mut items = Vec::new();
-        for m in messages.try_iter()? {
-            let m = m?;
-            if !m.call_method0(pyo3::intern!(py, "error"))?.is_none() {
-                failed.append(m)?;
-                continue;
-            }
-            let value = m.call_method0(pyo3::intern!(py, "value"))?;
-            let data = if value.is_none() { Vec::new() } else { value.extract::<Vec<u8>>()? };
-            let position = SourcePosition {
-                topic: m.call_method0(pyo3::intern!(py, "topic"))?.extract()?,
-                partition: m.call_method0(pyo3::intern!(py, "partition"))?.extract()?,
-                offset: m.call_method0(pyo3::intern!(py, "offset"))?.extract()?,
-            };
-            items.push(Ok(self.source_item(acc, data, position)));
-        }
+        let (items, failed) = self.message_items(py, acc, messages)?;
         let n = items.len();
         let lp = self.inline_loop(py, true)?;
-        self.mode.submit_all(py, &self.graph, items.into_iter(), n, Wait::Room(self.push_timeout), lp.as_ref())?;
+        self.mode.submit_all(py, &self.graph, items.into_iter().map(Ok), n, Wait::Room(self.push_timeout), lp.as_ref())?;
         Ok(failed)
     }
 
     /// Stream positions restored from the checkpoint:
     /// `[(accumulator, topic, partition, next offset), ...]`.
     fn restored_positions(&self) -> Vec<(String, String, i32, i64)> {
-        let row = |(a, p): &(usize, SourcePosition)| (self.acc_names[*a].clone(), p.topic.clone(), p.partition, p.offset);
-        self.restored_positions.iter().map(row).collect()
+        self.restored_rows()
     }
 
     /// Counters, health and dead letters (see `headrace.Runtime.stats`).
@@ -362,100 +296,5 @@ impl Drop for Engine {
         if !self.closed.load(SeqCst) {
             self.mode.abandon();
         }
-    }
-}
-
-impl Engine {
-    /// Submits one item; inline, returns the fire that reflects it.
-    fn submit_fire(&self, py: Python<'_>, item: Item<Value>, wait: Wait) -> PyResult<Option<Py<FireResult>>> {
-        let mut out = InlineOutcome::new();
-        self.submit(py, item, wait, &mut out)?;
-        match out.result {
-            Some(kept) => Ok(Some(kept.into_object(py, &self.names)?)),
-            None => Ok(None),
-        }
-    }
-
-    fn submit(&self, py: Python<'_>, item: Item<Value>, wait: Wait, out: &mut InlineOutcome) -> Result<(), Error> {
-        if self.closed.load(SeqCst) {
-            return Err(Error::Closed { graph: self.graph.clone() });
-        }
-        // Pushes and fires come from the caller, who must use apush/afire on
-        // a graph with async callables; the rest may use the runtime's loop.
-        let own_loop = !matches!(item, Item::Event { .. } | Item::Fire);
-        let lp = self.inline_loop(py, own_loop)?;
-        self.mode.submit(py, &self.graph, item, wait, out, lp.as_ref())
-    }
-
-    fn submit_all(
-        &self,
-        py: Python<'_>,
-        items: impl Iterator<Item = PyResult<Item<Value>>>,
-        size_hint: usize,
-        timeout: Option<f64>,
-    ) -> PyResult<Option<Py<FireList>>> {
-        self.check_open()?;
-        let lp = self.inline_loop(py, false)?;
-        let fires = self.mode.submit_all(py, &self.graph, items, size_hint, self.room(timeout)?, lp.as_ref())?;
-        self.fire_list(py, fires)
-    }
-
-    fn check_open(&self) -> Result<(), Error> {
-        match self.closed.load(SeqCst) {
-            true => Err(Error::Closed { graph: self.graph.clone() }),
-            false => Ok(()),
-        }
-    }
-
-    fn fire_list(&self, py: Python<'_>, fires: Option<Fires>) -> PyResult<Option<Py<FireList>>> {
-        match fires {
-            Some((fires, cx)) => Ok(Some(Py::new(py, FireList::new(py, fires, cx.names.clone()))?)),
-            None => Ok(None),
-        }
-    }
-
-    /// How long a push may wait for room: `timeout` seconds, else the runtime's.
-    fn room(&self, timeout: Option<f64>) -> Result<Wait, Error> {
-        Ok(Wait::Room(optional_seconds(timeout, "timeout")?.or(self.push_timeout)))
-    }
-
-    /// A stream message at `position` (its own offset); the processor records
-    /// the next offset to read once it is taken in.
-    fn source_item(&self, acc: usize, data: Vec<u8>, position: SourcePosition) -> Item<Value> {
-        let next = SourcePosition { offset: position.offset + 1, ..position };
-        Item::SourceEvent { acc, input: Input::Bytes { data, codec: self.codecs[acc] }, position: Box::new(next) }
-    }
-
-    /// The loop an inline call runs async callables on: none needed without
-    /// them (or in thread mode, whose loop the thread holds); the one `apush`
-    /// lent; else the runtime's own (`own_loop`), or a `HeadraceError` naming
-    /// `apush`: a sync call must not wait on a loop.
-    fn inline_loop(&self, py: Python<'_>, own_loop: bool) -> PyResult<Option<Value>> {
-        if !self.has_async || self.mode.kind() == ModeKind::Thread {
-            return Ok(None);
-        }
-        match aio::lent(py)? {
-            Some(lp) => Ok(Some(lp)),
-            None if own_loop => self.aio.get(py).map(Some),
-            None => Err(errors::needs_apush(py, &self.graph)),
-        }
-    }
-
-    fn last_checkpoint_id(&self) -> Option<u64> {
-        self.checkpoint_ids.as_ref().map(|id| id.load(SeqCst))
-    }
-
-    /// Resolves an accumulator name. Names in user code are usually interned
-    /// string literals, the very objects the engine interned: try identity first.
-    fn acc_index_of(&self, name: &Bound<'_, PyString>) -> Result<usize, Error> {
-        if let Some(i) = self.names.accumulators.iter().position(|n| n.is(name)) {
-            return Ok(i);
-        }
-        let text = name.to_str()?;
-        self.acc_names.iter().position(|n| n == text).ok_or_else(|| Error::UnknownAccumulator {
-            graph: self.graph.clone(),
-            name: text.to_string(),
-            known: self.acc_names.clone(),
-        })
     }
 }

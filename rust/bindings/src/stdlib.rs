@@ -90,7 +90,7 @@ fn tz_of(tzinfo: &Bound<'_, PyTzInfo>) -> Result<Tz, String> {
         let key: Option<String> = tzinfo.getattr("key").and_then(|k| k.extract()).map_err(text)?;
         let key = key.ok_or("a ZoneInfo made without a key (ZoneInfo.from_file) cannot be checkpointed")?;
         let tz = Tz::Zone(key);
-        return tz.check().map(|()| tz);
+        return tz.check().map(|()| tz).map_err(|e| e.to_string());
     }
     let name = ty.name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into());
     Err(format!("tzinfo type {name} cannot be checkpointed (supported: datetime.timezone and zoneinfo.ZoneInfo)"))

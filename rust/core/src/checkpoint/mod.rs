@@ -8,7 +8,7 @@ pub mod value;
 
 pub use codec::{decode, encode};
 pub use envelope::{CodecError, CodecId};
-pub use stdlib::{Date, Duration, Stdlib, Time, Tz};
+pub use stdlib::{Date, Duration, Stdlib, StdlibError, Time, Tz};
 pub use value::Value;
 
 #[cfg(test)]

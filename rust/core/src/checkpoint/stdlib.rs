@@ -27,16 +27,47 @@ pub enum Stdlib {
     Uuid(#[serde(with = "sixteen_bytes")] [u8; 16]),
 }
 
+/// Why a standard-library value was refused: text that is not its JSON
+/// spelling, or fields Python would not accept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StdlibError {
+    /// `text` does not spell a `kind` ("date", "time", "datetime", "decimal", "uuid").
+    Unreadable { kind: &'static str, text: String },
+    /// A `kind` whose fields (as `fields` shows them) are out of Python's range.
+    OutOfRange { kind: &'static str, fields: String },
+    /// A fixed UTC offset, in microseconds, not strictly within one day.
+    Offset(i64),
+    /// An IANA key that is empty or holds a character the JSON text cannot bracket.
+    ZoneKey(String),
+}
+
+impl fmt::Display for StdlibError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StdlibError::Unreadable { kind, text } => write!(f, "bad {kind} {text:?}"),
+            StdlibError::OutOfRange { kind, fields } => write!(f, "invalid {kind} {fields}"),
+            StdlibError::Offset(offset_us) => write!(f, "UTC offset of {offset_us} us is not within a day"),
+            StdlibError::ZoneKey(key) => write!(f, "invalid time zone key {key:?}"),
+        }
+    }
+}
+
+impl std::error::Error for StdlibError {}
+
+fn unreadable(kind: &'static str, text: &str) -> StdlibError {
+    StdlibError::Unreadable { kind, text: text.to_string() }
+}
+
 impl Stdlib {
     /// Whether Python can build this value: fields in range, a decimal that parses.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), StdlibError> {
         match self {
             Stdlib::Date(d) => d.check(),
             Stdlib::Time(t) => t.check(),
             Stdlib::DateTime(d, t) => d.check().and_then(|()| t.check()),
             Stdlib::Timedelta(t) => t.check(),
             Stdlib::Decimal(d) if is_decimal(d) => Ok(()),
-            Stdlib::Decimal(d) => Err(format!("bad decimal {d:?}")),
+            Stdlib::Decimal(d) => Err(unreadable("decimal", d)),
             Stdlib::Uuid(_) => Ok(()),
         }
     }
@@ -104,7 +135,7 @@ pub struct Duration {
 }
 
 impl Date {
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), StdlibError> {
         let ok = YEARS.contains(&self.year)
             && (1..=12).contains(&self.month)
             && self.day >= 1
@@ -112,37 +143,37 @@ impl Date {
         if ok {
             Ok(())
         } else {
-            Err(format!("invalid date {self:?}"))
+            Err(StdlibError::OutOfRange { kind: "date", fields: format!("{self:?}") })
         }
     }
 }
 
 impl Time {
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), StdlibError> {
         if self.hour >= 24 || self.minute >= 60 || self.second >= 60 || self.microsecond >= 1_000_000 {
-            return Err(format!("invalid time {self:?}"));
+            return Err(StdlibError::OutOfRange { kind: "time", fields: format!("{self:?}") });
         }
         self.tz.as_ref().map_or(Ok(()), Tz::check)
     }
 }
 
 impl Tz {
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), StdlibError> {
         match self {
             Tz::Fixed { offset_us, .. } if offset_us.abs() < DAY_US => Ok(()),
-            Tz::Fixed { offset_us, .. } => Err(format!("UTC offset of {offset_us} us is not within a day")),
+            Tz::Fixed { offset_us, .. } => Err(StdlibError::Offset(*offset_us)),
             // The JSON text brackets the key: keep it free of brackets and '='
             // (IANA keys are letters, digits and "/_-+").
             Tz::Zone(key) if !key.is_empty() && !key.contains(['[', ']', '=']) => Ok(()),
-            Tz::Zone(key) => Err(format!("invalid time zone key {key:?}")),
+            Tz::Zone(key) => Err(StdlibError::ZoneKey(key.clone())),
         }
     }
 }
 
 impl Duration {
     /// From JSON's `[days, seconds, microseconds]`, range-checked.
-    pub fn from_parts(days: i64, seconds: i64, microseconds: i64) -> Result<Duration, String> {
-        let bad = || format!("invalid timedelta [{days}, {seconds}, {microseconds}]");
+    pub fn from_parts(days: i64, seconds: i64, microseconds: i64) -> Result<Duration, StdlibError> {
+        let bad = || StdlibError::OutOfRange { kind: "timedelta", fields: format!("[{days}, {seconds}, {microseconds}]") };
         let duration = Duration {
             days: i32::try_from(days).map_err(|_| bad())?,
             seconds: u32::try_from(seconds).map_err(|_| bad())?,
@@ -151,9 +182,9 @@ impl Duration {
         duration.check().map(|()| duration)
     }
 
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), StdlibError> {
         if self.days.abs() > MAX_DAYS || self.seconds >= 86_400 || self.microseconds >= 1_000_000 {
-            return Err(format!("invalid timedelta {self:?}"));
+            return Err(StdlibError::OutOfRange { kind: "timedelta", fields: format!("{self:?}") });
         }
         Ok(())
     }
@@ -261,23 +292,23 @@ impl<'a> Cursor<'a> {
     }
 }
 
-pub fn parse_date(text: &str) -> Result<Date, String> {
+pub fn parse_date(text: &str) -> Result<Date, StdlibError> {
     let mut c = Cursor { rest: text };
-    let date = date_at(&mut c).ok_or_else(|| format!("bad date {text:?}"))?;
+    let date = date_at(&mut c).ok_or_else(|| unreadable("date", text))?;
     if !c.rest.is_empty() {
-        return Err(format!("bad date {text:?}"));
+        return Err(unreadable("date", text));
     }
     date.check().map(|()| date)
 }
 
-pub fn parse_time(text: &str) -> Result<Time, String> {
+pub fn parse_time(text: &str) -> Result<Time, StdlibError> {
     let mut c = Cursor { rest: text };
-    let time = time_at(&mut c).ok_or_else(|| format!("bad time {text:?}"))?;
+    let time = time_at(&mut c).ok_or_else(|| unreadable("time", text))?;
     time.check().map(|()| time)
 }
 
-pub fn parse_datetime(text: &str) -> Result<(Date, Time), String> {
-    let bad = || format!("bad datetime {text:?}");
+pub fn parse_datetime(text: &str) -> Result<(Date, Time), StdlibError> {
+    let bad = || unreadable("datetime", text);
     let mut c = Cursor { rest: text };
     let date = date_at(&mut c).ok_or_else(bad)?;
     if !c.eat("T") {
@@ -378,8 +409,8 @@ pub fn uuid_text(bytes: &[u8; 16]) -> String {
     out
 }
 
-pub fn parse_uuid(text: &str) -> Result<[u8; 16], String> {
-    let bad = || format!("bad uuid {text:?}");
+pub fn parse_uuid(text: &str) -> Result<[u8; 16], StdlibError> {
+    let bad = || unreadable("uuid", text);
     let hex: String = text.split('-').collect();
     let groups: Vec<usize> = text.split('-').map(str::len).collect();
     if groups != [8, 4, 4, 4, 12] || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {

@@ -212,6 +212,21 @@ fn malformed_stdlib_json_is_refused() {
 }
 
 #[test]
+fn stdlib_refusals_say_what_was_wrong() {
+    use super::stdlib::{parse_date, parse_datetime, parse_uuid};
+    assert_eq!(parse_date("2024-1-01"), Err(StdlibError::Unreadable { kind: "date", text: "2024-1-01".into() }));
+    let leap = parse_date("2023-02-29").unwrap_err();
+    assert_eq!(leap.to_string(), "invalid date Date { year: 2023, month: 2, day: 29 }");
+    assert_eq!(parse_datetime("2024-01-01 12:00").unwrap_err().to_string(), r#"bad datetime "2024-01-01 12:00""#);
+    assert_eq!(parse_uuid("x").unwrap_err().to_string(), r#"bad uuid "x""#);
+    assert_eq!(Duration::from_parts(0, -1, 0).unwrap_err().to_string(), "invalid timedelta [0, -1, 0]");
+    let day = Duration::from_parts(0, 86_400, 0).unwrap_err();
+    assert_eq!(day, StdlibError::OutOfRange { kind: "timedelta", fields: format!("{:?}", Duration { days: 0, seconds: 86_400, microseconds: 0 }) });
+    assert_eq!(fixed(86_400_000_000).unwrap().check(), Err(StdlibError::Offset(86_400_000_000)));
+    assert_eq!(Tz::Zone("a]".into()).check().unwrap_err().to_string(), r#"invalid time zone key "a]""#);
+}
+
+#[test]
 fn out_of_range_binary_fields_are_refused() {
     let bad = [
         Value::from(Stdlib::Date(date(2023, 2, 29))),

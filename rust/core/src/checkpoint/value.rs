@@ -298,19 +298,24 @@ fn untag(tag: &str, inner: Value) -> Result<Value, String> {
             })
             .collect::<Result<Vec<_>, _>>()
             .map(Value::Dict),
-        ("$date", Value::Str(t)) => stdlib::parse_date(&t).map(|d| Stdlib::Date(d).into()),
-        ("$time", Value::Str(t)) => stdlib::parse_time(&t).map(|t| Stdlib::Time(t).into()),
-        ("$datetime", Value::Str(t)) => stdlib::parse_datetime(&t).map(|(d, t)| Stdlib::DateTime(d, t).into()),
+        ("$date", Value::Str(t)) => read(stdlib::parse_date(&t).map(Stdlib::Date)),
+        ("$time", Value::Str(t)) => read(stdlib::parse_time(&t).map(Stdlib::Time)),
+        ("$datetime", Value::Str(t)) => read(stdlib::parse_datetime(&t).map(|(d, t)| Stdlib::DateTime(d, t))),
         ("$timedelta", Value::List(parts)) => match parts.as_slice() {
             [Value::Int(days), Value::Int(seconds), Value::Int(micros)] => {
-                Duration::from_parts(*days, *seconds, *micros).map(|d| Stdlib::Timedelta(d).into())
+                read(Duration::from_parts(*days, *seconds, *micros).map(Stdlib::Timedelta))
             }
             _ => Err("bad $timedelta: expected [days, seconds, microseconds]".to_string()),
         },
         ("$decimal", Value::Str(d)) if stdlib::is_decimal(&d) => Ok(Stdlib::Decimal(d).into()),
-        ("$uuid", Value::Str(u)) => stdlib::parse_uuid(&u).map(|u| Stdlib::Uuid(u).into()),
+        ("$uuid", Value::Str(u)) => read(stdlib::parse_uuid(&u).map(Stdlib::Uuid)),
         (tag, _) => Err(format!("unknown or malformed tag {tag:?}")),
     }
+}
+
+/// A parsed standard-library value, its refusal as the deserializer's message.
+fn read(parsed: Result<Stdlib, stdlib::StdlibError>) -> Result<Value, String> {
+    parsed.map(Value::from).map_err(|e| e.to_string())
 }
 
 fn is_integer(digits: &str) -> bool {
