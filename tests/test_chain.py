@@ -62,7 +62,8 @@ def graph(shape: str, strategy: str, criteria: str) -> hr.ComputationGraph:
 
 def fire_view(f: hr.FireResult) -> tuple[Any, ...]:
     error = None if f.error is None else (type(f.error).__name__, str(f.error))
-    return (f.id, f.trigger, dict(f.outputs), f.node, error, f.attempt, f.dead_lettered, f.ok)
+    timed = None if f.node_ns is None else sorted(f.node_ns)
+    return (f.id, f.trigger, dict(f.outputs), f.node, error, f.attempt, f.dead_lettered, f.ok, timed, f.inputs)
 
 
 def counters(rt: hr.Runtime) -> dict[str, Any]:
@@ -111,14 +112,16 @@ events_strategy = st.lists(
     criteria=st.sampled_from(["any", "all"]),
     side=st.sampled_from([None, 3]),
     attempts=st.integers(1, 3),
+    records=st.sampled_from([{}, {"profile": True}, {"record_inputs": True}, {"profile": True, "record_inputs": True}]),
 )
-def test_push_many_is_pushing_one_by_one(events, shape, strategy, criteria, side, attempts) -> None:
+def test_push_many_is_pushing_one_by_one(events, shape, strategy, criteria, side, attempts, records) -> None:
     if shape == "forward":
         events = [e for e in events if e != ACC_RAISES]
     outcomes = []
     for push in (one_by_one, all_at_once):
         g = graph(shape, strategy, criteria)
-        with hr.Runtime(g, mode="inline", max_attempts=attempts, retry_backoff=0, sources=False) as rt:
+        options = {"max_attempts": attempts, "retry_backoff": 0, "sources": False, **records}
+        with hr.Runtime(g, mode="inline", **options) as rt:
             if side is not None:
                 rt.push("side", side)
             fires, raised = push(rt, events)
@@ -272,8 +275,8 @@ def caller_graph(seen: list[str], raise_on: int | None = None) -> hr.Computation
     ("options", "expected"),
     [
         ({}, "runner"),
-        ({"profile": True}, "engine"),
-        ({"record_inputs": True}, "engine"),
+        ({"profile": True}, "runner"),
+        ({"record_inputs": True}, "runner"),
         ({"on_fire": lambda f: None}, "engine"),
         ({"check_checkpointable": True, "store": "memory://chain-check"}, "engine"),
     ],
@@ -355,3 +358,18 @@ def test_thread_mode_takes_a_batch_of_events_as_a_run() -> None:
     # batches went through the runner.
     assert seen[:100] == ["engine"] * 100
     assert "runner" in seen[100:]
+
+
+def test_a_run_times_each_node_of_each_fire() -> None:
+    import time
+
+    book = hr.passthrough_accumulator(name="book")(lambda e: e)
+    g = hr.ComputationGraph("w", accumulators=[book], input_strategy="sequential")
+    g.node(name="slow")(lambda book: time.sleep(0.002 * book) or book)
+    g.node(name="fast")(lambda slow: slow)
+    with hr.Runtime(g, mode="inline", profile=True, record_inputs=True) as rt:
+        fires = rt.push_many("book", [1, 2])
+    for k, f in enumerate(fires, start=1):
+        assert f.node_ns["slow"] >= 2_000_000 * k
+        assert 0 <= f.node_ns["fast"] < 2_000_000
+        assert f.inputs == {"book": k}

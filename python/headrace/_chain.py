@@ -43,7 +43,7 @@ Arg = tuple[str, int]
 Failure = tuple[int, Any, Any, BaseException]
 #: (events with no boundary, fires, last boundary that fired, failure or None)
 Outcome = tuple[int, int, Any, "Failure | None"]
-Runner = Callable[[Iterable[Any], "list[Any] | None", tuple[Any, ...]], Outcome]
+Runner = Callable[[Iterable[Any], "list[Any] | None", tuple[Any, ...], "list[int] | None", "list[Any] | None"], Outcome]
 
 log = logging.getLogger("headrace")
 
@@ -65,9 +65,18 @@ def build(
     route: type,
     sink: Callable[[Any], Any] | None,
     graph: str,
+    clock: Callable[[], int] | None = None,
+    record_inputs: bool = False,
 ) -> tuple[Runner, Runner]:
     """The runners for one accumulator's events: one appending each fire's
     value to ``out``, one only counting the fires (``out`` is None).
+
+    With a ``clock`` (``profile=True``: the engine's own, in ticks it scales
+    to nanoseconds), the appending runner also appends to ``stamps`` a read
+    of it before the first node and after each node of every fire (and one
+    when a node raises), which give each node's time as the engine's own laps
+    do; with ``record_inputs``, each fire's boundary to ``seen``. Nobody reads a fire of the counting runner, so it records
+    nothing.
 
     ``accumulate``: its function (None: the event is the boundary), called
     with ``state`` too when that is not None. ``nodes``: in plan order,
@@ -77,8 +86,8 @@ def build(
     ``sink``: the ``on_output`` function, or None.
     """
     return (
-        _build(accumulate, state, nodes, terminal, route, sink, graph, keep=True),
-        _build(accumulate, state, nodes, terminal, route, sink, graph, keep=False),
+        _build(accumulate, state, nodes, terminal, route, sink, graph, keep=True, clock=clock, record=record_inputs),
+        _build(accumulate, state, nodes, terminal, route, sink, graph, keep=False, clock=None, record=False),
     )
 
 
@@ -92,9 +101,12 @@ def _build(
     graph: str,
     *,
     keep: bool,
+    clock: Callable[[], int] | None,
+    record: bool,
 ) -> Runner:
-    env: dict[str, Any] = {"_route": route, "_TypeError": TypeError}
-    params = ["_route=_route", "_TypeError=_TypeError"]
+    env: dict[str, Any] = {"_route": route, "_TypeError": TypeError, "_clock": clock}
+    params = ["_route=_route", "_TypeError=_TypeError", "_clock=_clock"]
+    profile = clock is not None
 
     def bind(name: str, value: Any) -> str:
         env[name] = value
@@ -116,6 +128,10 @@ def _build(
         "    stage = -2",
         "    continue",
     ]
+    if record:
+        body.append("seen_append(b)")
+    if profile:
+        body.append("stamp(_clock())")
     for pos, (function, args, name) in enumerate(nodes):
         f = bind(f"_n{pos}", function)
         message = bind(f"_m{pos}", f"node '{name}' returned a Route but declares no routes (use @graph.node(routes=[...]))")
@@ -126,6 +142,8 @@ def _build(
             f"if v{pos}.__class__ is _route:",
             f"    raise _TypeError({message})",
         ]
+        if profile:
+            body.append("stamp(_clock())")
     if sink is not None:
         body += [
             "try:",
@@ -135,9 +153,11 @@ def _build(
         ]
     body += [f"append(v{terminal})" if keep else "fired += 1", "last = b", "stage = -2"]
     lines = [
-        f"def run(it, out, consts, *, {', '.join(params)}):",
+        f"def run(it, out, consts, stamps=None, seen=None, *, {', '.join(params)}):",
         f"    ({''.join(f'c{i}, ' for i in consts)}) = consts" if consts else "    del consts",
         "    append = out.append" if keep else "    fired = 0",
+        *(["    stamp = stamps.append"] if profile else []),
+        *(["    seen_append = seen.append"] if record else []),
         "    suppressed = 0",
         "    stage = -2",
         "    e = b = last = None",
@@ -145,6 +165,7 @@ def _build(
         "        for e in it:",
         *(" " * 12 + line for line in body),
         "    except BaseException as exc:",
+        *(["        if stage >= 0:", "            stamp(_clock())"] if profile else []),
         f"        return suppressed, {'len(out)' if keep else 'fired'}, last, (stage, e, b, exc)",
         f"    return suppressed, {'len(out)' if keep else 'fired'}, last, None",
     ]

@@ -521,7 +521,7 @@ impl Calls<Value, PyErr> for PyCalls<'_, '_> {
         let mut rest = list.iter().skip(taken).map(Bound::unbind);
         let stopped = ran.stopped.and_then(|(stage, _, boundary, error)| {
             let event = rest.next()?;
-            match crate::chain::failure(stage, boundary, error) {
+            match crate::chain::failure(py, stage, boundary, error, None, ran.fired) {
                 Ok(failure) => Some((event, failure)),
                 // A list's iteration does not raise.
                 Err(_) => None,

@@ -10,6 +10,7 @@ use std::time::Instant;
 use pyo3::prelude::*;
 use pyo3::types::{PyIterator, PyList, PyTuple};
 
+use headrace_core::host::FireDetail;
 use headrace_core::plan::{Plan, Source};
 use headrace_core::processor::{ChainFailure, ChainRun, Now};
 use headrace_core::spec::AccKind;
@@ -38,6 +39,74 @@ pub struct Runner {
     pub keep: Value,
     pub count: Value,
     pub consts: Vec<usize>,
+    /// Some node reads the run's own accumulator.
+    pub reads_own: bool,
+    pub acc: usize,
+    /// Nodes in the plan (each fire runs them all).
+    pub nodes: usize,
+    pub records: Records,
+}
+
+/// What the runtime records of each fire (`profile`, `record_inputs`): the
+/// keeping runner records them too.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Records {
+    pub node_ns: bool,
+    pub inputs: bool,
+}
+
+/// A keeping run's records, read back per fire by its `RunFires`.
+pub struct RunRecords {
+    /// `perf_counter_ns` stamps: one before the first node and one after
+    /// each node of every fire (see `headrace._chain`).
+    pub stamps: Option<Py<PyList>>,
+    /// Each fire's boundary.
+    pub seen: Option<Py<PyList>>,
+    /// `(accumulator, value)` for every accumulator some node reads, in
+    /// index order; the run's own accumulator's entry is each fire's boundary.
+    pub inputs: Vec<(usize, Option<Value>)>,
+    pub own: usize,
+    pub nodes: usize,
+}
+
+impl RunRecords {
+    /// Fire `k`'s records, as the engine keeps them.
+    pub fn detail(&self, py: Python<'_>, k: usize, ran: usize) -> PyResult<Option<Box<FireDetail<Value>>>> {
+        if self.stamps.is_none() && self.seen.is_none() {
+            return Ok(None);
+        }
+        let node_ns = match &self.stamps {
+            None => None,
+            Some(stamps) => {
+                let stamps = stamps.bind(py);
+                let first = k * (self.nodes + 1);
+                let mut laps = smallvec::SmallVec::new();
+                let clock = tsc();
+                for pos in 0..ran {
+                    let (a, b): (u64, u64) = (stamps.get_item(first + pos)?.extract()?, stamps.get_item(first + pos + 1)?.extract()?);
+                    laps.push((pos, clock.delta_as_nanos(a, b)));
+                }
+                Some(laps)
+            }
+        };
+        let inputs = match &self.seen {
+            None => None,
+            Some(seen) => {
+                let boundary = seen.bind(py).get_item(k)?.unbind();
+                let mut boundary = Some(boundary);
+                Some(
+                    self.inputs
+                        .iter()
+                        .map(|(acc, v)| match *acc == self.own {
+                            true => (*acc, boundary.take()),
+                            false => (*acc, v.as_ref().map(|v| v.clone_ref(py))),
+                        })
+                        .collect(),
+                )
+            }
+        };
+        Ok(Some(Box::new(FireDetail { node_ns, inputs })))
+    }
 }
 
 /// One call of a runner.
@@ -49,30 +118,59 @@ pub struct Ran {
     pub ended: Instant,
     /// Where it stopped: (stage, event, boundary, exception).
     pub stopped: Option<(i64, Value, Value, PyErr)>,
+    /// A keeping run's records (None when the runtime records nothing).
+    pub records: Option<RunRecords>,
 }
 
 impl Runner {
     /// Runs `events` (an iterable); with `out`, each fire's output is
     /// appended to it. Other inputs are read from `cache`.
     pub fn call(&self, py: Python<'_>, events: &Bound<'_, PyAny>, out: Option<&Bound<'_, PyList>>, cache: &[Option<Value>]) -> PyResult<Ran> {
-        let consts = PyTuple::new(py, self.consts.iter().map(|&a| cache[a].as_ref().map(|v| v.clone_ref(py))))?;
+        let value = |a: usize| cache[a].as_ref().map(|v| v.clone_ref(py));
+        let consts = PyTuple::new(py, self.consts.iter().map(|&a| value(a)))?;
+        let recording = out.is_some() && (self.records.node_ns || self.records.inputs);
+        let stamps = (recording && self.records.node_ns).then(|| PyList::empty(py));
+        let seen = (recording && self.records.inputs).then(|| PyList::empty(py));
         let function = if out.is_some() { &self.keep } else { &self.count };
         let started = Instant::now();
-        let outcome = function.bind(py).call1((events, out, consts))?;
+        let outcome = function.bind(py).call1((events, out, consts, &stamps, &seen))?;
         let ended = Instant::now();
         let (suppressed, fired, last, stopped): Outcome = outcome.extract()?;
         let stopped = stopped.map(|(stage, e, b, error)| (stage, e, b, PyErr::from_value(error.into_bound(py))));
-        Ok(Ran { suppressed, fired, last, started, ended, stopped })
+        let records = recording.then(|| {
+            let mut inputs: Vec<(usize, Option<Value>)> = self.consts.iter().map(|&a| (a, value(a))).collect();
+            if self.reads_own {
+                inputs.push((self.acc, None));
+                inputs.sort_by_key(|(a, _)| *a);
+            }
+            RunRecords { stamps: stamps.map(Bound::unbind), seen: seen.map(Bound::unbind), inputs, own: self.acc, nodes: self.nodes }
+        });
+        Ok(Ran { suppressed, fired, last, started, ended, stopped, records })
     }
 }
 
-/// The core's failure for where a run stopped; None for `ITERATION` (the
-/// iterable itself raised: not an event's failure).
-pub fn failure(stage: i64, boundary: Value, error: PyErr) -> Result<ChainFailure<Value, PyErr>, PyErr> {
+/// The core's failure for where a run stopped, with the failing fire's
+/// records (`fired`: fires before it); `Err` for `ITERATION` (the iterable
+/// itself raised: not an event's failure).
+pub fn failure(
+    py: Python<'_>,
+    stage: i64,
+    boundary: Value,
+    error: PyErr,
+    records: Option<&RunRecords>,
+    fired: u64,
+) -> Result<ChainFailure<Value, PyErr>, PyErr> {
     match stage {
         ITERATION => Err(error),
         ACCUMULATOR => Ok(ChainFailure::Accumulator { error }),
-        node => Ok(ChainFailure::Node { boundary, node: node as usize, error }),
+        node => {
+            let node = node as usize;
+            let detail = match records {
+                Some(r) => r.detail(py, fired as usize, node + 1)?,
+                None => None,
+            };
+            Ok(ChainFailure::Node { boundary, node, error, detail })
+        }
     }
 }
 
@@ -87,6 +185,7 @@ pub fn runners(
     nodes: &[NodeCall],
     on_fire: bool,
     sink: Option<&Value>,
+    records: Records,
 ) -> PyResult<Vec<Option<Runner>>> {
     let Some(terminal) = plan.chain_terminal.filter(|_| !on_fire) else {
         return Ok(accs.iter().map(|_| None).collect());
@@ -101,13 +200,17 @@ pub fn runners(
             continue;
         }
         let mut consts: Vec<usize> = Vec::new();
+        let mut reads_own = false;
         let mut described = Vec::with_capacity(nodes.len());
         for (node, call) in plan.nodes.iter().zip(nodes) {
             let args: Vec<(&str, usize)> = node
                 .inputs
                 .iter()
                 .map(|s| match *s {
-                    Source::Acc(a) if a == i => ("boundary", 0),
+                    Source::Acc(a) if a == i => {
+                        reads_own = true;
+                        ("boundary", 0)
+                    }
                     Source::Acc(a) => {
                         consts.push(a);
                         ("const", a)
@@ -121,11 +224,29 @@ pub fn runners(
         consts.dedup();
         let accumulate = if spec.function { Some(call.function.clone_ref(py)) } else { None };
         let state = call.state.as_ref().map(|s| s.clone_ref(py));
-        let (keep, count): (Value, Value) =
-            build.call1((accumulate, state, described, terminal, &route, sink, plan.graph.as_str()))?.extract()?;
-        out.push(Some(Runner { keep, count, consts }));
+        let clock = match records.node_ns {
+            true => Some(wrap_pyfunction!(ticks, py)?),
+            false => None,
+        };
+        let args = (accumulate, state, described, terminal, &route, sink, plan.graph.as_str(), clock, records.inputs);
+        let (keep, count): (Value, Value) = build.call1(args)?.extract()?;
+        out.push(Some(Runner { keep, count, consts, reads_own, acc: i, nodes: nodes.len(), records }));
     }
     Ok(out)
+}
+
+/// The runners' clock for `profile=True`: the TSC, calibrated once, read
+/// for a few nanoseconds (a vDSO clock read through Python costs ~70 ns, and
+/// a fire of W1 reads it three times).
+fn tsc() -> &'static quanta::Clock {
+    static CLOCK: std::sync::OnceLock<quanta::Clock> = std::sync::OnceLock::new();
+    CLOCK.get_or_init(quanta::Clock::new)
+}
+
+/// Raw clock ticks (`tsc`), for the runners' stamps.
+#[pyfunction]
+fn ticks() -> u64 {
+    tsc().raw()
 }
 
 /// What `push_events` collects for the caller.
@@ -206,9 +327,14 @@ fn run(
     };
     let outputs = PyList::empty(py);
     let ran = runner.call(py, &source, Some(&outputs), processor.cache())?;
-    let Ran { suppressed, fired, last, started, ended, stopped } = ran;
+    let Ran { suppressed, fired, last, started, ended, stopped, records } = ran;
     let taken = fired + suppressed;
     let booked = processor.chain_ran(ChainRun { acc, taken, fired, last, started, ended });
+    // The failing fire's records are read before the run's are kept.
+    let stopped = match stopped {
+        Some((stage, event, boundary, error)) => Some((event, failure(py, stage, boundary, error, records.as_ref(), fired)?)),
+        None => None,
+    };
     if fired > 0 {
         let fires = RunFires {
             first_id: booked.first_fire,
@@ -217,10 +343,11 @@ fn run(
             duration: ended.saturating_duration_since(started),
             terminal: cx.plan.chain_terminal.expect("a runner implies a chain"),
             outputs: outputs.unbind(),
+            records,
         };
         into.fires.push(Kept::Run(Box::new(fires)));
     }
-    let Some((stage, event, boundary, error)) = stopped else {
+    let Some((event, failure)) = stopped else {
         // Without a limit the loop ended because the iterable did; with one,
         // a short run means the same.
         let exhausted = limit.is_none_or(|n| taken < n);
@@ -232,7 +359,6 @@ fn run(
         }
         return Ok(if exhausted { Stopped::Exhausted } else { Stopped::Limit });
     };
-    let failure = failure(stage, boundary, error)?;
     let mut out = InlineOutcome::new();
     inline::step(py, processor, cx, &mut out, aio, |p, calls| {
         p.chain_failed(acc, event, failure, calls, &Now::lazy());

@@ -261,6 +261,8 @@ pub struct RunFires {
     /// Plan position of the terminal node the outputs are of.
     pub terminal: usize,
     pub outputs: Py<PyList>,
+    /// Node timings and inputs, when the runtime records them.
+    pub records: Option<crate::chain::RunRecords>,
 }
 
 impl RunFires {
@@ -281,7 +283,10 @@ impl RunFires {
                 started_at: self.started_at + each * k as u32,
                 duration_ns: each.as_nanos() as u64,
                 output: Some((self.terminal, value)),
-                detail: None,
+                detail: match &self.records {
+                    Some(r) => r.detail(py, k, r.nodes)?,
+                    None => None,
+                },
             },
             names,
         ))
@@ -485,7 +490,15 @@ impl FireList {
         for item in &self.items {
             match item {
                 Kept::Built(b) => visit.call(b)?,
-                Kept::Run(r) => visit.call(&r.outputs)?,
+                Kept::Run(r) => {
+                    visit.call(&r.outputs)?;
+                    if let Some(records) = &r.records {
+                        visit.call(&records.seen)?;
+                        for (_, v) in &records.inputs {
+                            visit.call(v)?;
+                        }
+                    }
+                }
                 Kept::Plain(p) => {
                     if let Some((_, v)) = &p.output {
                         visit.call(v)?;

@@ -157,8 +157,9 @@ pub enum Report<V, E> {
 pub enum ChainFailure<V, E> {
     /// The accumulator function raised on the event.
     Accumulator { error: E },
-    /// Node `node` (plan position) raised on the boundary the event gave.
-    Node { boundary: V, node: usize, error: E },
+    /// Node `node` (plan position) raised on the boundary the event gave;
+    /// `detail`: what the fire recorded (as `FireRecord::detail`).
+    Node { boundary: V, node: usize, error: E, detail: Option<Box<FireDetail<V>>> },
 }
 
 /// What a host's chain run did with the events it was given, in order: the

@@ -22,7 +22,7 @@ use crate::host::{Calls, ChainOutcome, Trigger};
 use crate::event::Input;
 use crate::spec::{CriteriaKind, InputStrategy};
 
-use super::Processor;
+use super::{Processor, Ran};
 
 /// What the fires of a run are reported with: ids from `first_fire` on, in
 /// order, all with `trigger`.
@@ -49,8 +49,9 @@ pub struct Run<V> {
 
 impl<V, E> Processor<V, E> {
     /// Whether accumulator `acc`'s next events may run as a chain: each would
-    /// be taken by a plain function (or none), fire at once and alone against
-    /// the inputs as they are, and record nothing beyond its output.
+    /// be taken by a plain function (or none) and fire at once and alone
+    /// against the inputs as they are. (What a fire records, `profile` and
+    /// `record_inputs`, the host's run records too.)
     pub fn chain_ready(&self, acc: usize) -> bool {
         if self.plan.chain_terminal.is_none() || !matches!(self.accs[acc], AccState::Plain | AccState::Forward) {
             return false;
@@ -67,8 +68,6 @@ impl<V, E> Processor<V, E> {
             && self.retry_at.is_none()
             && self.burst_pending == 0
             && !config.check_checkpointable
-            && !config.profile
-            && !config.record_inputs
             && self.accs.iter().all(|a| a.buffered() == 0 && !a.is_held())
     }
 
@@ -137,9 +136,9 @@ impl<V, E> Processor<V, E> {
         let seq = self.begin_event(acc, now);
         match failure {
             ChainFailure::Accumulator { error } => self.accumulator_failed(acc, seq, event, error, 1, calls),
-            ChainFailure::Node { boundary, node, error } => {
+            ChainFailure::Node { boundary, node, error, detail } => {
                 drop(event);
-                self.ran = Some((node, error));
+                self.ran = Some(Ran { node, error, detail });
                 self.accept(acc, boundary, seq, calls);
                 self.settle_inner(calls, now, false);
                 debug_assert!(self.ran.is_none(), "the failed fire was reported");

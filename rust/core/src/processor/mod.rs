@@ -123,7 +123,7 @@ pub struct Processor<V, E> {
     unsaved_since: Option<Instant>,
     /// A fire the host already ran (a chain run's failing one): the next
     /// fire reports this failure instead of running the nodes again.
-    ran: Option<(usize, E)>,
+    ran: Option<Ran<V, E>>,
     _error: PhantomData<fn() -> E>,
 }
 
@@ -670,6 +670,13 @@ struct Fire {
     dead_letter_on_failure: bool,
 }
 
+/// A fire the host already ran and saw fail (see `chain`).
+struct Ran<V, E> {
+    node: usize,
+    error: E,
+    detail: Option<Box<crate::host::FireDetail<V>>>,
+}
+
 /// Runs the plan once and reports the outcome. A free function so that the
 /// input override can borrow the sequential queue while the executor is mutable.
 #[allow(clippy::too_many_arguments)]
@@ -683,7 +690,7 @@ fn execute<V, E>(
     anchor: &Anchor,
     fire: Fire,
     override_input: Option<(usize, &V)>,
-    ran: Option<(usize, E)>,
+    ran: Option<Ran<V, E>>,
     calls: &mut dyn Calls<V, E>,
 ) -> Result<(), String> {
     let id = *next_fire_id;
@@ -705,12 +712,12 @@ fn execute<V, E>(
         Some((acc, _)) if acc == i => versions[i] + 1,
         _ => versions[i],
     };
-    let result = match ran {
-        Some(failure) => Err(failure),
-        None => executor.run(plan, input, version, calls),
+    let (result, detail) = match ran {
+        Some(Ran { node, error, detail }) => (Err((node, error)), detail),
+        None => (executor.run(plan, input, version, calls), None),
     };
     let duration = Instant::now().duration_since(clock);
-    let detail = executor.take_detail();
+    let detail = detail.or_else(|| executor.take_detail());
     let record = |outputs, failure| FireRecord {
         id,
         trigger: fire.trigger,
