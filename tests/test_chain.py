@@ -1,7 +1,9 @@
-"""Chain runs: inline `push_many` on a graph whose fires are one straight line
-of sync calls fires for a whole run of events in one loop. It must be
-indistinguishable from pushing the events one by one: the same fires, ids,
-outputs, failures, retries, dead letters, counters and state after."""
+"""Chain runs: on a graph whose fires are one straight line of sync calls,
+events go through a Python loop built for the graph (a whole run for
+`push_many` and thread-mode batches, one event for `push`). It must be
+indistinguishable from the engine taking the events one by one
+(`chain_runs=False`): the same fires, ids, outputs, failures, retries, dead
+letters, counters and state after."""
 
 from __future__ import annotations
 
@@ -118,9 +120,9 @@ def test_push_many_is_pushing_one_by_one(events, shape, strategy, criteria, side
     if shape == "forward":
         events = [e for e in events if e != ACC_RAISES]
     outcomes = []
-    for push in (one_by_one, all_at_once):
+    for push, chain in ((one_by_one, False), (all_at_once, True), (one_by_one, True)):
         g = graph(shape, strategy, criteria)
-        options = {"max_attempts": attempts, "retry_backoff": 0, "sources": False, **records}
+        options = {"max_attempts": attempts, "retry_backoff": 0, "sources": False, "chain_runs": chain, **records}
         with hr.Runtime(g, mode="inline", **options) as rt:
             if side is not None:
                 rt.push("side", side)
@@ -129,7 +131,9 @@ def test_push_many_is_pushing_one_by_one(events, shape, strategy, criteria, side
             # What is left waiting (a failed head, its retries) behaves the same.
             after, _ = one_by_one(rt, [5])
             outcomes.append((fires, raised, before, after, counters(rt)))
-    (single, single_raised, *rest_single), (many, many_raised, *rest_many) = outcomes
+    (single, single_raised, *rest_single), (many, many_raised, *rest_many), runner_single = outcomes
+    # Pushed one by one, the single-event runner gives what the engine gives.
+    assert runner_single == outcomes[0]
     assert rest_many == rest_single
     if many_raised is None:
         assert many == single
@@ -275,6 +279,7 @@ def caller_graph(seen: list[str], raise_on: int | None = None) -> hr.Computation
     ("options", "expected"),
     [
         ({}, "runner"),
+        ({"chain_runs": False}, "engine"),
         ({"profile": True}, "runner"),
         ({"record_inputs": True}, "runner"),
         ({"on_fire": lambda f: None}, "engine"),
@@ -285,8 +290,9 @@ def test_which_pushes_run_as_a_chain(options, expected) -> None:
     seen: list[str] = []
     with hr.Runtime(caller_graph(seen), mode="inline", **options) as rt:
         rt.push_many("book", range(3))
+        # A single push takes the single-event runner.
         rt.push("book", 3)
-    assert seen == [expected] * 3 + ["engine"]
+    assert seen == [expected] * 4
 
 
 def test_after_a_failure_the_run_goes_on_the_ordinary_way_until_nothing_waits() -> None:
@@ -315,7 +321,7 @@ def test_thread_mode_runs_are_pushing_one_by_one(events, shape, criteria) -> Non
     outcomes = []
     for mode in ("inline", "thread"):
         seen: list[Any] = []
-        options = {"max_attempts": 1, "on_fire": hr.on_output("total", seen.append)}
+        options = {"max_attempts": 1, "on_fire": hr.on_output("total", seen.append), "chain_runs": mode == "thread"}
         with hr.Runtime(graph(shape, "sequential", criteria), mode=mode, **options) as rt:
             rt.push("side", 3)
             if mode == "inline":

@@ -17,9 +17,12 @@ event and its boundary, so the engine takes that one event the ordinary way
 with what already ran: nothing is called twice, and a failed fire is retried
 and dead-lettered exactly as on the ordinary path.
 
+A third runner takes one event (inline ``push``, and each event of
+``push_pairs``) with the same calls and no loop.
+
 Generated from plain data only: names never enter the source (functions,
-constants and messages are bound as default arguments), so no graph, node or
-accumulator name can inject code.
+constants and messages are bound as closure variables of a factory), so no
+graph, node or accumulator name can inject code.
 """
 
 from __future__ import annotations
@@ -44,6 +47,12 @@ Failure = tuple[int, Any, Any, BaseException]
 #: (events with no boundary, fires, last boundary that fired, failure or None)
 Outcome = tuple[int, int, Any, "Failure | None"]
 Runner = Callable[[Iterable[Any], "list[Any] | None", tuple[Any, ...], "list[int] | None", "list[Any] | None"], Outcome]
+#: One event: SUPPRESSED, (value, boundary) when it fired, or (stage,
+#: boundary, exception) when something raised.
+One = Callable[[Any, tuple[Any, ...], "list[int] | None", "list[Any] | None"], Any]
+
+#: What the single-event runner returns for an event that gave no boundary.
+SUPPRESSED = object()
 
 log = logging.getLogger("headrace")
 
@@ -67,15 +76,17 @@ def build(
     graph: str,
     clock: Callable[[], int] | None = None,
     record_inputs: bool = False,
-) -> tuple[Runner, Runner]:
+) -> tuple[Runner, Runner, One]:
     """The runners for one accumulator's events: one appending each fire's
-    value to ``out``, one only counting the fires (``out`` is None).
+    value to ``out``, one only counting the fires (``out`` is None), and one
+    for a single event.
 
     With a ``clock`` (``profile=True``: the engine's own, in ticks it scales
-    to nanoseconds), the appending runner also appends to ``stamps`` a read
-    of it before the first node and after each node of every fire (and one
-    when a node raises), which give each node's time as the engine's own laps
-    do; with ``record_inputs``, each fire's boundary to ``seen``. Nobody reads a fire of the counting runner, so it records
+    to nanoseconds), the appending and single-event runners also append to
+    ``stamps`` a read of it before the first node and after each node of
+    every fire (and one when a node raises), which give each node's time as
+    the engine's own laps do; with ``record_inputs``, each fire's boundary to
+    ``seen``. Nobody reads a fire of the counting runner, so it records
     nothing.
 
     ``accumulate``: its function (None: the event is the boundary), called
@@ -85,76 +96,102 @@ def build(
     routes must not return (the ordinary path raises the same error).
     ``sink``: the ``on_output`` function, or None.
     """
-    return (
-        _build(accumulate, state, nodes, terminal, route, sink, graph, keep=True, clock=clock, record=record_inputs),
-        _build(accumulate, state, nodes, terminal, route, sink, graph, keep=False, clock=None, record=False),
-    )
+    shape = _Shape(accumulate, state, nodes, terminal, route, sink, graph)
+    keep: Runner = shape.make(_loop(shape, keep=True, profile=clock is not None, record=record_inputs), clock)
+    count: Runner = shape.make(_loop(shape, keep=False, profile=False, record=False), None)
+    one: One = shape.make(_one(shape, profile=clock is not None, record=record_inputs), clock)
+    return keep, count, one
 
 
-def _build(
-    accumulate: Callable[..., Any] | None,
-    state: Any,
-    nodes: Sequence[tuple[Callable[..., Any], Sequence[Arg], str]],
-    terminal: int,
-    route: type,
-    sink: Callable[[Any], Any] | None,
-    graph: str,
-    *,
-    keep: bool,
-    clock: Callable[[], int] | None,
-    record: bool,
-) -> Runner:
-    env: dict[str, Any] = {"_route": route, "_TypeError": TypeError, "_clock": clock}
-    params = ["_route=_route", "_TypeError=_TypeError", "_clock=_clock"]
-    profile = clock is not None
+class _Shape:
+    """What the runners call, bound once as the closure variables of a factory."""
 
-    def bind(name: str, value: Any) -> str:
-        env[name] = value
-        params.append(f"{name}={name}")
+    def __init__(
+        self,
+        accumulate: Callable[..., Any] | None,
+        state: Any,
+        nodes: Sequence[tuple[Callable[..., Any], Sequence[Arg], str]],
+        terminal: int,
+        route: type,
+        sink: Callable[[Any], Any] | None,
+        graph: str,
+    ) -> None:
+        self.env: dict[str, Any] = {"_route": route, "_TypeError": TypeError, "_SUPPRESSED": SUPPRESSED}
+        if accumulate is None:
+            self.take = "b = e"
+        elif state is None:
+            self.take = f"b = {self.bind('_acc', accumulate)}(e)"
+        else:
+            self.take = f"b = {self.bind('_acc', accumulate)}(e, {self.bind('_state', state)})"
+        self.consts = sorted({i for _, args, _ in nodes for kind, i in args if kind == "const"})
+        self.calls: list[tuple[str, str, str]] = []
+        for pos, (function, args, name) in enumerate(nodes):
+            f = self.bind(f"_n{pos}", function)
+            text = f"node '{name}' returned a Route but declares no routes (use @graph.node(routes=[...]))"
+            shown = ", ".join("b" if kind == "boundary" else f"c{i}" if kind == "const" else f"v{i}" for kind, i in args)
+            self.calls.append((f, shown, self.bind(f"_m{pos}", text)))
+        self.terminal = terminal
+        self.sink = None if sink is None else self.bind("_sink", sink)
+        self.sink_failed = None if sink is None else self.bind("_sink_failed", sink_failed(graph))
+
+    def bind(self, name: str, value: Any) -> str:
+        self.env[name] = value
         return name
 
-    if accumulate is None:
-        take = "b = e"
-    elif state is None:
-        take = f"b = {bind('_acc', accumulate)}(e)"
-    else:
-        take = f"b = {bind('_acc', accumulate)}(e, {bind('_state', state)})"
-    consts = sorted({i for _, args, _ in nodes for kind, i in args if kind == "const"})
+    def unpack(self, indent: str) -> list[str]:
+        if not self.consts:
+            return []
+        return [f"{indent}({''.join(f'c{i}, ' for i in self.consts)}) = consts"]
+
+    def fire(self, profile: bool, record: bool) -> list[str]:
+        """The nodes of one fire on boundary ``b``, then the sink."""
+        lines = ["seen_append(b)"] if record else []
+        if profile:
+            lines.append("stamp(_clock())")
+        for pos, (f, shown, message) in enumerate(self.calls):
+            lines += [
+                f"stage = {pos}",
+                f"v{pos} = {f}({shown})",
+                f"if v{pos}.__class__ is _route:",
+                f"    raise _TypeError({message})",
+            ]
+            if profile:
+                lines.append("stamp(_clock())")
+        if self.sink is not None:
+            lines += [
+                "try:",
+                f"    {self.sink}(v{self.terminal})",
+                "except BaseException as exc:",
+                f"    {self.sink_failed}(exc)",
+            ]
+        return lines
+
+    def make(self, function: list[str], clock: Callable[[], int] | None) -> Any:
+        env = dict(self.env, _clock=clock)
+        names = sorted(env)
+        source = "\n".join([f"def factory({', '.join(names)}):", *("    " + line for line in function), "    return run"])
+        namespace: dict[str, Any] = {}
+        exec(compile(source, "<headrace chain runner>", "exec"), namespace)
+        return namespace["factory"](**env)
+
+
+def _loop(shape: _Shape, *, keep: bool, profile: bool, record: bool) -> list[str]:
     body = [
         "stage = -1",
-        take,
+        shape.take,
         "if b is None:",
         "    suppressed += 1",
         "    stage = -2",
         "    continue",
+        *shape.fire(profile, record),
+        f"append(v{shape.terminal})" if keep else "fired += 1",
+        "last = b",
+        "stage = -2",
     ]
-    if record:
-        body.append("seen_append(b)")
-    if profile:
-        body.append("stamp(_clock())")
-    for pos, (function, args, name) in enumerate(nodes):
-        f = bind(f"_n{pos}", function)
-        message = bind(f"_m{pos}", f"node '{name}' returned a Route but declares no routes (use @graph.node(routes=[...]))")
-        shown = ", ".join("b" if kind == "boundary" else f"c{i}" if kind == "const" else f"v{i}" for kind, i in args)
-        body += [
-            f"stage = {pos}",
-            f"v{pos} = {f}({shown})",
-            f"if v{pos}.__class__ is _route:",
-            f"    raise _TypeError({message})",
-        ]
-        if profile:
-            body.append("stamp(_clock())")
-    if sink is not None:
-        body += [
-            "try:",
-            f"    {bind('_sink', sink)}(v{terminal})",
-            "except BaseException as exc:",
-            f"    {bind('_sink_failed', sink_failed(graph))}(exc)",
-        ]
-    body += [f"append(v{terminal})" if keep else "fired += 1", "last = b", "stage = -2"]
-    lines = [
-        f"def run(it, out, consts, stamps=None, seen=None, *, {', '.join(params)}):",
-        f"    ({''.join(f'c{i}, ' for i in consts)}) = consts" if consts else "    del consts",
+    fired = "len(out)" if keep else "fired"
+    return [
+        "def run(it, out, consts, stamps=None, seen=None):",
+        *shape.unpack("    "),
         "    append = out.append" if keep else "    fired = 0",
         *(["    stamp = stamps.append"] if profile else []),
         *(["    seen_append = seen.append"] if record else []),
@@ -166,9 +203,26 @@ def _build(
         *(" " * 12 + line for line in body),
         "    except BaseException as exc:",
         *(["        if stage >= 0:", "            stamp(_clock())"] if profile else []),
-        f"        return suppressed, {'len(out)' if keep else 'fired'}, last, (stage, e, b, exc)",
-        f"    return suppressed, {'len(out)' if keep else 'fired'}, last, None",
+        f"        return suppressed, {fired}, last, (stage, e, b, exc)",
+        f"    return suppressed, {fired}, last, None",
     ]
-    exec(compile("\n".join(lines), "<headrace chain runner>", "exec"), env)
-    run: Runner = env["run"]
-    return run
+
+
+def _one(shape: _Shape, *, profile: bool, record: bool) -> list[str]:
+    return [
+        "def run(e, consts, stamps=None, seen=None):",
+        *shape.unpack("    "),
+        *(["    stamp = stamps.append"] if profile else []),
+        *(["    seen_append = seen.append"] if record else []),
+        "    stage = -1",
+        "    b = None",
+        "    try:",
+        f"        {shape.take}",
+        "        if b is None:",
+        "            return _SUPPRESSED",
+        *("        " + line for line in shape.fire(profile, record)),
+        "    except BaseException as exc:",
+        *(["        if stage >= 0:", "            stamp(_clock())"] if profile else []),
+        "        return stage, b, exc",
+        f"    return v{shape.terminal}, b",
+    ]

@@ -52,6 +52,8 @@ class EngineOptions:
     profile: bool = False
     #: Keep the values each fire's nodes received (``FireResult.inputs``).
     record_inputs: bool = False
+    #: A chain graph's events may run through its chain runners.
+    chain_runs: bool = True
     #: A running asyncio loop for async nodes and accumulators (None: the
     #: runtime starts its own when the graph has any).
     loop: Any = None

@@ -12,7 +12,8 @@ use pyo3::types::{PyIterator, PyList, PyTuple};
 
 use headrace_core::host::FireDetail;
 use headrace_core::plan::{Plan, Source};
-use headrace_core::processor::{ChainFailure, ChainRun, Now};
+use headrace_core::channel::Item;
+use headrace_core::processor::{ChainFailure, ChainRun, Input, Now};
 use headrace_core::spec::AccKind;
 
 use crate::calls::InlineOutcome;
@@ -38,6 +39,10 @@ type Outcome = (u64, u64, Option<Value>, Option<(i64, Value, Value, Value)>);
 pub struct Runner {
     pub keep: Value,
     pub count: Value,
+    /// For a single event: `headrace._chain.One`.
+    pub one: Value,
+    /// What `one` returns for an event that gave no boundary.
+    pub suppressed: Value,
     pub consts: Vec<usize>,
     /// Some node reads the run's own accumulator.
     pub reads_own: bool,
@@ -128,7 +133,7 @@ impl Runner {
     pub fn call(&self, py: Python<'_>, events: &Bound<'_, PyAny>, out: Option<&Bound<'_, PyList>>, cache: &[Option<Value>]) -> PyResult<Ran> {
         let value = |a: usize| cache[a].as_ref().map(|v| v.clone_ref(py));
         let consts = PyTuple::new(py, self.consts.iter().map(|&a| value(a)))?;
-        let recording = out.is_some() && (self.records.node_ns || self.records.inputs);
+        let recording = out.is_some() && self.recording();
         let stamps = (recording && self.records.node_ns).then(|| PyList::empty(py));
         let seen = (recording && self.records.inputs).then(|| PyList::empty(py));
         let function = if out.is_some() { &self.keep } else { &self.count };
@@ -137,15 +142,22 @@ impl Runner {
         let ended = Instant::now();
         let (suppressed, fired, last, stopped): Outcome = outcome.extract()?;
         let stopped = stopped.map(|(stage, e, b, error)| (stage, e, b, PyErr::from_value(error.into_bound(py))));
-        let records = recording.then(|| {
-            let mut inputs: Vec<(usize, Option<Value>)> = self.consts.iter().map(|&a| (a, value(a))).collect();
-            if self.reads_own {
-                inputs.push((self.acc, None));
-                inputs.sort_by_key(|(a, _)| *a);
-            }
-            RunRecords { stamps: stamps.map(Bound::unbind), seen: seen.map(Bound::unbind), inputs, own: self.acc, nodes: self.nodes }
-        });
+        let records = recording.then(|| self.run_records(py, cache, stamps, seen));
         Ok(Ran { suppressed, fired, last, started, ended, stopped, records })
+    }
+
+    fn recording(&self) -> bool {
+        self.records.node_ns || self.records.inputs
+    }
+
+    fn run_records(&self, py: Python<'_>, cache: &[Option<Value>], stamps: Option<Bound<'_, PyList>>, seen: Option<Bound<'_, PyList>>) -> RunRecords {
+        let mut inputs: Vec<(usize, Option<Value>)> =
+            self.consts.iter().map(|&a| (a, cache[a].as_ref().map(|v| v.clone_ref(py)))).collect();
+        if self.reads_own {
+            inputs.push((self.acc, None));
+            inputs.sort_by_key(|(a, _)| *a);
+        }
+        RunRecords { stamps: stamps.map(Bound::unbind), seen: seen.map(Bound::unbind), inputs, own: self.acc, nodes: self.nodes }
     }
 }
 
@@ -190,7 +202,9 @@ pub fn runners(
     let Some(terminal) = plan.chain_terminal.filter(|_| !on_fire) else {
         return Ok(accs.iter().map(|_| None).collect());
     };
-    let build = py.import("headrace._chain")?.getattr("build")?;
+    let module = py.import("headrace._chain")?;
+    let build = module.getattr("build")?;
+    let suppressed = module.getattr("SUPPRESSED")?;
     let route = <crate::fire::Route as pyo3::PyTypeInfo>::type_object(py);
     let mut out = Vec::with_capacity(accs.len());
     for (i, (spec, call)) in plan.accumulators.iter().zip(accs).enumerate() {
@@ -229,8 +243,9 @@ pub fn runners(
             false => None,
         };
         let args = (accumulate, state, described, terminal, &route, sink, plan.graph.as_str(), clock, records.inputs);
-        let (keep, count): (Value, Value) = build.call1(args)?.extract()?;
-        out.push(Some(Runner { keep, count, consts, reads_own, acc: i, nodes: nodes.len(), records }));
+        let (keep, count, one): (Value, Value, Value) = build.call1(args)?.extract()?;
+        let suppressed = suppressed.clone().unbind();
+        out.push(Some(Runner { keep, count, one, suppressed, consts, reads_own, acc: i, nodes: nodes.len(), records }));
     }
     Ok(out)
 }
@@ -277,7 +292,7 @@ pub fn push_events(
             }
         }
         let Some(event) = events.next() else { return Ok(()) };
-        let item = headrace_core::channel::Item::Event { acc, input: headrace_core::processor::Input::Value(event?.unbind()) };
+        let item = Item::Event { acc, input: Input::Value(event?.unbind()) };
         let mut out = InlineOutcome::new();
         inline::step(py, processor, cx, &mut out, aio, |p, calls| p.apply(item, calls, &Now::lazy()));
         keep(into, out);
@@ -365,6 +380,90 @@ fn run(
     });
     keep(into, out);
     Ok(Stopped::Failed)
+}
+
+/// Inline `push` (and each event of `push_pairs`): an event that would fire
+/// alone goes through its accumulator's single-event runner, filling `out`
+/// as the ordinary path would. Hands the item back when it cannot.
+pub fn push_one(
+    py: Python<'_>,
+    processor: &mut Proc,
+    cx: &Callables,
+    item: Item<Value>,
+    aio: Option<&Value>,
+    out: &mut InlineOutcome,
+) -> Option<Item<Value>> {
+    let (acc, event) = match item {
+        Item::Event { acc, input: Input::Value(event) } => (acc, event),
+        item => return Some(item),
+    };
+    let Some(runner) = cx.runners.get(acc).and_then(Option::as_ref).filter(|_| processor.chain_ready(acc)) else {
+        return Some(Item::Event { acc, input: Input::Value(event) });
+    };
+    let cache = processor.cache();
+    let consts = match runner.consts.as_slice() {
+        [] => PyTuple::empty(py),
+        accs => match PyTuple::new(py, accs.iter().map(|&a| cache[a].as_ref().map(|v| v.clone_ref(py)))) {
+            Ok(t) => t,
+            Err(e) => {
+                out.error = Some(e);
+                return None;
+            }
+        },
+    };
+    let recording = runner.recording();
+    let stamps = (recording && runner.records.node_ns).then(|| PyList::empty(py));
+    let seen = (recording && runner.records.inputs).then(|| PyList::empty(py));
+    let started = Instant::now();
+    let result = runner.one.bind(py).call1((&event, consts, &stamps, &seen));
+    let ended = Instant::now();
+    let records = recording.then(|| runner.run_records(py, processor.cache(), stamps, seen));
+    let result = match result {
+        Ok(r) => r,
+        // Only the runner's own frame can fail here (no memory): the
+        // event's functions did not run.
+        Err(e) => {
+            out.error = Some(e);
+            return None;
+        }
+    };
+    let run = |fired: u64, last: Option<Value>| ChainRun { acc, taken: 1, fired, last, started, ended };
+    if result.is(&runner.suppressed) {
+        processor.chain_ran(run(0, None));
+    } else if let Ok((value, boundary)) = result.extract::<(Value, Value)>() {
+        let booked = processor.chain_ran(run(1, Some(boundary)));
+        let detail = match records.as_ref().map(|r| r.detail(py, 0, r.nodes)) {
+            Some(Ok(d)) => d,
+            Some(Err(e)) => return error(out, e),
+            None => None,
+        };
+        let terminal = cx.plan.chain_terminal.expect("a runner implies a chain");
+        out.result = Some(Kept::plain(booked, ended.saturating_duration_since(started), (terminal, value), detail));
+    } else {
+        let (stage, boundary, error_value): (i64, Value, Value) = match result.extract() {
+            Ok(t) => t,
+            Err(e) => return error(out, e),
+        };
+        let error_value = PyErr::from_value(error_value.into_bound(py));
+        let failure = match failure(py, stage, boundary, error_value, records.as_ref(), 0) {
+            Ok(f) => f,
+            Err(e) => return error(out, e),
+        };
+        inline::step(py, processor, cx, out, aio, |p, calls| {
+            p.chain_failed(acc, event, failure, calls, &Now::lazy());
+        });
+        return None;
+    }
+    // The ordinary path checkpoints after every event.
+    let target = out.target;
+    inline::step(py, processor, cx, out, aio, |_, _| ());
+    out.target = target;
+    None
+}
+
+fn error(out: &mut InlineOutcome, e: PyErr) -> Option<Item<Value>> {
+    out.error.get_or_insert(e);
+    None
 }
 
 /// `itertools.islice(events, n)`: at most `n` more of them.

@@ -304,6 +304,23 @@ pub struct Plain {
 }
 
 impl Kept {
+    /// A chain runner's single successful fire (`chain::push_one`).
+    pub fn plain(
+        ran: headrace_core::processor::ChainRan,
+        duration: Duration,
+        output: (usize, Py<PyAny>),
+        detail: Option<Box<FireDetail<Py<PyAny>>>>,
+    ) -> Kept {
+        Kept::Plain(Plain {
+            id: ran.first_fire,
+            trigger: ran.trigger,
+            started_at: ran.started_at,
+            duration_ns: duration.as_nanos() as u64,
+            output: Some(output),
+            detail,
+        })
+    }
+
     /// Keeps a reported fire in the smallest form that holds all of it.
     pub fn record(record: Record) -> Kept {
         if record.failure.is_some() || record.outputs.len() > 1 {

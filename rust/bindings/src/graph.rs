@@ -231,7 +231,7 @@ pub fn parse(spec: &Bound<'_, PyDict>) -> PyResult<Parsed> {
 }
 
 /// Validates and compiles a spec; raises `GraphDefinitionError` naming every problem.
-pub fn compile(py: Python<'_>, parsed: Parsed, on_fire: Option<Py<PyAny>>, records: crate::chain::Records) -> PyResult<Callables> {
+pub fn compile(py: Python<'_>, parsed: Parsed, on_fire: Option<Py<PyAny>>, chain: Option<crate::chain::Records>) -> PyResult<Callables> {
     let plan = Arc::new(Plan::compile(&parsed.spec).map_err(Error::Definition)?);
     let (on_fire, on_output) = match on_fire {
         Some(f) => match f.bind(py).cast::<OnOutput>() {
@@ -244,7 +244,11 @@ pub fn compile(py: Python<'_>, parsed: Parsed, on_fire: Option<Py<PyAny>>, recor
     let nodes: Vec<NodeCall> = plan.nodes.iter().map(|n| by_spec[n.spec_index].take().expect("each node once")).collect();
     let has_async = !plan.async_nodes.is_empty() || parsed.accs.iter().any(|a| a.is_async);
     let sink = on_output.as_ref().map(|(_, f)| f);
-    let runners = crate::chain::runners(py, &plan, &parsed.accs, &nodes, on_fire.is_some(), sink, records)?;
+    // `chain`: what chain runs record; None: events never go through one.
+    let runners = match chain {
+        Some(records) => crate::chain::runners(py, &plan, &parsed.accs, &nodes, on_fire.is_some(), sink, records)?,
+        None => parsed.accs.iter().map(|_| None).collect(),
+    };
     Ok(Callables {
         runners,
         has_async,

@@ -27,7 +27,7 @@ mod threaded;
 #[pyfunction]
 fn compile_graph(py: Python<'_>, spec: &Bound<'_, PyDict>) -> PyResult<Vec<String>> {
     let parsed = graph::parse(spec)?;
-    let callables = graph::compile(py, parsed, None, Default::default())?;
+    let callables = graph::compile(py, parsed, None, None)?;
     Ok(callables.plan.nodes.iter().map(|n| n.name.clone()).collect())
 }
 

@@ -90,7 +90,9 @@ impl Mode {
                 let mut guard = inline.lock(py, graph)?;
                 let InlineState { processor, callables } = &mut *guard;
                 let Some(cx) = callables.as_deref() else { return Err(Error::Closed { graph: graph.into() }) };
-                out.applied = inline::step(py, processor, cx, out, aio, |p, calls| p.apply(item, calls, &Now::lazy()));
+                if let Some(item) = chain::push_one(py, processor, cx, item, aio, out) {
+                    out.applied = inline::step(py, processor, cx, out, aio, |p, calls| p.apply(item, calls, &Now::lazy()));
+                }
                 if out.applied.stopped {
                     *callables = None;
                 }
@@ -136,7 +138,9 @@ impl Mode {
                 for item in items {
                     let item = item?;
                     let mut out = InlineOutcome::new();
-                    inline::step(py, &mut state.processor, &cx, &mut out, aio, |p, calls| p.apply(item, calls, &Now::lazy()));
+                    if let Some(item) = chain::push_one(py, &mut state.processor, &cx, item, aio, &mut out) {
+                        inline::step(py, &mut state.processor, &cx, &mut out, aio, |p, calls| p.apply(item, calls, &Now::lazy()));
+                    }
                     fires.extend(out.result);
                     if first_error.is_none() {
                         first_error = out.error;

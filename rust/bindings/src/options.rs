@@ -37,6 +37,8 @@ pub struct EngineOptions {
     pub check_checkpointable: Option<bool>,
     pub profile: bool,
     pub record_inputs: bool,
+    /// Chain graphs' events may go through the chain runners (`chain.rs`).
+    pub chain_runs: bool,
     /// The running loop async callables use (None: the runtime's own, if needed).
     #[pyo3(attribute("loop"))]
     pub event_loop: Option<Py<PyAny>>,
