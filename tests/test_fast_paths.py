@@ -58,20 +58,22 @@ def test_it_behaves_as_the_identity_function_would(mode, events) -> None:
     assert run(hr.passthrough("book")) == run(identity) == [e for e in events if e is not None]
 
 
-def test_no_python_call_is_made_for_the_accumulator() -> None:
+@pytest.mark.parametrize("chain_runs", [True, False])
+def test_no_python_call_is_made_for_the_accumulator(chain_runs: bool) -> None:
     """A profile of an inline run sees the nodes called and no accumulator
-    function: the engine is handed none. (Thread mode runs the same processor
-    code on a thread a profile cannot see; the core's tests count the host
-    calls there.)"""
+    function: the engine is handed none (nor is the chain runner's loop, whose
+    own frame is left out here). (Thread mode runs the same processor code on
+    a thread a profile cannot see; the core's tests count the host calls
+    there.)"""
     book = hr.passthrough("book")
     assert book.engine_spec()["function"] is None
     calls: list[str] = []
 
     def profile(frame: Any, event: str, arg: Any) -> None:
-        if event == "call":
+        if event == "call" and frame.f_code.co_filename != "<headrace chain runner>":
             calls.append(frame.f_code.co_name)
 
-    with hr.Runtime(spread_graph(book), mode="inline") as rt:
+    with hr.Runtime(spread_graph(book), mode="inline", chain_runs=chain_runs) as rt:
         sys.setprofile(profile)
         try:
             rt.push("book", {"bid": 1, "ask": 2})

@@ -586,7 +586,7 @@ impl Calls<Value, PyErr> for PyCalls<'_, '_> {
 
 /// Every event handed back, none taken.
 fn untaken(events: Vec<Value>) -> ChainOutcome<Value, PyErr> {
-    let now = std::time::Instant::now();
+    let now = headrace_core::clock::ticks();
     ChainOutcome { fired: 0, suppressed: 0, last: None, started: now, ended: now, stopped: None, untaken: events }
 }
 

@@ -5,7 +5,6 @@
 //! the outputs for its `FireList`); the processor thread hands over a batch's
 //! run of events through `Calls::run_chain` (and keeps nothing).
 
-use std::time::Instant;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyIterator, PyList, PyTuple};
@@ -13,6 +12,7 @@ use pyo3::types::{PyIterator, PyList, PyTuple};
 use headrace_core::host::FireDetail;
 use headrace_core::plan::{Plan, Source};
 use headrace_core::channel::Item;
+use headrace_core::clock::{elapsed, elapsed_ns, ticks, Ticks};
 use headrace_core::processor::{ChainFailure, ChainRun, Input, Now};
 use headrace_core::spec::AccKind;
 
@@ -86,10 +86,9 @@ impl RunRecords {
                 let stamps = stamps.bind(py);
                 let first = k * (self.nodes + 1);
                 let mut laps = smallvec::SmallVec::new();
-                let clock = tsc();
                 for pos in 0..ran {
                     let (a, b): (u64, u64) = (stamps.get_item(first + pos)?.extract()?, stamps.get_item(first + pos + 1)?.extract()?);
-                    laps.push((pos, clock.delta_as_nanos(a, b)));
+                    laps.push((pos, elapsed_ns(a, b.max(a))));
                 }
                 Some(laps)
             }
@@ -119,8 +118,8 @@ pub struct Ran {
     pub suppressed: u64,
     pub fired: u64,
     pub last: Option<Value>,
-    pub started: Instant,
-    pub ended: Instant,
+    pub started: Ticks,
+    pub ended: Ticks,
     /// Where it stopped: (stage, event, boundary, exception).
     pub stopped: Option<(i64, Value, Value, PyErr)>,
     /// A keeping run's records (None when the runtime records nothing).
@@ -137,9 +136,9 @@ impl Runner {
         let stamps = (recording && self.records.node_ns).then(|| PyList::empty(py));
         let seen = (recording && self.records.inputs).then(|| PyList::empty(py));
         let function = if out.is_some() { &self.keep } else { &self.count };
-        let started = Instant::now();
+        let started = ticks();
         let outcome = function.bind(py).call1((events, out, consts, &stamps, &seen))?;
-        let ended = Instant::now();
+        let ended = ticks();
         let (suppressed, fired, last, stopped): Outcome = outcome.extract()?;
         let stopped = stopped.map(|(stage, e, b, error)| (stage, e, b, PyErr::from_value(error.into_bound(py))));
         let records = recording.then(|| self.run_records(py, cache, stamps, seen));
@@ -239,7 +238,7 @@ pub fn runners(
         let accumulate = if spec.function { Some(call.function.clone_ref(py)) } else { None };
         let state = call.state.as_ref().map(|s| s.clone_ref(py));
         let clock = match records.node_ns {
-            true => Some(wrap_pyfunction!(ticks, py)?),
+            true => Some(wrap_pyfunction!(read_ticks, py)?),
             false => None,
         };
         let args = (accumulate, state, described, terminal, &route, sink, plan.graph.as_str(), clock, records.inputs);
@@ -250,18 +249,12 @@ pub fn runners(
     Ok(out)
 }
 
-/// The runners' clock for `profile=True`: the TSC, calibrated once, read
-/// for a few nanoseconds (a vDSO clock read through Python costs ~70 ns, and
-/// a fire of W1 reads it three times).
-fn tsc() -> &'static quanta::Clock {
-    static CLOCK: std::sync::OnceLock<quanta::Clock> = std::sync::OnceLock::new();
-    CLOCK.get_or_init(quanta::Clock::new)
-}
-
-/// Raw clock ticks (`tsc`), for the runners' stamps.
-#[pyfunction]
-fn ticks() -> u64 {
-    tsc().raw()
+/// The runners' clock for `profile=True`: the engine's own (core `clock`),
+/// whose ticks are scaled to nanoseconds afterwards (`time.perf_counter_ns`
+/// costs ~70 ns a read, and a fire of W1 reads it three times).
+#[pyfunction(name = "ticks")]
+fn read_ticks() -> u64 {
+    ticks()
 }
 
 /// What `push_events` collects for the caller.
@@ -355,7 +348,7 @@ fn run(
             first_id: booked.first_fire,
             trigger: booked.trigger,
             started_at: booked.started_at,
-            duration: ended.saturating_duration_since(started),
+            duration: elapsed(started, ended.max(started)),
             terminal: cx.plan.chain_terminal.expect("a runner implies a chain"),
             outputs: outputs.unbind(),
             records,
@@ -414,9 +407,9 @@ pub fn push_one(
     let recording = runner.recording();
     let stamps = (recording && runner.records.node_ns).then(|| PyList::empty(py));
     let seen = (recording && runner.records.inputs).then(|| PyList::empty(py));
-    let started = Instant::now();
+    let started = ticks();
     let result = runner.one.bind(py).call1((&event, consts, &stamps, &seen));
-    let ended = Instant::now();
+    let ended = ticks();
     let records = recording.then(|| runner.run_records(py, processor.cache(), stamps, seen));
     let result = match result {
         Ok(r) => r,
@@ -438,7 +431,7 @@ pub fn push_one(
             None => None,
         };
         let terminal = cx.plan.chain_terminal.expect("a runner implies a chain");
-        out.result = Some(Kept::plain(booked, ended.saturating_duration_since(started), (terminal, value), detail));
+        out.result = Some(Kept::plain(booked, elapsed(started, ended.max(started)), (terminal, value), detail));
     } else {
         let (stage, boundary, error_value): (i64, Value, Value) = match result.extract() {
             Ok(t) => t,

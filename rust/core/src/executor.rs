@@ -1,6 +1,6 @@
 //! Running a [`Plan`] once over the current inputs.
 
-use std::time::Instant;
+use crate::clock::{elapsed_ns, ticks, Ticks};
 
 use smallvec::SmallVec;
 
@@ -150,7 +150,7 @@ impl<V> Executor<V> {
         let deadlines = Deadlines::start(plan, || calls.now());
         // Profiling laps: each node that runs is charged the time since the
         // previous one finished (one clock read per node).
-        let mut lap = self.recording.profile.then(Instant::now);
+        let mut lap = self.recording.profile.then(ticks);
         for (pos, node) in plan.nodes.iter().enumerate() {
             if self.skipped(node) {
                 self.slots[pos] = Slot::Skipped;
@@ -214,20 +214,20 @@ impl<V> Executor<V> {
 
     /// With profiling: charges node `pos` the time since the last lap.
     #[inline]
-    fn lap(&mut self, pos: usize, lap: &mut Option<Instant>) {
+    fn lap(&mut self, pos: usize, lap: &mut Option<Ticks>) {
         if let (Some(last), Some(node_ns)) = (lap.as_mut(), self.detail.as_mut().and_then(|d| d.node_ns.as_mut())) {
-            let now = Instant::now();
-            node_ns.push((pos, now.duration_since(*last).as_nanos() as u64));
+            let now = ticks();
+            node_ns.push((pos, elapsed_ns(*last, now.max(*last))));
             *last = now;
         }
     }
 
     /// With profiling: charges every node of a concurrent run the run's time
     /// (they ran side by side).
-    fn lap_all<E>(&mut self, run: &concurrent::Run<E>, lap: &mut Option<Instant>) {
+    fn lap_all<E>(&mut self, run: &concurrent::Run<E>, lap: &mut Option<Ticks>) {
         if let (Some(last), Some(node_ns)) = (lap.as_mut(), self.detail.as_mut().and_then(|d| d.node_ns.as_mut())) {
-            let now = Instant::now();
-            let ns = now.duration_since(*last).as_nanos() as u64;
+            let now = ticks();
+            let ns = elapsed_ns(*last, now.max(*last));
             node_ns.extend(run.nodes.iter().map(|&j| (j, ns)));
             *last = now;
         }

@@ -171,8 +171,8 @@ pub struct ChainOutcome<V, E> {
     pub suppressed: u64,
     /// The last boundary that fired.
     pub last: Option<V>,
-    pub started: Instant,
-    pub ended: Instant,
+    pub started: crate::clock::Ticks,
+    pub ended: crate::clock::Ticks,
     /// The event the run stopped at, and what raised.
     pub stopped: Option<(V, ChainFailure<V, E>)>,
     pub untaken: Vec<V>,
@@ -240,7 +240,7 @@ pub trait Calls<V, E> {
     /// returns them all untaken.
     fn run_chain(&mut self, acc: usize, events: Vec<V>, cache: &[Option<V>]) -> ChainOutcome<V, E> {
         let _ = (acc, cache);
-        let now = Instant::now();
+        let now = crate::clock::ticks();
         ChainOutcome { fired: 0, suppressed: 0, last: None, started: now, ended: now, stopped: None, untaken: events }
     }
 }

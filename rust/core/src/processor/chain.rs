@@ -13,7 +13,9 @@
 //! [`Processor::chain_failed`], with what already ran: nothing is called twice.
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
+
+use crate::clock::{elapsed, Ticks};
 
 use crate::accumulator::AccState;
 use crate::clock::Now;
@@ -43,8 +45,8 @@ pub struct Run<V> {
     pub fired: u64,
     /// The last boundary (None when none fired).
     pub last: Option<V>,
-    pub started: Instant,
-    pub ended: Instant,
+    pub started: Ticks,
+    pub ended: Ticks,
 }
 
 impl<V, E> Processor<V, E> {
@@ -86,7 +88,7 @@ impl<V, E> Processor<V, E> {
     /// sequence numbers, counters, the input cache, fire ids.
     pub fn chain_ran(&mut self, run: Run<V>) -> ChainRan {
         let Run { acc, taken, fired, last, started, ended } = run;
-        let since = started.saturating_duration_since(self.anchor.mono);
+        let since = self.anchor.since(started);
         let ran = ChainRan {
             first_fire: self.next_fire_id,
             trigger: match self.plan.inputs[acc] {
@@ -99,7 +101,7 @@ impl<V, E> Processor<V, E> {
             return ran;
         }
         if self.unsaved_since.is_none() && self.checkpoints_enabled() {
-            self.unsaved_since = Some(started);
+            self.unsaved_since = Some(self.anchor.mono + since);
         }
         let first_seq = self.next_seq;
         self.next_seq += taken;
@@ -114,7 +116,7 @@ impl<V, E> Processor<V, E> {
             self.latest_seq = first_seq + taken - 1;
             add(&self.metrics.fires, fired);
             // The last fire's start, as far as a run can tell.
-            let per_fire = ended.saturating_duration_since(started) / fired as u32;
+            let per_fire = elapsed(started, ended.max(started)) / fired as u32;
             let last_start = since + per_fire * (fired - 1) as u32;
             self.metrics.last_fired_at_us.store(self.anchor.wall_us + last_start.as_micros() as u64, Relaxed);
         }

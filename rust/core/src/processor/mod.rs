@@ -555,7 +555,7 @@ impl<V, E> Processor<V, E> {
             &self.versions,
             &self.metrics,
             &mut self.next_fire_id,
-            &self.anchor,
+            &mut self.anchor,
             fire,
             override_input,
             self.ran.take(),
@@ -687,7 +687,7 @@ fn execute<V, E>(
     versions: &[u64],
     metrics: &Metrics,
     next_fire_id: &mut u64,
-    anchor: &Anchor,
+    anchor: &mut Anchor,
     fire: Fire,
     override_input: Option<(usize, &V)>,
     ran: Option<Ran<V, E>>,
@@ -698,9 +698,9 @@ fn execute<V, E>(
     if fire.attempt > 1 {
         bump(&metrics.retries);
     }
-    let clock = Instant::now();
+    let clock = crate::clock::ticks();
     // One subtraction serves the wall-clock start and the metric's microseconds.
-    let since = clock.duration_since(anchor.mono);
+    let since = anchor.since(clock);
     let started_at = anchor.wall + since;
     let started_us = anchor.wall_us + since.as_micros() as u64;
     let input = |i: usize| match override_input {
@@ -716,7 +716,7 @@ fn execute<V, E>(
         Some(Ran { node, error, detail }) => (Err((node, error)), detail),
         None => (executor.run(plan, input, version, calls), None),
     };
-    let duration = Instant::now().duration_since(clock);
+    let duration = crate::clock::elapsed(clock, crate::clock::ticks());
     let detail = detail.or_else(|| executor.take_detail());
     let record = |outputs, failure| FireRecord {
         id,
