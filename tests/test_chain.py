@@ -18,7 +18,9 @@ from hypothesis import strategies as st
 import headrace as hr
 
 #: Event values and what they make the graph do.
-SUPPRESS, ACC_RAISES, NODE_RAISES, ROUTE = -1, -2, -3, -4
+SUPPRESS, ACC_RAISES, NODE_RAISES, ROUTE, UNCHECKPOINTABLE = -1, -2, -3, -4, -5
+#: What an UNCHECKPOINTABLE event's boundary holds.
+OPAQUE = object()
 
 
 def acc_fn(event: int) -> Any:
@@ -26,6 +28,8 @@ def acc_fn(event: int) -> Any:
         return None
     if event == ACC_RAISES:
         raise ValueError("bad event")
+    if event == UNCHECKPOINTABLE:
+        return {"not": OPAQUE}
     return event
 
 
@@ -53,6 +57,8 @@ def graph(shape: str, strategy: str, criteria: str) -> hr.ComputationGraph:
             raise RuntimeError(f"node failed on {book}")
         if book == ROUTE:
             return hr.Route("x", book)
+        if isinstance(book, dict):
+            return -50
         return book * 10 + (side or 0)
 
     @g.node
@@ -70,7 +76,7 @@ def fire_view(f: hr.FireResult) -> tuple[Any, ...]:
 
 def counters(rt: hr.Runtime) -> dict[str, Any]:
     s = rt.stats()
-    keep = ("events", "boundaries", "suppressed", "errors")
+    keep = ("events", "boundaries", "suppressed", "errors", "refused")
     return {
         "fires": s["fire_count"],
         "accs": {name: {k: a[k] for k in keep} for name, a in s["accumulators"].items()},
@@ -102,7 +108,7 @@ def all_at_once(rt: hr.Runtime, events: list[int]) -> tuple[list[tuple[Any, ...]
 
 
 events_strategy = st.lists(
-    st.one_of(st.integers(0, 9), st.sampled_from([SUPPRESS, ACC_RAISES, NODE_RAISES, ROUTE])), max_size=40
+    st.one_of(st.integers(0, 9), st.sampled_from([SUPPRESS, ACC_RAISES, NODE_RAISES, ROUTE, UNCHECKPOINTABLE])), max_size=40
 )
 
 
@@ -114,7 +120,9 @@ events_strategy = st.lists(
     criteria=st.sampled_from(["any", "all"]),
     side=st.sampled_from([None, 3]),
     attempts=st.integers(1, 3),
-    records=st.sampled_from([{}, {"profile": True}, {"record_inputs": True}, {"profile": True, "record_inputs": True}]),
+    records=st.sampled_from(
+        [{}, {"profile": True}, {"record_inputs": True}, {"profile": True, "record_inputs": True}, {"check_checkpointable": True}]
+    ),
 )
 def test_push_many_is_pushing_one_by_one(events, shape, strategy, criteria, side, attempts, records) -> None:
     if shape == "forward":
@@ -283,7 +291,7 @@ def caller_graph(seen: list[str], raise_on: int | None = None) -> hr.Computation
         ({"profile": True}, "runner"),
         ({"record_inputs": True}, "runner"),
         ({"on_fire": lambda f: None}, "engine"),
-        ({"check_checkpointable": True, "store": "memory://chain-check"}, "engine"),
+        ({"check_checkpointable": True, "store": "memory://chain-check"}, "runner"),
     ],
 )
 def test_which_pushes_run_as_a_chain(options, expected) -> None:

@@ -35,6 +35,9 @@ from typing import Any
 ITERATION = -2
 #: Where a runner stopped: the accumulator function raised.
 ACCUMULATOR = -1
+#: Where a runner stopped: the boundary cannot be checkpointed (the failure
+#: slot holds the check's ``(path, type name, message)``).
+REFUSED = -3
 
 #: An argument: ("boundary", 0) for the run's boundary, ("const", i) for
 #: accumulator i's value (constant during a run, passed in ``consts`` in
@@ -76,6 +79,7 @@ def build(
     graph: str,
     clock: Callable[[], int] | None = None,
     record_inputs: bool = False,
+    check: Callable[[Any], Any] | None = None,
 ) -> tuple[Runner, Runner, One]:
     """The runners for one accumulator's events: one appending each fire's
     value to ``out``, one only counting the fires (``out`` is None), and one
@@ -94,9 +98,11 @@ def build(
     ``(function, args, name)``. ``terminal``: plan position of the node whose
     value each fire gives. ``route``: ``headrace.Route``, which a node without
     routes must not return (the ordinary path raises the same error).
-    ``sink``: the ``on_output`` function, or None.
+    ``sink``: the ``on_output`` function, or None. ``check``
+    (``check_checkpointable``): returns None for a boundary that can be
+    checkpointed, else why not; such a boundary stops the run before any node.
     """
-    shape = _Shape(accumulate, state, nodes, terminal, route, sink, graph)
+    shape = _Shape(accumulate, state, nodes, terminal, route, sink, graph, check)
     keep: Runner = shape.make(_loop(shape, keep=True, profile=clock is not None, record=record_inputs), clock)
     count: Runner = shape.make(_loop(shape, keep=False, profile=False, record=False), None)
     one: One = shape.make(_one(shape, profile=clock is not None, record=record_inputs), clock)
@@ -115,8 +121,10 @@ class _Shape:
         route: type,
         sink: Callable[[Any], Any] | None,
         graph: str,
+        check: Callable[[Any], Any] | None,
     ) -> None:
         self.env: dict[str, Any] = {"_route": route, "_TypeError": TypeError, "_SUPPRESSED": SUPPRESSED}
+        self.check = None if check is None else self.bind("_check", check)
         if accumulate is None:
             self.take = "b = e"
         elif state is None:
@@ -183,6 +191,11 @@ def _loop(shape: _Shape, *, keep: bool, profile: bool, record: bool) -> list[str
         "    suppressed += 1",
         "    stage = -2",
         "    continue",
+        *(
+            [f"refused = {shape.check}(b)", "if refused is not None:", f"    stage = {REFUSED}", "    break"]
+            if shape.check
+            else []
+        ),
         *shape.fire(profile, record),
         f"append(v{shape.terminal})" if keep else "fired += 1",
         "last = b",
@@ -204,6 +217,7 @@ def _loop(shape: _Shape, *, keep: bool, profile: bool, record: bool) -> list[str
         "    except BaseException as exc:",
         *(["        if stage >= 0:", "            stamp(_clock())"] if profile else []),
         f"        return suppressed, {fired}, last, (stage, e, b, exc)",
+        *([f"    if stage == {REFUSED}:", f"        return suppressed, {fired}, last, (stage, e, b, refused)"] if shape.check else []),
         f"    return suppressed, {fired}, last, None",
     ]
 
@@ -220,6 +234,11 @@ def _one(shape: _Shape, *, profile: bool, record: bool) -> list[str]:
         f"        {shape.take}",
         "        if b is None:",
         "            return _SUPPRESSED",
+        *(
+            [f"        refused = {shape.check}(b)", "        if refused is not None:", f"            return {REFUSED}, b, refused"]
+            if shape.check
+            else []
+        ),
         *("        " + line for line in shape.fire(profile, record)),
         "    except BaseException as exc:",
         *(["        if stage >= 0:", "            stamp(_clock())"] if profile else []),

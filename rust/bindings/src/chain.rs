@@ -9,7 +9,7 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyIterator, PyList, PyTuple};
 
-use headrace_core::host::FireDetail;
+use headrace_core::host::{FireDetail, Unsupported};
 use headrace_core::plan::{Plan, Source};
 use headrace_core::channel::Item;
 use headrace_core::clock::{elapsed, elapsed_ns, ticks, Ticks};
@@ -27,6 +27,8 @@ type Value = Py<PyAny>;
 const ITERATION: i64 = -2;
 /// Where a runner stopped: the accumulator function raised.
 const ACCUMULATOR: i64 = -1;
+/// Where a runner stopped: the boundary cannot be checkpointed.
+const REFUSED: i64 = -3;
 
 /// What a runner returns (`headrace._chain.Outcome`): events that gave no
 /// boundary, fires, the last boundary that fired, and where it stopped if
@@ -58,6 +60,8 @@ pub struct Runner {
 pub struct Records {
     pub node_ns: bool,
     pub inputs: bool,
+    /// `check_checkpointable`: each boundary is checked before any node runs.
+    pub check: bool,
 }
 
 /// A keeping run's records, read back per fire by its `RunFires`.
@@ -120,8 +124,8 @@ pub struct Ran {
     pub last: Option<Value>,
     pub started: Ticks,
     pub ended: Ticks,
-    /// Where it stopped: (stage, event, boundary, exception).
-    pub stopped: Option<(i64, Value, Value, PyErr)>,
+    /// Where it stopped: (stage, event, boundary, what raised or the refusal).
+    pub stopped: Option<(i64, Value, Value, Value)>,
     /// A keeping run's records (None when the runtime records nothing).
     pub records: Option<RunRecords>,
 }
@@ -140,7 +144,6 @@ impl Runner {
         let outcome = function.bind(py).call1((events, out, consts, &stamps, &seen))?;
         let ended = ticks();
         let (suppressed, fired, last, stopped): Outcome = outcome.extract()?;
-        let stopped = stopped.map(|(stage, e, b, error)| (stage, e, b, PyErr::from_value(error.into_bound(py))));
         let records = recording.then(|| self.run_records(py, cache, stamps, seen));
         Ok(Ran { suppressed, fired, last, started, ended, stopped, records })
     }
@@ -167,10 +170,15 @@ pub fn failure(
     py: Python<'_>,
     stage: i64,
     boundary: Value,
-    error: PyErr,
+    raised: Value,
     records: Option<&RunRecords>,
     fired: u64,
 ) -> Result<ChainFailure<Value, PyErr>, PyErr> {
+    if stage == REFUSED {
+        let (path, type_name, message): (String, String, String) = raised.extract(py)?;
+        return Ok(ChainFailure::Refused { error: Unsupported { path, type_name, message } });
+    }
+    let error = PyErr::from_value(raised.into_bound(py));
     match stage {
         ITERATION => Err(error),
         ACCUMULATOR => Ok(ChainFailure::Accumulator { error }),
@@ -208,7 +216,9 @@ pub fn runners(
     let mut out = Vec::with_capacity(accs.len());
     for (i, (spec, call)) in plan.accumulators.iter().zip(accs).enumerate() {
         let plain = matches!(spec.kind, AccKind::Passthrough | AccKind::Stream);
-        if !plain || call.is_async || !plan.criteria.member[i] {
+        // A stream's state is checked (and put back) by the engine alone.
+        let checked_state = records.check && call.state.is_some();
+        if !plain || call.is_async || !plan.criteria.member[i] || checked_state {
             out.push(None);
             continue;
         }
@@ -241,7 +251,11 @@ pub fn runners(
             true => Some(wrap_pyfunction!(read_ticks, py)?),
             false => None,
         };
-        let args = (accumulate, state, described, terminal, &route, sink, plan.graph.as_str(), clock, records.inputs);
+        let check = match records.check {
+            true => Some(wrap_pyfunction!(check_boundary, py)?),
+            false => None,
+        };
+        let args = (accumulate, state, described, terminal, &route, sink, plan.graph.as_str(), clock, records.inputs, check);
         let (keep, count, one): (Value, Value, Value) = build.call1(args)?.extract()?;
         let suppressed = suppressed.clone().unbind();
         out.push(Some(Runner { keep, count, one, suppressed, consts, reads_own, acc: i, nodes: nodes.len(), records }));
@@ -255,6 +269,13 @@ pub fn runners(
 #[pyfunction(name = "ticks")]
 fn read_ticks() -> u64 {
     ticks()
+}
+
+/// `check_checkpointable` for the runners: None when `boundary` can be
+/// checkpointed, else `(path, type name, message)`.
+#[pyfunction]
+fn check_boundary(boundary: &Bound<'_, PyAny>) -> Option<(String, String, String)> {
+    crate::checkable::check(boundary, "boundary").err().map(|u| (u.path, u.type_name, u.message))
 }
 
 /// What `push_events` collects for the caller.
@@ -433,12 +454,11 @@ pub fn push_one(
         let terminal = cx.plan.chain_terminal.expect("a runner implies a chain");
         out.result = Some(Kept::plain(booked, elapsed(started, ended.max(started)), (terminal, value), detail));
     } else {
-        let (stage, boundary, error_value): (i64, Value, Value) = match result.extract() {
+        let (stage, boundary, raised): (i64, Value, Value) = match result.extract() {
             Ok(t) => t,
             Err(e) => return error(out, e),
         };
-        let error_value = PyErr::from_value(error_value.into_bound(py));
-        let failure = match failure(py, stage, boundary, error_value, records.as_ref(), 0) {
+        let failure = match failure(py, stage, boundary, raised, records.as_ref(), 0) {
             Ok(f) => f,
             Err(e) => return error(out, e),
         };

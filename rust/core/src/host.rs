@@ -160,6 +160,9 @@ pub enum ChainFailure<V, E> {
     /// Node `node` (plan position) raised on the boundary the event gave;
     /// `detail`: what the fire recorded (as `FireRecord::detail`).
     Node { boundary: V, node: usize, error: E, detail: Option<Box<FireDetail<V>>> },
+    /// With `check_checkpointable`: the boundary the event gave cannot be
+    /// checkpointed (the event is refused, as `Report::Refused` says).
+    Refused { error: Unsupported },
 }
 
 /// What a host's chain run did with the events it was given, in order: the

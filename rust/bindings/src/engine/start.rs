@@ -20,7 +20,8 @@ pub fn start(py: Python<'_>, spec: &Bound<'_, PyDict>, options: EngineOptions) -
     let settings = options.settings()?;
     let parsed = graph::parse(spec)?;
     let codecs = parsed.accs.iter().map(|a| a.codec).collect();
-    let records = crate::chain::Records { node_ns: settings.config.profile, inputs: settings.config.record_inputs };
+    let config = &settings.config;
+    let records = crate::chain::Records { node_ns: config.profile, inputs: config.record_inputs, check: config.check_checkpointable };
     let mut compiled = graph::compile(py, parsed, options.on_fire, options.chain_runs.then_some(records))?;
     let checkpoint_ids = options.checkpoint_writer.as_ref().map(|_| Arc::new(AtomicU64::new(0)));
     compiled.checkpoint = options

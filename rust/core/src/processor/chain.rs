@@ -53,7 +53,8 @@ impl<V, E> Processor<V, E> {
     /// Whether accumulator `acc`'s next events may run as a chain: each would
     /// be taken by a plain function (or none) and fire at once and alone
     /// against the inputs as they are. (What a fire records, `profile` and
-    /// `record_inputs`, the host's run records too.)
+    /// `record_inputs`, the host's run records too, and it checks boundaries
+    /// with `check_checkpointable`.)
     pub fn chain_ready(&self, acc: usize) -> bool {
         if self.plan.chain_terminal.is_none() || !matches!(self.accs[acc], AccState::Plain | AccState::Forward) {
             return false;
@@ -61,7 +62,6 @@ impl<V, E> Processor<V, E> {
         let criteria = &self.plan.criteria;
         let fires = criteria.member[acc]
             && (criteria.kind == CriteriaKind::Any || self.missing - usize::from(self.cache[acc].is_none()) == 0);
-        let config = &self.config;
         fires
             && !self.paused
             && self.queue.is_empty()
@@ -69,7 +69,6 @@ impl<V, E> Processor<V, E> {
             && self.attempts == 0
             && self.retry_at.is_none()
             && self.burst_pending == 0
-            && !config.check_checkpointable
             && self.accs.iter().all(|a| a.buffered() == 0 && !a.is_held())
     }
 
@@ -138,6 +137,10 @@ impl<V, E> Processor<V, E> {
         let seq = self.begin_event(acc, now);
         match failure {
             ChainFailure::Accumulator { error } => self.accumulator_failed(acc, seq, event, error, 1, calls),
+            ChainFailure::Refused { error } => {
+                let stand_in = calls.stand_in(&event);
+                self.refuse(acc, seq, stand_in, error, false, calls);
+            }
             ChainFailure::Node { boundary, node, error, detail } => {
                 drop(event);
                 self.ran = Some(Ran { node, error, detail });
