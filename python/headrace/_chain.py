@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 #: Where a runner stopped: the iterator itself raised (not an event's failure).
@@ -69,18 +70,31 @@ def sink_failed(graph: str) -> Callable[[BaseException], None]:
     return failed
 
 
-def build(
-    accumulate: Callable[..., Any] | None,
-    state: Any,
-    nodes: Sequence[tuple[Callable[..., Any], Sequence[Arg], str]],
-    terminal: int,
-    route: type,
-    sink: Callable[[Any], Any] | None,
-    graph: str,
-    clock: Callable[[], int] | None = None,
-    record_inputs: bool = False,
-    check: Callable[[Any], Any] | None = None,
-) -> tuple[Runner, Runner, One]:
+@dataclass(frozen=True)
+class Chain:
+    """One accumulator's view of a chain graph, as the engine describes it.
+
+    ``accumulate``: its function (None: the event is the boundary), called
+    with ``state`` too when that is not None. ``nodes``: in plan order,
+    ``(function, args, name)``. ``terminal``: plan position of the node whose
+    value each fire gives. ``route``: ``headrace.Route``, which a node without
+    routes must not return (the ordinary path raises the same error).
+    ``sink``: the ``on_output`` function, or None. ``check``
+    (``check_checkpointable``): returns None for a boundary that can be
+    checkpointed, else why not; such a boundary stops the run before any node.
+    """
+
+    accumulate: Callable[..., Any] | None
+    state: Any
+    nodes: Sequence[tuple[Callable[..., Any], Sequence[Arg], str]]
+    terminal: int
+    route: type
+    sink: Callable[[Any], Any] | None
+    graph: str
+    check: Callable[[Any], Any] | None
+
+
+def build(chain: Chain, clock: Callable[[], int] | None = None, record_inputs: bool = False) -> tuple[Runner, Runner, One]:
     """The runners for one accumulator's events: one appending each fire's
     value to ``out``, one only counting the fires (``out`` is None), and one
     for a single event.
@@ -92,17 +106,8 @@ def build(
     the engine's own laps do; with ``record_inputs``, each fire's boundary to
     ``seen``. Nobody reads a fire of the counting runner, so it records
     nothing.
-
-    ``accumulate``: its function (None: the event is the boundary), called
-    with ``state`` too when that is not None. ``nodes``: in plan order,
-    ``(function, args, name)``. ``terminal``: plan position of the node whose
-    value each fire gives. ``route``: ``headrace.Route``, which a node without
-    routes must not return (the ordinary path raises the same error).
-    ``sink``: the ``on_output`` function, or None. ``check``
-    (``check_checkpointable``): returns None for a boundary that can be
-    checkpointed, else why not; such a boundary stops the run before any node.
     """
-    shape = _Shape(accumulate, state, nodes, terminal, route, sink, graph, check)
+    shape = _Shape(chain)
     keep: Runner = shape.make(_loop(shape, keep=True, profile=clock is not None, record=record_inputs), clock)
     count: Runner = shape.make(_loop(shape, keep=False, profile=False, record=False), None)
     one: One = shape.make(_one(shape, profile=clock is not None, record=record_inputs), clock)
@@ -112,35 +117,25 @@ def build(
 class _Shape:
     """What the runners call, bound once as the closure variables of a factory."""
 
-    def __init__(
-        self,
-        accumulate: Callable[..., Any] | None,
-        state: Any,
-        nodes: Sequence[tuple[Callable[..., Any], Sequence[Arg], str]],
-        terminal: int,
-        route: type,
-        sink: Callable[[Any], Any] | None,
-        graph: str,
-        check: Callable[[Any], Any] | None,
-    ) -> None:
-        self.env: dict[str, Any] = {"_route": route, "_TypeError": TypeError, "_SUPPRESSED": SUPPRESSED}
-        self.check = None if check is None else self.bind("_check", check)
-        if accumulate is None:
+    def __init__(self, chain: Chain) -> None:
+        self.env: dict[str, Any] = {"_route": chain.route, "_TypeError": TypeError, "_SUPPRESSED": SUPPRESSED}
+        self.check = None if chain.check is None else self.bind("_check", chain.check)
+        if chain.accumulate is None:
             self.take = "b = e"
-        elif state is None:
-            self.take = f"b = {self.bind('_acc', accumulate)}(e)"
+        elif chain.state is None:
+            self.take = f"b = {self.bind('_acc', chain.accumulate)}(e)"
         else:
-            self.take = f"b = {self.bind('_acc', accumulate)}(e, {self.bind('_state', state)})"
-        self.consts = sorted({i for _, args, _ in nodes for kind, i in args if kind == "const"})
+            self.take = f"b = {self.bind('_acc', chain.accumulate)}(e, {self.bind('_state', chain.state)})"
+        self.consts = sorted({i for _, args, _ in chain.nodes for kind, i in args if kind == "const"})
         self.calls: list[tuple[str, str, str]] = []
-        for pos, (function, args, name) in enumerate(nodes):
+        for pos, (function, args, name) in enumerate(chain.nodes):
             f = self.bind(f"_n{pos}", function)
             text = f"node '{name}' returned a Route but declares no routes (use @graph.node(routes=[...]))"
             shown = ", ".join("b" if kind == "boundary" else f"c{i}" if kind == "const" else f"v{i}" for kind, i in args)
             self.calls.append((f, shown, self.bind(f"_m{pos}", text)))
-        self.terminal = terminal
-        self.sink = None if sink is None else self.bind("_sink", sink)
-        self.sink_failed = None if sink is None else self.bind("_sink_failed", sink_failed(graph))
+        self.terminal = chain.terminal
+        self.sink = None if chain.sink is None else self.bind("_sink", chain.sink)
+        self.sink_failed = None if chain.sink is None else self.bind("_sink_failed", sink_failed(chain.graph))
 
     def bind(self, name: str, value: Any) -> str:
         self.env[name] = value

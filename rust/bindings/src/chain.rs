@@ -211,6 +211,7 @@ pub fn runners(
     };
     let module = py.import("headrace._chain")?;
     let build = module.getattr("build")?;
+    let describe = module.getattr("Chain")?;
     let suppressed = module.getattr("SUPPRESSED")?;
     let route = <crate::fire::Route as pyo3::PyTypeInfo>::type_object(py);
     let mut out = Vec::with_capacity(accs.len());
@@ -255,8 +256,8 @@ pub fn runners(
             true => Some(wrap_pyfunction!(check_boundary, py)?),
             false => None,
         };
-        let args = (accumulate, state, described, terminal, &route, sink, plan.graph.as_str(), clock, records.inputs, check);
-        let (keep, count, one): (Value, Value, Value) = build.call1(args)?.extract()?;
+        let chain = describe.call1((accumulate, state, described, terminal, &route, sink, plan.graph.as_str(), check))?;
+        let (keep, count, one): (Value, Value, Value) = build.call1((chain, clock, records.inputs))?.extract()?;
         let suppressed = suppressed.clone().unbind();
         out.push(Some(Runner { keep, count, one, suppressed, consts, reads_own, acc: i, nodes: nodes.len(), records }));
     }
