@@ -243,8 +243,14 @@ def test_a_count_checkpoint_policy_is_kept(tmp_path, monkeypatch) -> None:
     assert seen[0] == seen[1] and len(seen[0]) == 4
 
 
-def test_the_runner_holds_no_node_alive_after_the_runtime() -> None:
+@pytest.mark.parametrize("mode", ["inline", "thread"])
+def test_a_cycle_through_the_runners_is_collected(mode: str) -> None:
+    """The runners hold the graph's functions: a node that refers back to its
+    runtime makes a cycle through them, which the GC must see and collect."""
+
     class Node:
+        rt: Any = None
+
         def __call__(self, book: int) -> int:
             return book
 
@@ -253,9 +259,12 @@ def test_the_runner_holds_no_node_alive_after_the_runtime() -> None:
     book = hr.passthrough_accumulator(name="book")(lambda e: e)
     g = hr.ComputationGraph("w", accumulators=[book])
     g.node(name="out")(node)
-    node.cycle = g  # type: ignore[attr-defined]
-    with hr.Runtime(g, mode="inline") as rt:
-        rt.push_many("book", range(3))
+    rt = hr.Runtime(g, mode=mode)
+    node.rt = rt
+    rt.push_many("book", range(3))
+    rt.push("book", 3)
+    if mode == "thread":
+        rt.close()
     del rt, g, book, node
     gc.collect()
     assert ref() is None

@@ -96,6 +96,8 @@ impl Callables {
         self.runners.iter().flatten().for_each(|r| {
             f(&r.keep);
             f(&r.count);
+            f(&r.one);
+            f(&r.suppressed);
         });
     }
 }
