@@ -396,3 +396,96 @@ def test_a_run_times_each_node_of_each_fire() -> None:
         assert f.node_ns["slow"] >= 2_000_000 * k
         assert 0 <= f.node_ns["fast"] < 2_000_000
         assert f.inputs == {"book": k}
+
+
+def pairs_graph(criteria: str, forward_b: bool) -> hr.ComputationGraph:
+    a = hr.passthrough_accumulator(name="a")(acc_fn)
+    b = hr.passthrough("b") if forward_b else hr.passthrough_accumulator(name="b")(acc_fn)
+    crit = hr.when_all(a, b) if criteria == "all" else hr.when_any(a, b)
+    g = hr.ComputationGraph("pairs", accumulators=[a, b], criteria=crit, input_strategy="sequential")
+
+    @g.node
+    def spread(a: Any, b: Any) -> Any:
+        if NODE_RAISES in (a, b):
+            raise RuntimeError("node failed")
+        if ROUTE in (a, b):
+            return hr.Route("x", a)
+        return (a, b)
+
+    @g.node
+    def out(spread: Any) -> Any:
+        return spread
+
+    return g
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    pairs=st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b"]),
+            st.one_of(st.integers(0, 9), st.sampled_from([SUPPRESS, ACC_RAISES, NODE_RAISES, ROUTE, UNCHECKPOINTABLE])),
+        ),
+        max_size=40,
+    ),
+    criteria=st.sampled_from(["any", "all"]),
+    forward_b=st.booleans(),
+    attempts=st.integers(1, 3),
+    check=st.booleans(),
+    bad=st.sampled_from([None, ("c", 1), 5]),
+)
+def test_push_pairs_runs_are_the_engine_one_by_one(pairs, criteria, forward_b, attempts, check, bad) -> None:
+    """`push_pairs` through the pairs runner gives what the engine gives
+    taking each pair one by one, including a bad pair or unknown name (which
+    raises after the pairs before it were taken)."""
+    if forward_b:
+        pairs = [(n, e) for n, e in pairs if not (n == "b" and e == ACC_RAISES)]
+    items: list[Any] = list(pairs)
+    if bad is not None:
+        items.insert(len(items) // 2, bad)
+    outcomes = []
+    for chain in (False, True):
+        options = {"max_attempts": attempts, "retry_backoff": 0, "chain_runs": chain, "check_checkpointable": check}
+        with hr.Runtime(pairs_graph(criteria, forward_b), mode="inline", **options) as rt:
+            try:
+                fires = [fire_view(f) for f in rt.push_pairs(items)]
+                raised = None
+            except (hr.HeadraceError, TypeError) as error:
+                fires, raised = [], (type(error).__name__, str(error))
+            before = counters(rt)
+            after, _ = one_by_one_pairs(rt, [("a", 5), ("b", 6)])
+            outcomes.append((fires, raised, before, after, counters(rt)))
+    assert outcomes[1] == outcomes[0]
+
+
+def one_by_one_pairs(rt: hr.Runtime, pairs: list[tuple[str, int]]) -> tuple[list[Any], str | None]:
+    fires, first = [], None
+    for name, e in pairs:
+        try:
+            f = rt.push(name, e)
+        except hr.HeadraceError as error:
+            first = first or type(error).__name__
+            f = getattr(error, "fire", None)
+        if f is not None:
+            fires.append(fire_view(f))
+    return fires, first
+
+
+def test_push_pairs_go_through_one_loop_and_name_their_triggers() -> None:
+    import sys
+
+    callers: list[str] = []
+    a, b = hr.passthrough_accumulator(name="a")(lambda e: e), hr.passthrough("b")
+    g = hr.ComputationGraph("p", accumulators=[a, b], criteria=hr.when_all(a, b), input_strategy="sequential")
+
+    @g.node
+    def out(a: int, b: int) -> tuple[int, int]:
+        callers.append(sys._getframe(1).f_code.co_filename)
+        return (a, b)
+
+    with hr.Runtime(g, mode="inline") as rt:
+        fires = rt.push_pairs([("a", 1), ("b", 2), ("a", 3), ("b", 4)])
+        assert [f.trigger for f in fires] == ["b", "a", "b"]
+        assert fires.outputs("out") == [(1, 2), (3, 2), (3, 4)]
+        assert rt.stats()["accumulators"]["a"]["boundaries"] == 2
+    assert callers == ["<headrace chain runner>"] * 3

@@ -240,3 +240,102 @@ def _one(shape: _Shape, *, profile: bool, record: bool) -> list[str]:
         "        return stage, b, exc",
         f"    return v{shape.terminal}, b",
     ]
+
+
+#: Where a pairs runner stopped: a name no accumulator of the graph has.
+UNKNOWN = -4
+#: Where a pairs runner stopped: an item that is not a (name, event) pair.
+NOT_A_PAIR = -5
+
+#: (per accumulator: (no boundary, boundaries), the values after, and where
+#: it stopped: (stage, accumulator, item, event, boundary, value before,
+#: exception or refusal), or None)
+PairsOutcome = tuple[tuple[tuple[int, int], ...], tuple[Any, ...], Any]
+
+
+@dataclass(frozen=True)
+class PairsChain:
+    """A chain graph whose accumulators all take part (``push_pairs``): each
+    accumulator as ``(name, accumulate, state)`` in index order, all criteria
+    members with sequential inputs. ``nodes`` read accumulators only as
+    ``("const", i)``: during a run every input is a local of the loop."""
+
+    accs: Sequence[tuple[str, Callable[..., Any] | None, Any]]
+    when_all: bool
+    nodes: Sequence[tuple[Callable[..., Any], Sequence[Arg], str]]
+    terminal: int
+    route: type
+    sink: Callable[[Any], Any] | None
+    graph: str
+    check: Callable[[Any], Any] | None
+
+
+def build_pairs(pairs: PairsChain) -> Callable[..., PairsOutcome]:
+    """The runner for ``push_pairs``: ``run(it, out, trig, values, missing)``
+    takes ``(name, event)`` pairs while each fires alone (or only fills an
+    input under ``when_all``), appending each fire's value to ``out`` and the
+    index of the accumulator that triggered it to ``trig``. ``values``: every
+    accumulator's current value; ``missing``: members without one."""
+    shape = _Shape(Chain(None, None, pairs.nodes, pairs.terminal, pairs.route, pairs.sink, pairs.graph, pairs.check))
+    n = len(pairs.accs)
+    lines = [
+        "def run(it, out, trig, values, missing):",
+        f"    ({''.join(f'c{i}, ' for i in range(n))}) = values",
+        "    append = out.append",
+        "    tappend = trig.append",
+        *(f"    sup{i} = bd{i} = 0" for i in range(n)),
+        "    stage = -2",
+        "    k = -1",
+        "    p = e = b = old = refused = None",
+        "    try:",
+        "        for p in it:",
+        f"            stage = {NOT_A_PAIR}",
+        "            name, e = p",
+    ]
+    for i, (name, accumulate, state) in enumerate(pairs.accs):
+        key = shape.bind(f"_k{i}", name)
+        if accumulate is None:
+            take = "b = e"
+        elif state is None:
+            take = f"b = {shape.bind(f'_acc{i}', accumulate)}(e)"
+        else:
+            take = f"b = {shape.bind(f'_acc{i}', accumulate)}(e, {shape.bind(f'_state{i}', state)})"
+        branch = [
+            f"k = {i}",
+            "stage = -1",
+            take,
+            "if b is None:",
+            f"    sup{i} += 1",
+            "    stage = -2",
+            "    continue",
+            *(
+                [f"refused = {shape.check}(b)", "if refused is not None:", f"    stage = {REFUSED}", "    break"]
+                if shape.check
+                else []
+            ),
+            f"old = c{i}",
+            *([f"if c{i} is None:", "    missing -= 1"] if pairs.when_all else []),
+            f"c{i} = b",
+            *(["if missing:", f"    bd{i} += 1", "    stage = -2", "    continue"] if pairs.when_all else []),
+            *shape.fire(False, False),
+            f"append(v{pairs.terminal})",
+            f"tappend({i})",
+            f"bd{i} += 1",
+            "stage = -2",
+        ]
+        lines.append(f"            {'if' if i == 0 else 'elif'} name is {key} or name == {key}:")
+        lines += [" " * 16 + line for line in branch]
+    counts = f"({''.join(f'(sup{i}, bd{i}), ' for i in range(n))})"
+    after = f"({''.join(f'c{i}, ' for i in range(n))})"
+    lines += [
+        "            else:",
+        f"                stage = {UNKNOWN}",
+        "                break",
+        "    except BaseException as exc:",
+        f"        return {counts}, {after}, (stage, k, p, e, b, old, exc)",
+        "    if stage != -2:",
+        f"        return {counts}, {after}, (stage, k, p, e, b, old, refused)",
+        f"    return {counts}, {after}, None",
+    ]
+    run: Callable[..., PairsOutcome] = shape.make(lines, None)
+    return run

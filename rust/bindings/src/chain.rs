@@ -7,14 +7,14 @@
 
 
 use pyo3::prelude::*;
-use pyo3::types::{PyIterator, PyList, PyTuple};
+use pyo3::types::{PyIterator, PyList, PyString, PyTuple};
 
 use headrace_core::host::{FireDetail, Unsupported};
 use headrace_core::plan::{Plan, Source};
 use headrace_core::channel::Item;
 use headrace_core::clock::{elapsed, elapsed_ns, ticks, Ticks};
-use headrace_core::processor::{ChainFailure, ChainRun, Input, Now};
-use headrace_core::spec::AccKind;
+use headrace_core::processor::{AccRun, ChainFailure, ChainRun, Input, Now};
+use headrace_core::spec::{AccKind, CriteriaKind, InputStrategy};
 
 use crate::calls::InlineOutcome;
 use crate::fire::{Kept, RunFires};
@@ -223,29 +223,8 @@ pub fn runners(
             out.push(None);
             continue;
         }
-        let mut consts: Vec<usize> = Vec::new();
-        let mut reads_own = false;
-        let mut described = Vec::with_capacity(nodes.len());
-        for (node, call) in plan.nodes.iter().zip(nodes) {
-            let args: Vec<(&str, usize)> = node
-                .inputs
-                .iter()
-                .map(|s| match *s {
-                    Source::Acc(a) if a == i => {
-                        reads_own = true;
-                        ("boundary", 0)
-                    }
-                    Source::Acc(a) => {
-                        consts.push(a);
-                        ("const", a)
-                    }
-                    Source::Node(j) => ("node", j),
-                })
-                .collect();
-            described.push((call.function.clone_ref(py), args, node.name.as_str()));
-        }
-        consts.sort_unstable();
-        consts.dedup();
+        let (described, consts) = describe_nodes(py, plan, nodes, Some(i));
+        let reads_own = plan.nodes.iter().flat_map(|n| &n.inputs).any(|s| *s == Source::Acc(i));
         let accumulate = if spec.function { Some(call.function.clone_ref(py)) } else { None };
         let state = call.state.as_ref().map(|s| s.clone_ref(py));
         let clock = match records.node_ns {
@@ -277,6 +256,100 @@ fn read_ticks() -> u64 {
 #[pyfunction]
 fn check_boundary(boundary: &Bound<'_, PyAny>) -> Option<(String, String, String)> {
     crate::checkable::check(boundary, "boundary").err().map(|u| (u.path, u.type_name, u.message))
+}
+
+/// `push_pairs`' runner: the graph's accumulators all taking part.
+pub struct PairsRunner {
+    pub function: Value,
+}
+
+/// A `push_pairs` runner when every accumulator of a chain graph is a sync
+/// passthrough or stream criteria member with sequential input (each event
+/// fires alone, or only fills an input under `when_all`), and no `on_fire`
+/// wants each `FireResult` as it happens.
+pub fn pairs_runner(
+    py: Python<'_>,
+    plan: &Plan,
+    accs: &[AccCall],
+    nodes: &[NodeCall],
+    on_fire: bool,
+    sink: Option<&Value>,
+    check: bool,
+) -> PyResult<Option<PairsRunner>> {
+    let Some(terminal) = plan.chain_terminal.filter(|_| !on_fire) else { return Ok(None) };
+    let eligible = plan.accumulators.iter().zip(accs).enumerate().all(|(i, (spec, call))| {
+        matches!(spec.kind, AccKind::Passthrough | AccKind::Stream)
+            && !call.is_async
+            && plan.criteria.member[i]
+            && plan.inputs[i] == InputStrategy::Sequential
+            && !(check && call.state.is_some())
+    });
+    if !eligible {
+        return Ok(None);
+    }
+    let module = py.import("headrace._chain")?;
+    let described_accs: Vec<(&str, Option<Value>, Option<Value>)> = plan
+        .accumulators
+        .iter()
+        .zip(accs)
+        .map(|(spec, call)| {
+            let accumulate = spec.function.then(|| call.function.clone_ref(py));
+            (spec.name.as_str(), accumulate, call.state.as_ref().map(|s| s.clone_ref(py)))
+        })
+        .collect();
+    let (described_nodes, _) = describe_nodes(py, plan, nodes, None);
+    let route = <crate::fire::Route as pyo3::PyTypeInfo>::type_object(py);
+    let check = match check {
+        true => Some(wrap_pyfunction!(check_boundary, py)?),
+        false => None,
+    };
+    let when_all = plan.criteria.kind == CriteriaKind::All;
+    let names: Vec<Bound<'_, PyString>> = plan.accumulators.iter().map(|a| PyString::intern(py, &a.name)).collect();
+    let described_accs: Vec<_> = described_accs.into_iter().zip(names).map(|((_, f, s), n)| (n, f, s)).collect();
+    let chain = module.getattr("PairsChain")?.call1((
+        described_accs,
+        when_all,
+        described_nodes,
+        terminal,
+        &route,
+        sink,
+        plan.graph.as_str(),
+        check,
+    ))?;
+    Ok(Some(PairsRunner { function: module.getattr("build_pairs")?.call1((chain,))?.unbind() }))
+}
+
+/// A node as `headrace._chain` reads it: function, arguments, name.
+type NodeDescription<'a> = (Value, Vec<(&'static str, usize)>, &'a str);
+
+/// The nodes in plan order for a runner of accumulator `own`'s events (its
+/// input is the run's boundary, the others are constants, returned in index
+/// order), or of every accumulator's (`None`: every input is a constant).
+fn describe_nodes<'a>(py: Python<'_>, plan: &'a Plan, nodes: &[NodeCall], own: Option<usize>) -> (Vec<NodeDescription<'a>>, Vec<usize>) {
+    let mut consts: Vec<usize> = Vec::new();
+    let described = plan
+        .nodes
+        .iter()
+        .zip(nodes)
+        .map(|(node, call)| {
+            let args = node
+                .inputs
+                .iter()
+                .map(|s| match *s {
+                    Source::Acc(a) if Some(a) == own => ("boundary", 0),
+                    Source::Acc(a) => {
+                        consts.push(a);
+                        ("const", a)
+                    }
+                    Source::Node(j) => ("node", j),
+                })
+                .collect();
+            (call.function.clone_ref(py), args, node.name.as_str())
+        })
+        .collect();
+    consts.sort_unstable();
+    consts.dedup();
+    (described, consts)
 }
 
 /// What `push_events` collects for the caller.
@@ -346,11 +419,7 @@ fn run(
     aio: Option<&Value>,
     into: &mut Collected,
 ) -> PyResult<Stopped> {
-    let limit = match (processor.fires_until_checkpoint(), processor.checkpoints_enabled()) {
-        (Some(n), _) => Some(n.min(INTERVAL_CHECK)),
-        (None, true) => Some(INTERVAL_CHECK),
-        (None, false) => None,
-    };
+    let limit = checkpoint_limit(processor);
     let source = match limit {
         Some(n) => islice(py, events, n)?,
         None => events.clone().into_any(),
@@ -373,6 +442,7 @@ fn run(
             duration: elapsed(started, ended.max(started)),
             terminal: cx.plan.chain_terminal.expect("a runner implies a chain"),
             outputs: outputs.unbind(),
+            triggers: None,
             records,
         };
         into.fires.push(Kept::Run(Box::new(fires)));
@@ -478,6 +548,143 @@ pub fn push_one(
 fn error(out: &mut InlineOutcome, e: PyErr) -> Option<Item<Value>> {
     out.error.get_or_insert(e);
     None
+}
+
+/// An item the ordinary way, as `Mode::submit_all` takes it.
+fn take_item(py: Python<'_>, processor: &mut Proc, cx: &Callables, item: Item<Value>, aio: Option<&Value>, into: &mut Collected) {
+    let mut out = InlineOutcome::new();
+    if let Some(item) = push_one(py, processor, cx, item, aio, &mut out) {
+        inline::step(py, processor, cx, &mut out, aio, |p, calls| p.apply(item, calls, &Now::lazy()));
+    }
+    keep(into, out);
+}
+
+/// Inline `push_pairs`: runs of pairs through the pairs runner while nothing
+/// waits in the processor, every other pair the ordinary way (`to_item`
+/// turns a pair into an item, or raises for a bad pair or an unknown name).
+pub fn push_pairs(
+    py: Python<'_>,
+    processor: &mut Proc,
+    cx: &Callables,
+    pairs: &mut Bound<'_, PyIterator>,
+    to_item: &mut dyn FnMut(Bound<'_, PyAny>) -> PyResult<Item<Value>>,
+    aio: Option<&Value>,
+    into: &mut Collected,
+) -> PyResult<()> {
+    loop {
+        if let Some(runner) = cx.pairs.as_ref().filter(|_| processor.chain_clean()) {
+            match run_pairs(py, processor, cx, runner, pairs, aio, into)? {
+                PairsStopped::Exhausted => return Ok(()),
+                PairsStopped::Again => continue,
+                PairsStopped::Handoff(pair) => {
+                    let item = to_item(pair)?;
+                    take_item(py, processor, cx, item, aio, into);
+                    continue;
+                }
+            }
+        }
+        let Some(pair) = pairs.next() else { return Ok(()) };
+        let item = to_item(pair?)?;
+        take_item(py, processor, cx, item, aio, into);
+    }
+}
+
+enum PairsStopped<'py> {
+    Exhausted,
+    /// A checkpoint fell due, or a failed event was taken: go on.
+    Again,
+    /// A pair the runner does not take (an unknown name, not a pair): the
+    /// ordinary way says what is wrong with it.
+    Handoff(Bound<'py, PyAny>),
+}
+
+/// Where a pairs runner stopped (`headrace._chain`).
+const UNKNOWN: i64 = -4;
+const NOT_A_PAIR: i64 = -5;
+
+/// (per accumulator (no boundary, boundaries), values after, stop)
+type PairsOutcome = (Vec<(u64, u64)>, Vec<Option<Value>>, Option<(i64, i64, Value, Value, Value, Option<Value>, Value)>);
+
+fn run_pairs<'py>(
+    py: Python<'py>,
+    processor: &mut Proc,
+    cx: &Callables,
+    runner: &PairsRunner,
+    pairs: &Bound<'py, PyIterator>,
+    aio: Option<&Value>,
+    into: &mut Collected,
+) -> PyResult<PairsStopped<'py>> {
+    let limit = checkpoint_limit(processor);
+    let source = match limit {
+        Some(n) => islice(py, pairs, n)?,
+        None => pairs.clone().into_any(),
+    };
+    let cache = processor.cache();
+    let values = PyTuple::new(py, cache.iter().map(|v| v.as_ref().map(|v| v.clone_ref(py))))?;
+    let members = &cx.plan.criteria.member;
+    let missing = cache.iter().zip(members).filter(|(v, m)| **m && v.is_none()).count();
+    let (outputs, trig) = (PyList::empty(py), PyList::empty(py));
+    let started = ticks();
+    let outcome = runner.function.bind(py).call1((source, &outputs, &trig, values, missing))?;
+    let ended = ticks();
+    let (counts, after, stopped): PairsOutcome = outcome.extract()?;
+    let fired = outputs.len() as u64;
+    let taken: u64 = counts.iter().map(|(s, b)| s + b).sum::<u64>() + u64::from(stopped.is_some());
+    let node_failed_at = stopped.as_ref().filter(|s| s.0 >= 0).map(|s| s.1 as usize);
+    let mut old = stopped.as_ref().and_then(|s| s.5.as_ref().map(|v| v.clone_ref(py)));
+    let accs = counts
+        .into_iter()
+        .zip(after)
+        .enumerate()
+        .map(|(i, ((suppressed, boundaries), value))| {
+            // A failing fire's boundary is not the input's yet: the ordinary
+            // way takes it, and keeps the value before it meanwhile.
+            let last = if node_failed_at == Some(i) { old.take() } else { value };
+            AccRun { suppressed, boundaries, last }
+        })
+        .collect();
+    let booked = processor.chain_ran_each(accs, fired, started, ended);
+    if fired > 0 {
+        let fires = RunFires {
+            first_id: booked.first_fire,
+            trigger: booked.trigger,
+            triggers: Some(trig.unbind()),
+            started_at: booked.started_at,
+            duration: elapsed(started, ended.max(started)),
+            terminal: cx.plan.chain_terminal.expect("a runner implies a chain"),
+            outputs: outputs.unbind(),
+            records: None,
+        };
+        into.fires.push(Kept::Run(Box::new(fires)));
+    }
+    let Some((stage, acc, pair, event, boundary, _, raised)) = stopped else {
+        let exhausted = limit.is_none_or(|n| taken < n);
+        if !exhausted {
+            let mut out = InlineOutcome::new();
+            inline::step(py, processor, cx, &mut out, aio, |_, _| ());
+            keep(into, out);
+        }
+        return Ok(if exhausted { PairsStopped::Exhausted } else { PairsStopped::Again });
+    };
+    if stage == UNKNOWN || stage == NOT_A_PAIR {
+        return Ok(PairsStopped::Handoff(pair.into_bound(py)));
+    }
+    let failure = failure(py, stage, boundary, raised, None, fired)?;
+    let mut out = InlineOutcome::new();
+    inline::step(py, processor, cx, &mut out, aio, |p, calls| {
+        p.chain_failed(acc as usize, event, failure, calls, &Now::lazy());
+    });
+    keep(into, out);
+    Ok(PairsStopped::Again)
+}
+
+/// Events a run may take when a checkpoint policy is on (see `INTERVAL_CHECK`).
+fn checkpoint_limit(processor: &Proc) -> Option<u64> {
+    match (processor.fires_until_checkpoint(), processor.checkpoints_enabled()) {
+        (Some(n), _) => Some(n.min(INTERVAL_CHECK)),
+        (None, true) => Some(INTERVAL_CHECK),
+        (None, false) => None,
+    }
 }
 
 /// `itertools.islice(events, n)`: at most `n` more of them.

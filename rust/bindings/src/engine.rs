@@ -124,8 +124,12 @@ impl Engine {
     /// semantics and return value as `push_many`.
     #[pyo3(signature = (pairs, *, timeout=None))]
     fn push_pairs(&self, py: Python<'_>, pairs: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<Option<Py<FireList>>> {
-        let items = self.pair_items(pairs)?;
-        self.submit_all(py, items, pairs.len().unwrap_or(0), timeout)
+        self.check_open()?;
+        let lp = self.inline_loop(py, false)?;
+        let mut to_item = self.pair_reader();
+        let size = pairs.len().unwrap_or(0);
+        let fires = self.mode.submit_pairs(py, &self.graph, pairs, &mut to_item, size, self.room(timeout)?, lp.as_ref())?;
+        self.fire_list(py, fires)
     }
 
     /// Pushes raw JSON (or msgpack) bytes. They are decoded here, on the

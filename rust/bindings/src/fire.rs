@@ -256,6 +256,9 @@ pub enum Kept {
 pub struct RunFires {
     pub first_id: u64,
     pub trigger: Trigger,
+    /// For a run of several accumulators' events (`push_pairs`): each fire's
+    /// triggering accumulator, by index (else every fire has `trigger`).
+    pub triggers: Option<Py<PyList>>,
     pub started_at: SystemTime,
     pub duration: Duration,
     /// Plan position of the terminal node the outputs are of.
@@ -279,7 +282,10 @@ impl RunFires {
             py,
             Plain {
                 id: self.first_id + k as u64,
-                trigger: self.trigger,
+                trigger: match &self.triggers {
+                    Some(t) => Trigger::Boundary(t.bind(py).get_item(k)?.extract()?),
+                    None => self.trigger,
+                },
                 started_at: self.started_at + each * k as u32,
                 duration_ns: each.as_nanos() as u64,
                 output: Some((self.terminal, value)),

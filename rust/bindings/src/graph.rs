@@ -63,6 +63,8 @@ pub struct Callables {
     /// By accumulator: the runner its pushed events may go through as a
     /// chain run (`chain.rs`), if any.
     pub runners: Vec<Option<crate::chain::Runner>>,
+    /// `push_pairs`' runner, if the graph allows one (`chain.rs`).
+    pub pairs: Option<crate::chain::PairsRunner>,
 }
 
 /// The Python checkpoint writer (`submit(id, components)`, `fail(id, message)`)
@@ -99,6 +101,9 @@ impl Callables {
             f(&r.one);
             f(&r.suppressed);
         });
+        if let Some(p) = &self.pairs {
+            f(&p.function);
+        }
     }
 }
 
@@ -251,8 +256,14 @@ pub fn compile(py: Python<'_>, parsed: Parsed, on_fire: Option<Py<PyAny>>, chain
         Some(records) => crate::chain::runners(py, &plan, &parsed.accs, &nodes, on_fire.is_some(), sink, records)?,
         None => parsed.accs.iter().map(|_| None).collect(),
     };
+    // It records nothing per fire: with `profile`/`record_inputs`, pairs go one by one.
+    let pairs = match chain.filter(|r| !r.node_ns && !r.inputs) {
+        Some(records) => crate::chain::pairs_runner(py, &plan, &parsed.accs, &nodes, on_fire.is_some(), sink, records.check)?,
+        None => None,
+    };
     Ok(Callables {
         runners,
+        pairs,
         has_async,
         names: Arc::new(Names {
             accumulators: plan.accumulators.iter().map(|a| PyString::intern(py, &a.name).unbind()).collect(),

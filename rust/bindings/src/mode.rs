@@ -194,6 +194,37 @@ impl Mode {
         }
     }
 
+    /// `push_pairs`: `(name, event)` pairs in order, in one crossing (`to_item`
+    /// reads one, or raises). Inline, runs of them go through the graph's
+    /// pairs runner while nothing waits (`chain.rs`); thread mode queues them.
+    #[allow(clippy::too_many_arguments)]
+    pub fn submit_pairs(
+        &self,
+        py: Python<'_>,
+        graph: &str,
+        pairs: &Bound<'_, PyAny>,
+        to_item: &mut dyn FnMut(Bound<'_, PyAny>) -> PyResult<Item<Value>>,
+        size_hint: usize,
+        wait: Wait,
+        aio: Option<&Value>,
+    ) -> Result<Option<Fires>, Error> {
+        let Mode::Inline(inline) = self else {
+            let items = pairs.try_iter()?.map(|pair| to_item(pair?));
+            return self.submit_all(py, graph, items, size_hint, wait, aio);
+        };
+        let mut guard = inline.lock(py, graph)?;
+        let state = &mut *guard;
+        let cx = state.callables.clone().ok_or_else(|| Error::Closed { graph: graph.into() })?;
+        let capacity = if cx.pairs.is_some() { 16 } else { size_hint };
+        let mut into = chain::Collected { fires: Vec::with_capacity(capacity), first_error: None };
+        let mut pairs = pairs.try_iter()?;
+        chain::push_pairs(py, &mut state.processor, &cx, &mut pairs, to_item, aio, &mut into)?;
+        match into.first_error {
+            Some(e) => Err(e.into()),
+            None => Ok(Some((into.fires, cx))),
+        }
+    }
+
     /// Thread mode: waits until everything submitted before has been handled.
     /// Inline (nothing is queued): retries failed inputs and flushes batches
     /// whose time has come.

@@ -24,14 +24,11 @@ impl Engine {
         })
     }
 
-    /// `(accumulator name, event)` pairs as event items, lazily, in order.
-    pub(super) fn pair_items<'a, 'py: 'a>(
-        &'a self,
-        pairs: &Bound<'py, PyAny>,
-    ) -> PyResult<impl Iterator<Item = PyResult<Item<Value>>> + use<'a, 'py>> {
+    /// Turns one `(accumulator name, event)` pair into an event item, or
+    /// raises naming what is wrong with it.
+    pub(super) fn pair_reader(&self) -> impl FnMut(Bound<'_, PyAny>) -> PyResult<Item<Value>> + '_ {
         let mut last: Option<(Py<PyString>, usize)> = None;
-        Ok(pairs.try_iter()?.map(move |pair| {
-            let pair = pair?;
+        move |pair| {
             let (name, event): (Bound<'_, PyString>, Bound<'_, PyAny>) = pair.extract().map_err(|_| {
                 pyo3::exceptions::PyTypeError::new_err(format!(
                     "push_pairs takes (accumulator name, event) pairs, got {}",
@@ -48,6 +45,6 @@ impl Engine {
                 }
             };
             Ok(Item::Event { acc, input: Input::Value(event.unbind()) })
-        }))
+        }
     }
 }

@@ -35,19 +35,6 @@ impl Engine {
         self.mode.submit(py, &self.graph, item, wait, out, lp.as_ref())
     }
 
-    pub(super) fn submit_all(
-        &self,
-        py: Python<'_>,
-        items: impl Iterator<Item = PyResult<Item<Value>>>,
-        size_hint: usize,
-        timeout: Option<f64>,
-    ) -> PyResult<Option<Py<FireList>>> {
-        self.check_open()?;
-        let lp = self.inline_loop(py, false)?;
-        let fires = self.mode.submit_all(py, &self.graph, items, size_hint, self.room(timeout)?, lp.as_ref())?;
-        self.fire_list(py, fires)
-    }
-
     pub(super) fn check_open(&self) -> Result<(), Error> {
         match self.closed.load(SeqCst) {
             true => Err(Error::Closed { graph: self.graph.clone() }),

@@ -36,6 +36,21 @@ pub struct ChainRan {
     pub started_at: SystemTime,
 }
 
+/// One accumulator's part of a run: events that gave no boundary, boundaries
+/// taken (each stored; fired unless a `when_all` input was still missing),
+/// and the last of them.
+pub struct AccRun<V> {
+    pub suppressed: u64,
+    pub boundaries: u64,
+    pub last: Option<V>,
+}
+
+impl<V> Default for AccRun<V> {
+    fn default() -> Self {
+        AccRun { suppressed: 0, boundaries: 0, last: None }
+    }
+}
+
 /// What one run did, as the host counted it.
 pub struct Run<V> {
     pub acc: usize,
@@ -56,13 +71,19 @@ impl<V, E> Processor<V, E> {
     /// `record_inputs`, the host's run records too, and it checks boundaries
     /// with `check_checkpointable`.)
     pub fn chain_ready(&self, acc: usize) -> bool {
-        if self.plan.chain_terminal.is_none() || !matches!(self.accs[acc], AccState::Plain | AccState::Forward) {
+        if !matches!(self.accs[acc], AccState::Plain | AccState::Forward) {
             return false;
         }
         let criteria = &self.plan.criteria;
         let fires = criteria.member[acc]
             && (criteria.kind == CriteriaKind::Any || self.missing - usize::from(self.cache[acc].is_none()) == 0);
-        fires
+        fires && self.chain_clean()
+    }
+
+    /// Whether nothing waits in the processor (see the module docs), on a
+    /// chain graph: a run of several accumulators' events may start.
+    pub fn chain_clean(&self) -> bool {
+        self.plan.chain_terminal.is_some()
             && !self.paused
             && self.queue.is_empty()
             && !self.any_dirty
@@ -87,15 +108,27 @@ impl<V, E> Processor<V, E> {
     /// sequence numbers, counters, the input cache, fire ids.
     pub fn chain_ran(&mut self, run: Run<V>) -> ChainRan {
         let Run { acc, taken, fired, last, started, ended } = run;
-        let since = self.anchor.since(started);
-        let ran = ChainRan {
-            first_fire: self.next_fire_id,
-            trigger: match self.plan.inputs[acc] {
-                InputStrategy::Sequential => Trigger::Boundary(acc),
-                _ => Trigger::Criteria,
-            },
-            started_at: self.anchor.wall + since,
+        let mut accs: Vec<AccRun<V>> = (0..self.accs.len()).map(|_| AccRun::default()).collect();
+        accs[acc] = AccRun { suppressed: taken - fired, boundaries: fired, last };
+        let trigger = match self.plan.inputs[acc] {
+            InputStrategy::Sequential => Trigger::Boundary(acc),
+            _ => Trigger::Criteria,
         };
+        self.book(accs, fired, trigger, started, ended)
+    }
+
+    /// Like [`Processor::chain_ran`], for a run of several accumulators'
+    /// events (`push_pairs`): `accs` by index. Under `when_all`, boundaries
+    /// taken before every member had one fired nothing (`fired` counts fires).
+    /// The fires' triggers are the host's to tell.
+    pub fn chain_ran_each(&mut self, accs: Vec<AccRun<V>>, fired: u64, started: Ticks, ended: Ticks) -> ChainRan {
+        self.book(accs, fired, Trigger::Criteria, started, ended)
+    }
+
+    fn book(&mut self, accs: Vec<AccRun<V>>, fired: u64, trigger: Trigger, started: Ticks, ended: Ticks) -> ChainRan {
+        let since = self.anchor.since(started);
+        let ran = ChainRan { first_fire: self.next_fire_id, trigger, started_at: self.anchor.wall + since };
+        let taken: u64 = accs.iter().map(|a| a.suppressed + a.boundaries).sum();
         if taken == 0 {
             return ran;
         }
@@ -104,13 +137,17 @@ impl<V, E> Processor<V, E> {
         }
         let first_seq = self.next_seq;
         self.next_seq += taken;
-        let m = &self.metrics.accumulators[acc];
-        add(&m.events, taken);
-        add(&m.suppressed, taken - fired);
-        add(&m.boundaries, fired);
-        if let Some(last) = last.filter(|_| fired > 0) {
-            self.store(acc, last);
-            self.versions[acc] += fired - 1;
+        for (acc, run) in accs.into_iter().enumerate() {
+            let m = &self.metrics.accumulators[acc];
+            add(&m.events, run.suppressed + run.boundaries);
+            add(&m.suppressed, run.suppressed);
+            add(&m.boundaries, run.boundaries);
+            if let Some(last) = run.last.filter(|_| run.boundaries > 0) {
+                self.store(acc, last);
+                self.versions[acc] += run.boundaries - 1;
+            }
+        }
+        if fired > 0 {
             self.next_fire_id += fired;
             self.latest_seq = first_seq + taken - 1;
             add(&self.metrics.fires, fired);

@@ -19,7 +19,7 @@ pub use crate::clock::Now;
 use crate::clock::Anchor;
 pub use crate::event::{Input, SourcePosition};
 pub use apply::Applied;
-pub use chain::{ChainFailure, ChainRan, Run as ChainRun};
+pub use chain::{AccRun, ChainFailure, ChainRan, Run as ChainRun};
 
 use crate::accumulator::{AccState, Flushed, Taken};
 use crate::dead_letter::{DeadLetter, DeadLetters, Stage};
