@@ -88,16 +88,7 @@ def counters(rt: hr.Runtime) -> dict[str, Any]:
 
 
 def one_by_one(rt: hr.Runtime, events: list[int]) -> tuple[list[tuple[Any, ...]], str | None]:
-    fires, first = [], None
-    for e in events:
-        try:
-            f = rt.push("book", e)
-        except hr.HeadraceError as error:
-            first = first or type(error).__name__
-            f = getattr(error, "fire", None)
-        if f is not None:
-            fires.append(fire_view(f))
-    return fires, first
+    return one_by_one_pairs(rt, [("book", e) for e in events])
 
 
 def all_at_once(rt: hr.Runtime, events: list[int]) -> tuple[list[tuple[Any, ...]], str | None]:
@@ -458,7 +449,8 @@ def test_push_pairs_runs_are_the_engine_one_by_one(pairs, criteria, forward_b, a
     assert outcomes[1] == outcomes[0]
 
 
-def one_by_one_pairs(rt: hr.Runtime, pairs: list[tuple[str, int]]) -> tuple[list[Any], str | None]:
+def one_by_one_pairs(rt: hr.Runtime, pairs: list[tuple[str, int]]) -> tuple[list[tuple[Any, ...]], str | None]:
+    """Each pushed alone: the fires (a failed one's too) and the first error."""
     fires, first = [], None
     for name, e in pairs:
         try:

@@ -257,17 +257,13 @@ PairsOutcome = tuple[tuple[tuple[int, int], ...], tuple[Any, ...], Any]
 class PairsChain:
     """A chain graph whose accumulators all take part (``push_pairs``): each
     accumulator as ``(name, accumulate, state)`` in index order, all criteria
-    members with sequential inputs. ``nodes`` read accumulators only as
-    ``("const", i)``: during a run every input is a local of the loop."""
+    members with sequential inputs. ``chain``'s nodes read accumulators only
+    as ``("const", i)`` (during a run every input is a local of the loop);
+    its own ``accumulate`` and ``state`` are not used."""
 
     accs: Sequence[tuple[str, Callable[..., Any] | None, Any]]
     when_all: bool
-    nodes: Sequence[tuple[Callable[..., Any], Sequence[Arg], str]]
-    terminal: int
-    route: type
-    sink: Callable[[Any], Any] | None
-    graph: str
-    check: Callable[[Any], Any] | None
+    chain: Chain
 
 
 def build_pairs(pairs: PairsChain) -> Callable[..., PairsOutcome]:
@@ -276,7 +272,7 @@ def build_pairs(pairs: PairsChain) -> Callable[..., PairsOutcome]:
     input under ``when_all``), appending each fire's value to ``out`` and the
     index of the accumulator that triggered it to ``trig``. ``values``: every
     accumulator's current value; ``missing``: members without one."""
-    shape = _Shape(Chain(None, None, pairs.nodes, pairs.terminal, pairs.route, pairs.sink, pairs.graph, pairs.check))
+    shape = _Shape(pairs.chain)
     n = len(pairs.accs)
     lines = [
         "def run(it, out, trig, values, missing):",
@@ -318,7 +314,7 @@ def build_pairs(pairs: PairsChain) -> Callable[..., PairsOutcome]:
             f"c{i} = b",
             *(["if missing:", f"    bd{i} += 1", "    stage = -2", "    continue"] if pairs.when_all else []),
             *shape.fire(False, False),
-            f"append(v{pairs.terminal})",
+            f"append(v{shape.terminal})",
             f"tappend({i})",
             f"bd{i} += 1",
             "stage = -2",

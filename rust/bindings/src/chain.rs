@@ -193,19 +193,23 @@ pub fn failure(
     }
 }
 
+/// What runners are built from: the compiled graph, whether an `on_fire`
+/// wants each `FireResult` as it happens, and the `on_output` sink.
+#[derive(Clone, Copy)]
+pub struct Graph<'a> {
+    pub plan: &'a Plan,
+    pub accs: &'a [AccCall],
+    pub nodes: &'a [NodeCall],
+    pub on_fire: bool,
+    pub sink: Option<&'a Value>,
+}
+
 /// Runners for every accumulator whose events can run as a chain: the plan
 /// is a chain, no `on_fire` wants each `FireResult` as it happens, and the
 /// accumulator is a sync passthrough or stream criteria member. `sink`: the
 /// `on_output` function, called by the runner for each fire's value.
-pub fn runners(
-    py: Python<'_>,
-    plan: &Plan,
-    accs: &[AccCall],
-    nodes: &[NodeCall],
-    on_fire: bool,
-    sink: Option<&Value>,
-    records: Records,
-) -> PyResult<Vec<Option<Runner>>> {
+pub fn runners(py: Python<'_>, graph: &Graph<'_>, records: Records) -> PyResult<Vec<Option<Runner>>> {
+    let Graph { plan, accs, nodes, on_fire, sink } = *graph;
     let Some(terminal) = plan.chain_terminal.filter(|_| !on_fire) else {
         return Ok(accs.iter().map(|_| None).collect());
     };
@@ -267,15 +271,8 @@ pub struct PairsRunner {
 /// passthrough or stream criteria member with sequential input (each event
 /// fires alone, or only fills an input under `when_all`), and no `on_fire`
 /// wants each `FireResult` as it happens.
-pub fn pairs_runner(
-    py: Python<'_>,
-    plan: &Plan,
-    accs: &[AccCall],
-    nodes: &[NodeCall],
-    on_fire: bool,
-    sink: Option<&Value>,
-    check: bool,
-) -> PyResult<Option<PairsRunner>> {
+pub fn pairs_runner(py: Python<'_>, graph: &Graph<'_>, check: bool) -> PyResult<Option<PairsRunner>> {
+    let Graph { plan, accs, nodes, on_fire, sink } = *graph;
     let Some(terminal) = plan.chain_terminal.filter(|_| !on_fire) else { return Ok(None) };
     let eligible = plan.accumulators.iter().zip(accs).enumerate().all(|(i, (spec, call))| {
         matches!(spec.kind, AccKind::Passthrough | AccKind::Stream)
@@ -306,16 +303,9 @@ pub fn pairs_runner(
     let when_all = plan.criteria.kind == CriteriaKind::All;
     let names: Vec<Bound<'_, PyString>> = plan.accumulators.iter().map(|a| PyString::intern(py, &a.name)).collect();
     let described_accs: Vec<_> = described_accs.into_iter().zip(names).map(|((_, f, s), n)| (n, f, s)).collect();
-    let chain = module.getattr("PairsChain")?.call1((
-        described_accs,
-        when_all,
-        described_nodes,
-        terminal,
-        &route,
-        sink,
-        plan.graph.as_str(),
-        check,
-    ))?;
+    let nodes_only = (None::<Value>, None::<Value>, described_nodes, terminal, &route, sink, plan.graph.as_str(), check);
+    let chain = module.getattr("Chain")?.call1(nodes_only)?;
+    let chain = module.getattr("PairsChain")?.call1((described_accs, when_all, chain))?;
     Ok(Some(PairsRunner { function: module.getattr("build_pairs")?.call1((chain,))?.unbind() }))
 }
 
@@ -448,16 +438,10 @@ fn run(
         into.fires.push(Kept::Run(Box::new(fires)));
     }
     let Some((event, failure)) = stopped else {
-        // Without a limit the loop ended because the iterable did; with one,
-        // a short run means the same.
-        let exhausted = limit.is_none_or(|n| taken < n);
-        if !exhausted {
-            // The ordinary path checks after every event.
-            let mut out = InlineOutcome::new();
-            inline::step(py, processor, cx, &mut out, aio, |_, _| ());
-            keep(into, out);
-        }
-        return Ok(if exhausted { Stopped::Exhausted } else { Stopped::Limit });
+        return Ok(match ran_out(py, processor, cx, aio, into, limit, taken) {
+            true => Stopped::Exhausted,
+            false => Stopped::Limit,
+        });
     };
     let mut out = InlineOutcome::new();
     inline::step(py, processor, cx, &mut out, aio, |p, calls| {
@@ -658,13 +642,10 @@ fn run_pairs<'py>(
         into.fires.push(Kept::Run(Box::new(fires)));
     }
     let Some((stage, acc, pair, event, boundary, _, raised)) = stopped else {
-        let exhausted = limit.is_none_or(|n| taken < n);
-        if !exhausted {
-            let mut out = InlineOutcome::new();
-            inline::step(py, processor, cx, &mut out, aio, |_, _| ());
-            keep(into, out);
-        }
-        return Ok(if exhausted { PairsStopped::Exhausted } else { PairsStopped::Again });
+        return Ok(match ran_out(py, processor, cx, aio, into, limit, taken) {
+            true => PairsStopped::Exhausted,
+            false => PairsStopped::Again,
+        });
     };
     if stage == UNKNOWN || stage == NOT_A_PAIR {
         return Ok(PairsStopped::Handoff(pair.into_bound(py)));
@@ -676,6 +657,20 @@ fn run_pairs<'py>(
     });
     keep(into, out);
     Ok(PairsStopped::Again)
+}
+
+/// After a run that went through: whether the iterable ran out (without a
+/// limit the loop ended because it did; with one, a short run means the
+/// same). If not, the run stopped at its limit: checkpoint if due, as the
+/// ordinary path does after every event.
+fn ran_out(py: Python<'_>, processor: &mut Proc, cx: &Callables, aio: Option<&Value>, into: &mut Collected, limit: Option<u64>, taken: u64) -> bool {
+    let exhausted = limit.is_none_or(|n| taken < n);
+    if !exhausted {
+        let mut out = InlineOutcome::new();
+        inline::step(py, processor, cx, &mut out, aio, |_, _| ());
+        keep(into, out);
+    }
+    exhausted
 }
 
 /// Events a run may take when a checkpoint policy is on (see `INTERVAL_CHECK`).

@@ -252,13 +252,14 @@ pub fn compile(py: Python<'_>, parsed: Parsed, on_fire: Option<Py<PyAny>>, chain
     let has_async = !plan.async_nodes.is_empty() || parsed.accs.iter().any(|a| a.is_async);
     let sink = on_output.as_ref().map(|(_, f)| f);
     // `chain`: what chain runs record; None: events never go through one.
+    let graph = crate::chain::Graph { plan: &plan, accs: &parsed.accs, nodes: &nodes, on_fire: on_fire.is_some(), sink };
     let runners = match chain {
-        Some(records) => crate::chain::runners(py, &plan, &parsed.accs, &nodes, on_fire.is_some(), sink, records)?,
+        Some(records) => crate::chain::runners(py, &graph, records)?,
         None => parsed.accs.iter().map(|_| None).collect(),
     };
     // It records nothing per fire: with `profile`/`record_inputs`, pairs go one by one.
     let pairs = match chain.filter(|r| !r.node_ns && !r.inputs) {
-        Some(records) => crate::chain::pairs_runner(py, &plan, &parsed.accs, &nodes, on_fire.is_some(), sink, records.check)?,
+        Some(records) => crate::chain::pairs_runner(py, &graph, records.check)?,
         None => None,
     };
     Ok(Callables {
