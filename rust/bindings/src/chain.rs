@@ -523,9 +523,11 @@ pub fn push_one(
         return None;
     }
     // The ordinary path checkpoints after every event.
-    let target = out.target;
-    inline::step(py, processor, cx, out, aio, |_, _| ());
-    out.target = target;
+    if processor.checkpoints_enabled() {
+        let target = out.target;
+        inline::step(py, processor, cx, out, aio, |_, _| ());
+        out.target = target;
+    }
     None
 }
 

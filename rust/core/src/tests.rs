@@ -50,6 +50,10 @@ struct Fake {
     batches: Vec<Vec<usize>>,
     /// The errors of failed fires, in order.
     errors: Vec<String>,
+    /// Set: the fake runs chain runs itself (`Calls::run_chain`), as a host
+    /// with a runner would, recording each fire as `report` would.
+    chain_plan: Option<Arc<Plan>>,
+    chain_runs: usize,
 }
 
 impl Fake {
@@ -67,6 +71,8 @@ impl Fake {
             clock_reads: 0,
             batches: vec![],
             errors: vec![],
+            chain_plan: None,
+            chain_runs: 0,
         }
     }
 
@@ -183,6 +189,12 @@ impl Calls<Val, String> for Fake {
     fn persist(&mut self, snapshot: crate::checkpoint::snapshot::EngineSnapshot) -> Result<(), crate::host::CheckpointError> {
         self.saved.push(snapshot);
         Ok(())
+    }
+    fn chains(&self, _acc: usize) -> bool {
+        self.chain_plan.is_some()
+    }
+    fn run_chain(&mut self, acc: usize, events: Vec<Val>, cache: &[Option<Val>]) -> crate::host::ChainOutcome<Val, String> {
+        chain::run(self, acc, events, cache)
     }
     fn report(&mut self, report: Report<Val, String>) {
         match report {
@@ -726,3 +738,4 @@ mod deadlines;
 mod apply;
 mod progress;
 mod spin;
+mod chain;

@@ -108,13 +108,12 @@ impl<V, E> Processor<V, E> {
     /// sequence numbers, counters, the input cache, fire ids.
     pub fn chain_ran(&mut self, run: Run<V>) -> ChainRan {
         let Run { acc, taken, fired, last, started, ended } = run;
-        let mut accs: Vec<AccRun<V>> = (0..self.accs.len()).map(|_| AccRun::default()).collect();
-        accs[acc] = AccRun { suppressed: taken - fired, boundaries: fired, last };
         let trigger = match self.plan.inputs[acc] {
             InputStrategy::Sequential => Trigger::Boundary(acc),
             _ => Trigger::Criteria,
         };
-        self.book(accs, fired, trigger, started, ended)
+        let run = AccRun { suppressed: taken - fired, boundaries: fired, last };
+        self.book(std::iter::once((acc, run)), fired, trigger, started, ended)
     }
 
     /// Like [`Processor::chain_ran`], for a run of several accumulators'
@@ -122,22 +121,23 @@ impl<V, E> Processor<V, E> {
     /// taken before every member had one fired nothing (`fired` counts fires).
     /// The fires' triggers are the host's to tell.
     pub fn chain_ran_each(&mut self, accs: Vec<AccRun<V>>, fired: u64, started: Ticks, ended: Ticks) -> ChainRan {
-        self.book(accs, fired, Trigger::Criteria, started, ended)
+        self.book(accs.into_iter().enumerate(), fired, Trigger::Criteria, started, ended)
     }
 
-    fn book(&mut self, accs: Vec<AccRun<V>>, fired: u64, trigger: Trigger, started: Ticks, ended: Ticks) -> ChainRan {
+    /// `accs`: `(accumulator, its part)` for the accumulators that took part.
+    fn book(
+        &mut self,
+        accs: impl IntoIterator<Item = (usize, AccRun<V>)>,
+        fired: u64,
+        trigger: Trigger,
+        started: Ticks,
+        ended: Ticks,
+    ) -> ChainRan {
         let since = self.anchor.since(started);
         let ran = ChainRan { first_fire: self.next_fire_id, trigger, started_at: self.anchor.wall + since };
-        let taken: u64 = accs.iter().map(|a| a.suppressed + a.boundaries).sum();
-        if taken == 0 {
-            return ran;
-        }
-        if self.unsaved_since.is_none() && self.checkpoints_enabled() {
-            self.unsaved_since = Some(self.anchor.mono + since);
-        }
-        let first_seq = self.next_seq;
-        self.next_seq += taken;
-        for (acc, run) in accs.into_iter().enumerate() {
+        let mut taken = 0;
+        for (acc, run) in accs {
+            taken += run.suppressed + run.boundaries;
             let m = &self.metrics.accumulators[acc];
             add(&m.events, run.suppressed + run.boundaries);
             add(&m.suppressed, run.suppressed);
@@ -147,6 +147,14 @@ impl<V, E> Processor<V, E> {
                 self.versions[acc] += run.boundaries - 1;
             }
         }
+        if taken == 0 {
+            return ran;
+        }
+        if self.unsaved_since.is_none() && self.checkpoints_enabled() {
+            self.unsaved_since = Some(self.anchor.mono + since);
+        }
+        let first_seq = self.next_seq;
+        self.next_seq += taken;
         if fired > 0 {
             self.next_fire_id += fired;
             self.latest_seq = first_seq + taken - 1;
