@@ -18,7 +18,7 @@ pub(super) fn run(f: &mut Fake, acc: usize, events: Vec<Val>, cache: &[Option<Va
     let mut events = events.into_iter();
     let started = crate::clock::ticks();
     let mut stopped = None;
-    'events: while let Some(event) = events.next() {
+    'events: for event in events.by_ref() {
         let boundary = match f.accumulate(acc, &event) {
             Ok(None) => {
                 suppressed += 1;
