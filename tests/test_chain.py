@@ -481,3 +481,54 @@ def test_push_pairs_go_through_one_loop_and_name_their_triggers() -> None:
         assert fires.outputs("out") == [(1, 2), (3, 2), (3, 4)]
         assert rt.stats()["accumulators"]["a"]["boundaries"] == 2
     assert callers == ["<headrace chain runner>"] * 3
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    pairs=st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b"]),
+            st.one_of(st.integers(0, 9), st.sampled_from([SUPPRESS, ACC_RAISES, NODE_RAISES, ROUTE])),
+        ),
+        max_size=40,
+    ),
+    criteria=st.sampled_from(["any", "all"]),
+)
+def test_thread_mode_pairs_runs_are_the_engine_one_by_one(pairs, criteria) -> None:
+    """Thread mode: a batch of interleaved events goes through the pairs
+    loop; the sink and the counters see what the engine's own path gives.
+    (One attempt: thread mode retries on its timer, at a time of its own.)"""
+    outcomes = []
+    for chain in (False, True):
+        seen: list[Any] = []
+        options = {"max_attempts": 1, "on_fire": hr.on_output("out", seen.append), "chain_runs": chain}
+        with hr.Runtime(pairs_graph(criteria, True), mode="thread", **options) as rt:
+            rt.pause()
+            rt.push_pairs([p for p in pairs if not (p[0] == "b" and p[1] == ACC_RAISES)])
+            rt.resume()
+            rt.drain(timeout=30)
+            outcomes.append((seen, counters(rt)))
+    assert outcomes[1] == outcomes[0]
+
+
+def test_thread_mode_takes_interleaved_events_as_one_run() -> None:
+    import sys
+
+    callers: list[str] = []
+    a, b = hr.passthrough_accumulator(name="a")(lambda e: e), hr.passthrough("b")
+    g = hr.ComputationGraph("p", accumulators=[a, b], criteria=hr.when_all(a, b), input_strategy="sequential")
+
+    @g.node
+    def out(a: int, b: int) -> int:
+        try:
+            caller = sys._getframe(1).f_code.co_filename
+        except ValueError:
+            caller = ""
+        callers.append("runner" if caller == "<headrace chain runner>" else "engine")
+        return a + b
+
+    with hr.Runtime(g, mode="thread") as rt:
+        rt.push_pairs([(name, k) for k in range(200) for name in ("a", "b")])
+        rt.drain(timeout=30)
+        assert rt.stats()["fire_count"] == 399
+    assert "runner" in callers

@@ -12,7 +12,7 @@ use headrace_core::checkpoint::Value as CheckpointValue;
 use headrace_core::error::Named;
 use headrace_core::event::SourcePosition;
 use headrace_core::processor::Applied;
-use headrace_core::host::{AsyncCall, Calls, ChainOutcome, CheckpointError, Codec, NodeOutput, Outputs, Overrun, Report, Unsupported};
+use headrace_core::host::{AccRun, AsyncCall, Calls, ChainOutcome, CheckpointError, MixedOutcome, Codec, NodeOutput, Outputs, Overrun, Report, Unsupported};
 use pyo3::types::PyDict;
 use std::sync::atomic::Ordering::SeqCst;
 
@@ -538,6 +538,43 @@ impl Calls<Value, PyErr> for PyCalls<'_, '_> {
         }
     }
 
+    fn chains_mixed(&self) -> bool {
+        self.cx.pairs.is_some()
+    }
+
+    fn run_mixed(&mut self, events: Vec<(usize, Value)>, cache: &[Option<Value>]) -> MixedOutcome<Value, PyErr> {
+        let py = self.py;
+        let names = &self.cx.names.accumulators;
+        let order: Vec<usize> = events.iter().map(|(acc, _)| *acc).collect();
+        let pairs = events.into_iter().map(|(acc, v)| (names[acc].clone_ref(py), v));
+        let unrun = |list: &Bound<'_, PyList>, from: usize| -> Vec<(usize, Value)> {
+            let event = |item: Bound<'_, PyAny>| item.get_item(1).map(Bound::unbind).unwrap_or_else(|_| py.None());
+            list.iter().enumerate().skip(from).map(|(i, item)| (order[i], event(item))).collect()
+        };
+        let (Some(runner), Ok(list)) = (self.cx.pairs.as_ref(), PyList::new(py, pairs)) else {
+            errors::log(py, "error", &format!("graph '{}': a run of events could not be started", self.cx.plan.graph));
+            return mixed_untaken(cache.len(), Vec::new());
+        };
+        let (outputs, trig) = (PyList::empty(py), PyList::empty(py));
+        let ran = match runner.call(py, list.as_any(), &outputs, &trig, cache, &self.cx.plan.criteria.member) {
+            Ok(ran) => ran,
+            Err(e) => {
+                errors::log(py, "warning", &format!("graph '{}': chain run not started: {e}", self.cx.plan.graph));
+                return mixed_untaken(cache.len(), unrun(&list, 0));
+            }
+        };
+        let taken = ran.accs.iter().map(|a| a.suppressed + a.boundaries).sum::<u64>() as usize;
+        // A list of pairs the engine built holds no bad pair or unknown name.
+        let stopped = ran.stopped.and_then(|(stage, acc, _, event, boundary, raised)| {
+            match crate::chain::failure(py, stage, boundary, raised, None, ran.fired) {
+                Ok(failure) => Some((acc, event, failure)),
+                Err(_) => None,
+            }
+        });
+        let from = taken + usize::from(stopped.is_some());
+        MixedOutcome { accs: ran.accs, fired: ran.fired, started: ran.started, ended: ran.ended, stopped, untaken: unrun(&list, from) }
+    }
+
     fn report(&mut self, report: Report<Value, PyErr>) {
         let py = self.py;
         match report {
@@ -582,6 +619,13 @@ impl Calls<Value, PyErr> for PyCalls<'_, '_> {
             Report::CheckpointFailed(error) => self.checkpoint_failed(error),
         }
     }
+}
+
+/// Every event handed back, none taken (a run of several accumulators').
+fn mixed_untaken(accs: usize, events: Vec<(usize, Value)>) -> MixedOutcome<Value, PyErr> {
+    let now = headrace_core::clock::ticks();
+    let accs = (0..accs).map(|_| AccRun::default()).collect();
+    MixedOutcome { accs, fired: 0, started: now, ended: now, stopped: None, untaken: events }
 }
 
 /// Every event handed back, none taken.

@@ -267,6 +267,54 @@ pub struct PairsRunner {
     pub function: Value,
 }
 
+/// One call of a pairs runner: per accumulator what it took (a failing
+/// fire's boundary left out: the ordinary way takes it), the fires, and where
+/// it stopped: (stage, accumulator, item, event, boundary, what raised).
+pub struct PairsRan {
+    pub accs: Vec<AccRun<Value>>,
+    pub fired: u64,
+    pub started: Ticks,
+    pub ended: Ticks,
+    pub stopped: Option<(i64, usize, Value, Value, Value, Value)>,
+}
+
+impl PairsRunner {
+    /// Runs `pairs` (an iterable of `(name, event)`), appending each fire's
+    /// output to `outputs` and its triggering accumulator to `trig`; every
+    /// input starts from `cache`.
+    pub fn call(
+        &self,
+        py: Python<'_>,
+        pairs: &Bound<'_, PyAny>,
+        outputs: &Bound<'_, PyList>,
+        trig: &Bound<'_, PyList>,
+        cache: &[Option<Value>],
+        members: &[bool],
+    ) -> PyResult<PairsRan> {
+        let values = PyTuple::new(py, cache.iter().map(|v| v.as_ref().map(|v| v.clone_ref(py))))?;
+        let missing = cache.iter().zip(members).filter(|(v, m)| **m && v.is_none()).count();
+        let started = ticks();
+        let outcome = self.function.bind(py).call1((pairs, outputs, trig, values, missing))?;
+        let ended = ticks();
+        let (counts, after, stopped): PairsOutcome = outcome.extract()?;
+        let node_failed_at = stopped.as_ref().filter(|s| s.0 >= 0).map(|s| s.1 as usize);
+        let mut old = stopped.as_ref().and_then(|s| s.5.as_ref().map(|v| v.clone_ref(py)));
+        let accs = counts
+            .into_iter()
+            .zip(after)
+            .enumerate()
+            .map(|(i, ((suppressed, boundaries), value))| {
+                // A failing fire's boundary is not the input's yet: the
+                // ordinary way takes it, and keeps the value before it meanwhile.
+                let last = if node_failed_at == Some(i) { old.take() } else { value };
+                AccRun { suppressed, boundaries, last }
+            })
+            .collect();
+        let stopped = stopped.map(|(stage, acc, pair, event, boundary, _, raised)| (stage, acc as usize, pair, event, boundary, raised));
+        Ok(PairsRan { accs, fired: outputs.len() as u64, started, ended, stopped })
+    }
+}
+
 /// A `push_pairs` runner when every accumulator of a chain graph is a sync
 /// passthrough or stream criteria member with sequential input (each event
 /// fires alone, or only fills an input under `when_all`), and no `on_fire`
@@ -585,8 +633,8 @@ enum PairsStopped<'py> {
 }
 
 /// Where a pairs runner stopped (`headrace._chain`).
-const UNKNOWN: i64 = -4;
-const NOT_A_PAIR: i64 = -5;
+pub const UNKNOWN: i64 = -4;
+pub const NOT_A_PAIR: i64 = -5;
 
 /// (per accumulator (no boundary, boundaries), values after, stop)
 type PairsOutcome = (Vec<(u64, u64)>, Vec<Option<Value>>, Option<(i64, i64, Value, Value, Value, Option<Value>, Value)>);
@@ -605,30 +653,10 @@ fn run_pairs<'py>(
         Some(n) => islice(py, pairs, n)?,
         None => pairs.clone().into_any(),
     };
-    let cache = processor.cache();
-    let values = PyTuple::new(py, cache.iter().map(|v| v.as_ref().map(|v| v.clone_ref(py))))?;
-    let members = &cx.plan.criteria.member;
-    let missing = cache.iter().zip(members).filter(|(v, m)| **m && v.is_none()).count();
     let (outputs, trig) = (PyList::empty(py), PyList::empty(py));
-    let started = ticks();
-    let outcome = runner.function.bind(py).call1((source, &outputs, &trig, values, missing))?;
-    let ended = ticks();
-    let (counts, after, stopped): PairsOutcome = outcome.extract()?;
-    let fired = outputs.len() as u64;
-    let taken: u64 = counts.iter().map(|(s, b)| s + b).sum::<u64>() + u64::from(stopped.is_some());
-    let node_failed_at = stopped.as_ref().filter(|s| s.0 >= 0).map(|s| s.1 as usize);
-    let mut old = stopped.as_ref().and_then(|s| s.5.as_ref().map(|v| v.clone_ref(py)));
-    let accs = counts
-        .into_iter()
-        .zip(after)
-        .enumerate()
-        .map(|(i, ((suppressed, boundaries), value))| {
-            // A failing fire's boundary is not the input's yet: the ordinary
-            // way takes it, and keeps the value before it meanwhile.
-            let last = if node_failed_at == Some(i) { old.take() } else { value };
-            AccRun { suppressed, boundaries, last }
-        })
-        .collect();
+    let ran = runner.call(py, &source, &outputs, &trig, processor.cache(), &cx.plan.criteria.member)?;
+    let PairsRan { accs, fired, started, ended, stopped } = ran;
+    let taken: u64 = accs.iter().map(|a| a.suppressed + a.boundaries).sum::<u64>() + u64::from(stopped.is_some());
     let booked = processor.chain_ran_each(accs, fired, started, ended);
     if fired > 0 {
         let fires = RunFires {
@@ -643,7 +671,7 @@ fn run_pairs<'py>(
         };
         into.fires.push(Kept::Run(Box::new(fires)));
     }
-    let Some((stage, acc, pair, event, boundary, _, raised)) = stopped else {
+    let Some((stage, acc, pair, event, boundary, raised)) = stopped else {
         return Ok(match ran_out(py, processor, cx, aio, into, limit, taken) {
             true => PairsStopped::Exhausted,
             false => PairsStopped::Again,
@@ -655,7 +683,7 @@ fn run_pairs<'py>(
     let failure = failure(py, stage, boundary, raised, None, fired)?;
     let mut out = InlineOutcome::new();
     inline::step(py, processor, cx, &mut out, aio, |p, calls| {
-        p.chain_failed(acc as usize, event, failure, calls, &Now::lazy());
+        p.chain_failed(acc, event, failure, calls, &Now::lazy());
     });
     keep(into, out);
     Ok(PairsStopped::Again)

@@ -181,6 +181,33 @@ pub struct ChainOutcome<V, E> {
     pub untaken: Vec<V>,
 }
 
+/// One accumulator's part of a run: events that gave no boundary, boundaries
+/// taken (each stored; fired unless a `when_all` input was still missing),
+/// and the last of them.
+pub struct AccRun<V> {
+    pub suppressed: u64,
+    pub boundaries: u64,
+    pub last: Option<V>,
+}
+
+impl<V> Default for AccRun<V> {
+    fn default() -> Self {
+        AccRun { suppressed: 0, boundaries: 0, last: None }
+    }
+}
+
+/// What a host's run of several accumulators' events did (see
+/// [`Calls::run_mixed`]): `accs` by index, `fired` fires, then possibly the
+/// `(accumulator, event)` that stopped it, and the events not looked at.
+pub struct MixedOutcome<V, E> {
+    pub accs: Vec<AccRun<V>>,
+    pub fired: u64,
+    pub started: crate::clock::Ticks,
+    pub ended: crate::clock::Ticks,
+    pub stopped: Option<(usize, V, ChainFailure<V, E>)>,
+    pub untaken: Vec<(usize, V)>,
+}
+
 /// The host's side of one attached session.
 pub trait Calls<V, E> {
     /// A passthrough, stream or state accumulator's function on one event.
@@ -232,6 +259,19 @@ pub trait Calls<V, E> {
     /// Hands a snapshot over to be written (the host adds the state it owns).
     fn persist(&mut self, snapshot: EngineSnapshot) -> Result<(), CheckpointError>;
     fn report(&mut self, report: Report<V, E>);
+    /// Whether [`Calls::run_mixed`] takes runs of several accumulators' events.
+    fn chains_mixed(&self) -> bool {
+        false
+    }
+    /// Fires for each of `events` (`(accumulator, event)`, in order) in one
+    /// run of its own, every input starting from `cache`; under `when_all`
+    /// an event before every member has a value only fills its input. Asked
+    /// only when [`Calls::chains_mixed`] says so.
+    fn run_mixed(&mut self, events: Vec<(usize, V)>, cache: &[Option<V>]) -> MixedOutcome<V, E> {
+        let now = crate::clock::ticks();
+        let accs = cache.iter().map(|_| AccRun::default()).collect();
+        MixedOutcome { accs, fired: 0, started: now, ended: now, stopped: None, untaken: events }
+    }
     /// Whether [`Calls::run_chain`] takes accumulator `acc`'s events.
     fn chains(&self, acc: usize) -> bool {
         let _ = acc;

@@ -50,6 +50,19 @@ impl<V, E> Processor<V, E> {
             // through the host as a chain run (see `chain`); a lone event
             // gains nothing from one.
             let item = match item {
+                // Events of several accumulators interleaved (`push_pairs`):
+                // the same, when the host runs such runs.
+                Item::Event { acc, input: Input::Value(value) }
+                    if per_event && next_is_event_of_another(items.peek(), acc) && calls.chains_mixed() && self.chain_clean() =>
+                {
+                    let mut run = vec![(acc, value)];
+                    while let Some(Item::Event { input: Input::Value(_), .. }) = items.peek() {
+                        let Some(Item::Event { acc, input: Input::Value(value) }) = items.next() else { unreachable!() };
+                        run.push((acc, value));
+                    }
+                    self.apply_mixed(run, calls, now);
+                    continue;
+                }
                 Item::Event { acc, input: Input::Value(value) }
                     if per_event && next_is_event_of(items.peek(), acc) && calls.chains(acc) && self.chain_ready(acc) =>
                 {
@@ -132,4 +145,8 @@ impl<V, E> Processor<V, E> {
 
 fn next_is_event_of<V>(next: Option<&Item<V>>, acc: usize) -> bool {
     matches!(next, Some(Item::Event { acc: a, input: Input::Value(_) }) if *a == acc)
+}
+
+fn next_is_event_of_another<V>(next: Option<&Item<V>>, acc: usize) -> bool {
+    matches!(next, Some(Item::Event { acc: a, input: Input::Value(_) }) if *a != acc)
 }

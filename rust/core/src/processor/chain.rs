@@ -19,8 +19,8 @@ use crate::clock::{elapsed, Ticks};
 
 use crate::accumulator::AccState;
 use crate::clock::Now;
-pub use crate::host::ChainFailure;
-use crate::host::{Calls, ChainOutcome, Trigger};
+pub use crate::host::{AccRun, ChainFailure};
+use crate::host::{Calls, ChainOutcome, MixedOutcome, Trigger};
 use crate::event::Input;
 use crate::spec::{CriteriaKind, InputStrategy};
 
@@ -34,21 +34,6 @@ pub struct ChainRan {
     pub trigger: Trigger,
     /// Wall-clock time of the run's start.
     pub started_at: SystemTime,
-}
-
-/// One accumulator's part of a run: events that gave no boundary, boundaries
-/// taken (each stored; fired unless a `when_all` input was still missing),
-/// and the last of them.
-pub struct AccRun<V> {
-    pub suppressed: u64,
-    pub boundaries: u64,
-    pub last: Option<V>,
-}
-
-impl<V> Default for AccRun<V> {
-    fn default() -> Self {
-        AccRun { suppressed: 0, boundaries: 0, last: None }
-    }
 }
 
 /// What one run did, as the host counted it.
@@ -225,6 +210,36 @@ impl<V, E> Processor<V, E> {
                 }
             }
             let Some(event) = events.next() else { return };
+            self.ingest(acc, Input::Value(event), calls, now);
+            self.settle(calls, now);
+        }
+    }
+}
+
+impl<V, E> Processor<V, E> {
+    /// A run of several accumulators' events from a batch (thread mode), as
+    /// `apply_events` takes one accumulator's: through the host while nothing
+    /// waits, one by one the ordinary way while something does.
+    pub(crate) fn apply_mixed(&mut self, events: Vec<(usize, V)>, calls: &mut dyn Calls<V, E>, now: &Now) {
+        let mut events = events.into_iter();
+        loop {
+            if self.chain_clean() {
+                let run: Vec<(usize, V)> = events.collect();
+                if run.is_empty() {
+                    return;
+                }
+                let MixedOutcome { accs, fired, started, ended, stopped, untaken } = calls.run_mixed(run, &self.cache);
+                let went_on = stopped.is_some() || accs.iter().any(|a| a.suppressed + a.boundaries > 0);
+                self.chain_ran_each(accs, fired, started, ended);
+                if let Some((acc, event, failure)) = stopped {
+                    self.chain_failed(acc, event, failure, calls, now);
+                }
+                events = untaken.into_iter();
+                if went_on {
+                    continue;
+                }
+            }
+            let Some((acc, event)) = events.next() else { return };
             self.ingest(acc, Input::Value(event), calls, now);
             self.settle(calls, now);
         }
