@@ -419,9 +419,7 @@ pub fn push_events(
         }
         let Some(event) = events.next() else { return Ok(()) };
         let item = Item::Event { acc, input: Input::Value(event?.unbind()) };
-        let mut out = InlineOutcome::new();
-        inline::step(py, processor, cx, &mut out, aio, |p, calls| p.apply(item, calls, &Now::lazy()));
-        keep(into, out);
+        take_item(py, processor, cx, item, aio, into);
     }
 }
 
