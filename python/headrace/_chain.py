@@ -76,7 +76,8 @@ class Chain:
 
     ``accumulate``: its function (None: the event is the boundary), called
     with ``state`` too when that is not None. ``nodes``: in plan order,
-    ``(function, args, name)``. ``terminal``: plan position of the node whose
+    ``(function, args, message)``, the message being what the node raises
+    when it returns a ``Route`` (it declares no routes). ``terminal``: plan position of the node whose
     value each fire gives. ``route``: ``headrace.Route``, which a node without
     routes must not return (the ordinary path raises the same error).
     ``sink``: the ``on_output`` function, or None. ``check``
@@ -128,9 +129,8 @@ class _Shape:
             self.take = f"b = {self.bind('_acc', chain.accumulate)}(e, {self.bind('_state', chain.state)})"
         self.consts = sorted({i for _, args, _ in chain.nodes for kind, i in args if kind == "const"})
         self.calls: list[tuple[str, str, str]] = []
-        for pos, (function, args, name) in enumerate(chain.nodes):
+        for pos, (function, args, text) in enumerate(chain.nodes):
             f = self.bind(f"_n{pos}", function)
-            text = f"node '{name}' returned a Route but declares no routes (use @graph.node(routes=[...]))"
             shown = ", ".join("b" if kind == "boundary" else f"c{i}" if kind == "const" else f"v{i}" for kind, i in args)
             self.calls.append((f, shown, self.bind(f"_m{pos}", text)))
         self.terminal = chain.terminal

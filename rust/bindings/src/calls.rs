@@ -12,7 +12,7 @@ use headrace_core::checkpoint::Value as CheckpointValue;
 use headrace_core::error::Named;
 use headrace_core::event::SourcePosition;
 use headrace_core::processor::Applied;
-use headrace_core::host::{AccRun, AsyncCall, Calls, ChainOutcome, CheckpointError, MixedOutcome, Codec, NodeOutput, Outputs, Overrun, Report, Unsupported};
+use headrace_core::host::{AsyncCall, Calls, ChainOutcome, CheckpointError, MixedOutcome, Codec, NodeOutput, Outputs, Overrun, Report, Unsupported};
 use pyo3::types::PyDict;
 use std::sync::atomic::Ordering::SeqCst;
 
@@ -160,9 +160,7 @@ impl<'py> PyCalls<'_, 'py> {
             Ok(route) => {
                 let route = route.get();
                 if labels.is_empty() {
-                    return Err(pyo3::exceptions::PyTypeError::new_err(format!(
-                        "node '{name}' returned a Route but declares no routes (use @graph.node(routes=[...]))"
-                    )));
+                    return Err(pyo3::exceptions::PyTypeError::new_err(route_without_routes(name)));
                 }
                 let label = route.label.bind(self.py).to_str()?;
                 match labels.iter().position(|l| l == label) {
@@ -499,14 +497,14 @@ impl Calls<Value, PyErr> for PyCalls<'_, '_> {
     fn run_chain(&mut self, acc: usize, events: Vec<Value>, cache: &[Option<Value>]) -> ChainOutcome<Value, PyErr> {
         let py = self.py;
         let Some(runner) = self.cx.runners.get(acc).and_then(Option::as_ref) else {
-            return untaken(events);
+            return ChainOutcome::untaken(events);
         };
         let list = match PyList::new(py, events) {
             Ok(list) => list,
             // Only memory can fail here, and the events are gone with the list.
             Err(e) => {
                 errors::log(py, "error", &format!("graph '{}': a run of events was lost: {e}", self.cx.plan.graph));
-                return untaken(Vec::new());
+                return ChainOutcome::untaken(Vec::new());
             }
         };
         let ran = match runner.call(py, list.as_any(), None, cache) {
@@ -514,7 +512,7 @@ impl Calls<Value, PyErr> for PyCalls<'_, '_> {
             Err(e) => {
                 // The runner did not start: the events go the ordinary way.
                 errors::log(py, "warning", &format!("graph '{}': chain run not started: {e}", self.cx.plan.graph));
-                return untaken(list.iter().map(Bound::unbind).collect());
+                return ChainOutcome::untaken(list.iter().map(Bound::unbind).collect());
             }
         };
         let taken = (ran.fired + ran.suppressed) as usize;
@@ -553,14 +551,14 @@ impl Calls<Value, PyErr> for PyCalls<'_, '_> {
         };
         let (Some(runner), Ok(list)) = (self.cx.pairs.as_ref(), PyList::new(py, pairs)) else {
             errors::log(py, "error", &format!("graph '{}': a run of events could not be started", self.cx.plan.graph));
-            return mixed_untaken(cache.len(), Vec::new());
+            return MixedOutcome::untaken(cache.len(), Vec::new());
         };
         let (outputs, trig) = (PyList::empty(py), PyList::empty(py));
         let ran = match runner.call(py, list.as_any(), &outputs, &trig, cache, &self.cx.plan.criteria.member) {
             Ok(ran) => ran,
             Err(e) => {
                 errors::log(py, "warning", &format!("graph '{}': chain run not started: {e}", self.cx.plan.graph));
-                return mixed_untaken(cache.len(), unrun(&list, 0));
+                return MixedOutcome::untaken(cache.len(), unrun(&list, 0));
             }
         };
         let taken = ran.accs.iter().map(|a| a.suppressed + a.boundaries).sum::<u64>() as usize;
@@ -621,17 +619,10 @@ impl Calls<Value, PyErr> for PyCalls<'_, '_> {
     }
 }
 
-/// Every event handed back, none taken (a run of several accumulators').
-fn mixed_untaken(accs: usize, events: Vec<(usize, Value)>) -> MixedOutcome<Value, PyErr> {
-    let now = headrace_core::clock::ticks();
-    let accs = (0..accs).map(|_| AccRun::default()).collect();
-    MixedOutcome { accs, fired: 0, started: now, ended: now, stopped: None, untaken: events }
-}
-
-/// Every event handed back, none taken.
-fn untaken(events: Vec<Value>) -> ChainOutcome<Value, PyErr> {
-    let now = headrace_core::clock::ticks();
-    ChainOutcome { fired: 0, suppressed: 0, last: None, started: now, ended: now, stopped: None, untaken: events }
+/// What a node that declares no routes is told when it returns a `Route`
+/// (the chain runners raise the same, `chain.rs`).
+pub fn route_without_routes(node: &str) -> String {
+    format!("node '{node}' returned a Route but declares no routes (use @graph.node(routes=[...]))")
 }
 
 /// `NodeError` for a failed fire, with the node's exception as `__cause__`.

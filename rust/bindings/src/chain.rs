@@ -134,8 +134,7 @@ impl Runner {
     /// Runs `events` (an iterable); with `out`, each fire's output is
     /// appended to it. Other inputs are read from `cache`.
     pub fn call(&self, py: Python<'_>, events: &Bound<'_, PyAny>, out: Option<&Bound<'_, PyList>>, cache: &[Option<Value>]) -> PyResult<Ran> {
-        let value = |a: usize| cache[a].as_ref().map(|v| v.clone_ref(py));
-        let consts = PyTuple::new(py, self.consts.iter().map(|&a| value(a)))?;
+        let consts = self.consts_of(py, cache)?;
         let recording = out.is_some() && self.recording();
         let stamps = (recording && self.records.node_ns).then(|| PyList::empty(py));
         let seen = (recording && self.records.inputs).then(|| PyList::empty(py));
@@ -146,6 +145,14 @@ impl Runner {
         let (suppressed, fired, last, stopped): Outcome = outcome.extract()?;
         let records = recording.then(|| self.run_records(py, cache, stamps, seen));
         Ok(Ran { suppressed, fired, last, started, ended, stopped, records })
+    }
+
+    /// The other accumulators' values, in the order the runners take them.
+    fn consts_of<'py>(&self, py: Python<'py>, cache: &[Option<Value>]) -> PyResult<Bound<'py, PyTuple>> {
+        match self.consts.as_slice() {
+            [] => Ok(PyTuple::empty(py)),
+            accs => PyTuple::new(py, accs.iter().map(|&a| cache[a].as_ref().map(|v| v.clone_ref(py)))),
+        }
     }
 
     fn recording(&self) -> bool {
@@ -357,13 +364,14 @@ pub fn pairs_runner(py: Python<'_>, graph: &Graph<'_>, check: bool) -> PyResult<
     Ok(Some(PairsRunner { function: module.getattr("build_pairs")?.call1((chain,))?.unbind() }))
 }
 
-/// A node as `headrace._chain` reads it: function, arguments, name.
-type NodeDescription<'a> = (Value, Vec<(&'static str, usize)>, &'a str);
+/// A node as `headrace._chain` reads it: function, arguments, and what it
+/// raises when it returns a `Route` (it declares no routes).
+type NodeDescription = (Value, Vec<(&'static str, usize)>, String);
 
 /// The nodes in plan order for a runner of accumulator `own`'s events (its
 /// input is the run's boundary, the others are constants, returned in index
 /// order), or of every accumulator's (`None`: every input is a constant).
-fn describe_nodes<'a>(py: Python<'_>, plan: &'a Plan, nodes: &[NodeCall], own: Option<usize>) -> (Vec<NodeDescription<'a>>, Vec<usize>) {
+fn describe_nodes(py: Python<'_>, plan: &Plan, nodes: &[NodeCall], own: Option<usize>) -> (Vec<NodeDescription>, Vec<usize>) {
     let mut consts: Vec<usize> = Vec::new();
     let described = plan
         .nodes
@@ -382,7 +390,7 @@ fn describe_nodes<'a>(py: Python<'_>, plan: &'a Plan, nodes: &[NodeCall], own: O
                     Source::Node(j) => ("node", j),
                 })
                 .collect();
-            (call.function.clone_ref(py), args, node.name.as_str())
+            (call.function.clone_ref(py), args, crate::calls::route_without_routes(&node.name))
         })
         .collect();
     consts.sort_unstable();
@@ -471,16 +479,7 @@ fn run(
         None => None,
     };
     if fired > 0 {
-        let fires = RunFires {
-            first_id: booked.first_fire,
-            trigger: booked.trigger,
-            started_at: booked.started_at,
-            duration: elapsed(started, ended.max(started)),
-            terminal: cx.plan.chain_terminal.expect("a runner implies a chain"),
-            outputs: outputs.unbind(),
-            triggers: None,
-            records,
-        };
+        let fires = RunFires::new(booked, elapsed(started, ended.max(started)), &cx.plan, outputs, None, records);
         into.fires.push(Kept::Run(Box::new(fires)));
     }
     let Some((event, failure)) = stopped else {
@@ -490,9 +489,7 @@ fn run(
         });
     };
     let mut out = InlineOutcome::new();
-    inline::step(py, processor, cx, &mut out, aio, |p, calls| {
-        p.chain_failed(acc, event, failure, calls, &Now::lazy());
-    });
+    take_failed(py, processor, cx, aio, &mut out, (acc, event, failure));
     keep(into, out);
     Ok(Stopped::Failed)
 }
@@ -515,16 +512,9 @@ pub fn push_one(
     let Some(runner) = cx.runners.get(acc).and_then(Option::as_ref).filter(|_| processor.chain_ready(acc)) else {
         return Some(Item::Event { acc, input: Input::Value(event) });
     };
-    let cache = processor.cache();
-    let consts = match runner.consts.as_slice() {
-        [] => PyTuple::empty(py),
-        accs => match PyTuple::new(py, accs.iter().map(|&a| cache[a].as_ref().map(|v| v.clone_ref(py)))) {
-            Ok(t) => t,
-            Err(e) => {
-                out.error = Some(e);
-                return None;
-            }
-        },
+    let consts = match runner.consts_of(py, processor.cache()) {
+        Ok(t) => t,
+        Err(e) => return error(out, e),
     };
     let recording = runner.recording();
     let stamps = (recording && runner.records.node_ns).then(|| PyList::empty(py));
@@ -563,9 +553,7 @@ pub fn push_one(
             Ok(f) => f,
             Err(e) => return error(out, e),
         };
-        inline::step(py, processor, cx, out, aio, |p, calls| {
-            p.chain_failed(acc, event, failure, calls, &Now::lazy());
-        });
+        take_failed(py, processor, cx, aio, out, (acc, event, failure));
         return None;
     }
     // The ordinary path checkpoints after every event.
@@ -575,6 +563,21 @@ pub fn push_one(
         out.target = target;
     }
     None
+}
+
+/// The event a run stopped at, `(accumulator, event, what raised)`, taken
+/// the ordinary way with what already ran (core `Processor::chain_failed`).
+fn take_failed(
+    py: Python<'_>,
+    processor: &mut Proc,
+    cx: &Callables,
+    aio: Option<&Value>,
+    out: &mut InlineOutcome,
+    (acc, event, failure): (usize, Value, ChainFailure<Value, PyErr>),
+) {
+    inline::step(py, processor, cx, out, aio, |p, calls| {
+        p.chain_failed(acc, event, failure, calls, &Now::lazy());
+    });
 }
 
 fn error(out: &mut InlineOutcome, e: PyErr) -> Option<Item<Value>> {
@@ -657,16 +660,7 @@ fn run_pairs<'py>(
     let taken: u64 = accs.iter().map(|a| a.suppressed + a.boundaries).sum::<u64>() + u64::from(stopped.is_some());
     let booked = processor.chain_ran_each(accs, fired, started, ended);
     if fired > 0 {
-        let fires = RunFires {
-            first_id: booked.first_fire,
-            trigger: booked.trigger,
-            triggers: Some(trig.unbind()),
-            started_at: booked.started_at,
-            duration: elapsed(started, ended.max(started)),
-            terminal: cx.plan.chain_terminal.expect("a runner implies a chain"),
-            outputs: outputs.unbind(),
-            records: None,
-        };
+        let fires = RunFires::new(booked, elapsed(started, ended.max(started)), &cx.plan, outputs, Some(trig), None);
         into.fires.push(Kept::Run(Box::new(fires)));
     }
     let Some((stage, acc, pair, event, boundary, raised)) = stopped else {
@@ -680,9 +674,7 @@ fn run_pairs<'py>(
     }
     let failure = failure(py, stage, boundary, raised, None, fired)?;
     let mut out = InlineOutcome::new();
-    inline::step(py, processor, cx, &mut out, aio, |p, calls| {
-        p.chain_failed(acc, event, failure, calls, &Now::lazy());
-    });
+    take_failed(py, processor, cx, aio, &mut out, (acc, event, failure));
     keep(into, out);
     Ok(PairsStopped::Again)
 }

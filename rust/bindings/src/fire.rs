@@ -269,6 +269,28 @@ pub struct RunFires {
 }
 
 impl RunFires {
+    /// A run's fires as the processor booked them; `triggers`: each fire's
+    /// triggering accumulator, for a run of several.
+    pub fn new(
+        booked: headrace_core::processor::ChainRan,
+        duration: Duration,
+        plan: &headrace_core::plan::Plan,
+        outputs: Bound<'_, PyList>,
+        triggers: Option<Bound<'_, PyList>>,
+        records: Option<crate::chain::RunRecords>,
+    ) -> Self {
+        RunFires {
+            first_id: booked.first_fire,
+            trigger: booked.trigger,
+            triggers: triggers.map(Bound::unbind),
+            started_at: booked.started_at,
+            duration,
+            terminal: plan.chain_terminal.expect("a runner implies a chain"),
+            outputs: outputs.unbind(),
+            records,
+        }
+    }
+
     fn len(&self, py: Python<'_>) -> usize {
         self.outputs.bind(py).len()
     }

@@ -179,19 +179,11 @@ impl Mode {
             let items = events.try_iter()?.map(|e| Ok(Item::Event { acc, input: Input::Value(e?.unbind()) }));
             return self.submit_all(py, graph, items, size_hint, wait, aio);
         };
-        let mut guard = inline.lock(py, graph)?;
-        let state = &mut *guard;
-        let cx = state.callables.clone().ok_or_else(|| Error::Closed { graph: graph.into() })?;
-        let chained = cx.runners.get(acc).is_some_and(Option::is_some);
-        // A run keeps its fires in one entry: no room for one per event.
-        let capacity = if chained { 16 } else { size_hint };
-        let mut into = chain::Collected { fires: Vec::with_capacity(capacity), first_error: None };
         let mut events = events.try_iter()?;
-        chain::push_events(py, &mut state.processor, &cx, acc, &mut events, aio, &mut into)?;
-        match into.first_error {
-            Some(e) => Err(e.into()),
-            None => Ok(Some((into.fires, cx))),
-        }
+        let chained = |cx: &Callables| cx.runners.get(acc).is_some_and(Option::is_some);
+        inline_run(py, inline, graph, size_hint, chained, |processor, cx, into| {
+            chain::push_events(py, processor, cx, acc, &mut events, aio, into)
+        })
     }
 
     /// `push_pairs`: `(name, event)` pairs in order, in one crossing (`to_item`
@@ -212,17 +204,10 @@ impl Mode {
             let items = pairs.try_iter()?.map(|pair| to_item(pair?));
             return self.submit_all(py, graph, items, size_hint, wait, aio);
         };
-        let mut guard = inline.lock(py, graph)?;
-        let state = &mut *guard;
-        let cx = state.callables.clone().ok_or_else(|| Error::Closed { graph: graph.into() })?;
-        let capacity = if cx.pairs.is_some() { 16 } else { size_hint };
-        let mut into = chain::Collected { fires: Vec::with_capacity(capacity), first_error: None };
         let mut pairs = pairs.try_iter()?;
-        chain::push_pairs(py, &mut state.processor, &cx, &mut pairs, to_item, aio, &mut into)?;
-        match into.first_error {
-            Some(e) => Err(e.into()),
-            None => Ok(Some((into.fires, cx))),
-        }
+        inline_run(py, inline, graph, size_hint, |cx| cx.pairs.is_some(), |processor, cx, into| {
+            chain::push_pairs(py, processor, cx, &mut pairs, to_item, aio, into)
+        })
     }
 
     /// Thread mode: waits until everything submitted before has been handled.
@@ -338,5 +323,30 @@ impl Mode {
             }
         }
         drop(dead_letters.take());
+    }
+}
+
+/// An inline call that takes many events under one lock (`push_many`,
+/// `push_pairs`): `take` applies them, collecting fires and the first failure,
+/// which is raised once all are taken. `chained`: whether the graph's runners
+/// take these events, keeping a run's fires in one entry (so no room is made
+/// for one per event).
+fn inline_run(
+    py: Python<'_>,
+    inline: &Inline,
+    graph: &str,
+    size_hint: usize,
+    chained: impl FnOnce(&Callables) -> bool,
+    take: impl FnOnce(&mut Proc, &Callables, &mut chain::Collected) -> PyResult<()>,
+) -> Result<Option<Fires>, Error> {
+    let mut guard = inline.lock(py, graph)?;
+    let state = &mut *guard;
+    let cx = state.callables.clone().ok_or_else(|| Error::Closed { graph: graph.into() })?;
+    let capacity = if chained(&cx) { 16 } else { size_hint };
+    let mut into = chain::Collected { fires: Vec::with_capacity(capacity), first_error: None };
+    take(&mut state.processor, &cx, &mut into)?;
+    match into.first_error {
+        Some(e) => Err(e.into()),
+        None => Ok(Some((into.fires, cx))),
     }
 }

@@ -181,6 +181,14 @@ pub struct ChainOutcome<V, E> {
     pub untaken: Vec<V>,
 }
 
+impl<V, E> ChainOutcome<V, E> {
+    /// Every event handed back, none taken (a host that could not run them).
+    pub fn untaken(events: Vec<V>) -> Self {
+        let now = crate::clock::ticks();
+        ChainOutcome { fired: 0, suppressed: 0, last: None, started: now, ended: now, stopped: None, untaken: events }
+    }
+}
+
 /// One accumulator's part of a run: events that gave no boundary, boundaries
 /// taken (each stored; fired unless a `when_all` input was still missing),
 /// and the last of them.
@@ -206,6 +214,15 @@ pub struct MixedOutcome<V, E> {
     pub ended: crate::clock::Ticks,
     pub stopped: Option<(usize, V, ChainFailure<V, E>)>,
     pub untaken: Vec<(usize, V)>,
+}
+
+impl<V, E> MixedOutcome<V, E> {
+    /// Every event handed back, none taken, for a graph of `accs` accumulators.
+    pub fn untaken(accs: usize, events: Vec<(usize, V)>) -> Self {
+        let now = crate::clock::ticks();
+        let accs = (0..accs).map(|_| AccRun::default()).collect();
+        MixedOutcome { accs, fired: 0, started: now, ended: now, stopped: None, untaken: events }
+    }
 }
 
 /// The host's side of one attached session.
@@ -268,9 +285,7 @@ pub trait Calls<V, E> {
     /// an event before every member has a value only fills its input. Asked
     /// only when [`Calls::chains_mixed`] says so.
     fn run_mixed(&mut self, events: Vec<(usize, V)>, cache: &[Option<V>]) -> MixedOutcome<V, E> {
-        let now = crate::clock::ticks();
-        let accs = cache.iter().map(|_| AccRun::default()).collect();
-        MixedOutcome { accs, fired: 0, started: now, ended: now, stopped: None, untaken: events }
+        MixedOutcome::untaken(cache.len(), events)
     }
     /// Whether [`Calls::run_chain`] takes accumulator `acc`'s events.
     fn chains(&self, acc: usize) -> bool {
@@ -283,7 +298,6 @@ pub trait Calls<V, E> {
     /// returns them all untaken.
     fn run_chain(&mut self, acc: usize, events: Vec<V>, cache: &[Option<V>]) -> ChainOutcome<V, E> {
         let _ = (acc, cache);
-        let now = crate::clock::ticks();
-        ChainOutcome { fired: 0, suppressed: 0, last: None, started: now, ended: now, stopped: None, untaken: events }
+        ChainOutcome::untaken(events)
     }
 }
