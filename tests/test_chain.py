@@ -532,3 +532,32 @@ def test_thread_mode_takes_interleaved_events_as_one_run() -> None:
         rt.drain(timeout=30)
         assert rt.stats()["fire_count"] == 399
     assert "runner" in callers
+
+
+def test_names_never_enter_the_generated_code(caplog) -> None:
+    """Names reach the runners only as bound values. Accumulator and node
+    names are identifiers; a graph name may hold what Python code may not
+    (`-`, `.`, a leading digit): such a graph runs through every runner as
+    through the engine, and its raising sink is logged under its name."""
+
+    def sink(value: int) -> None:
+        if value == 2:
+            raise ValueError("sink broke")
+
+    tick = hr.passthrough_accumulator(name="tick")(lambda e: e)
+    x = hr.passthrough("x")
+    g = hr.ComputationGraph("0g-1.x", accumulators=[tick, x], criteria=hr.when_any(tick, x), input_strategy="sequential")
+    g.node(name="out")(lambda x: hr.Route("r", x) if x == -1 else x)
+    pairs = [("tick", 1), ("x", 2), ("tick", 3), ("x", -1), ("x", 4)]
+    outcomes = []
+    for chain in (False, True):
+        with hr.Runtime(g, mode="inline", max_attempts=1, chain_runs=chain, on_fire=hr.on_output("out", sink)) as rt:
+            with pytest.raises(hr.NodeError, match=r"node 'out' returned a Route but declares no routes") as raised:
+                rt.push_pairs(pairs)
+            many = rt.push_many("tick", [5, 6]).outputs("out")
+            outcomes.append((str(raised.value), many, rt.push("tick", 7).outputs, counters(rt)))
+    assert outcomes[1] == outcomes[0]
+    assert outcomes[1][1] == [4, 4]
+    # Two fires see x == 2 on each path: the engine logs both, so does the runner.
+    logged = [r for r in caplog.records if "on_output callback of graph '0g-1.x' raised ValueError: sink broke" in r.message]
+    assert len(logged) == 4
