@@ -29,6 +29,7 @@ from headrace.errors import (
     SettingError,
     UncheckpointableError,
 )
+from headrace.clock import SimClock
 from headrace.graph import ComputationGraph, Criteria, when_all, when_any
 from headrace.runtime import Runtime, on_output
 from headrace.sources import StreamBackend, StreamConfig, StreamError, register_stream_backend
@@ -55,6 +56,7 @@ __all__ = [
     "Route",
     "Runtime",
     "SettingError",
+    "SimClock",
     "State",
     "StreamBackend",
     "StreamConfig",

@@ -54,6 +54,8 @@ class EngineOptions:
     record_inputs: bool = False
     #: A chain graph's events may run through its chain runners.
     chain_runs: bool = True
+    #: A simulated clock to run on (None: the wall clock).
+    clock: Any = None
     #: A running asyncio loop for async nodes and accumulators (None: the
     #: runtime starts its own when the graph has any).
     loop: Any = None

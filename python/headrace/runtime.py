@@ -15,7 +15,8 @@ from headrace._options import CheckpointCodec, EngineOptions, Mode, OnCorrupt
 from headrace._polling import Poller, call_poll
 from headrace.checkpoint import CheckpointStore, CheckpointWriter, open_store
 from headrace.checkpoint.store import claim
-from headrace.errors import AccumulatorError, CheckpointError, HeadraceError
+from headrace.clock import SimClock
+from headrace.errors import AccumulatorError, CheckpointError, HeadraceError, SettingError
 from headrace.graph import ComputationGraph
 from headrace.sources.runner import StreamRunner
 
@@ -102,6 +103,12 @@ class Runtime(_core.Engine):
             thread hop per call (100 µs or more). Default: the work runs on
             the caller's thread, as ``push`` does, and only the async nodes
             are awaited on the caller's loop.
+        clock: A :class:`~headrace.SimClock` to run on instead of the wall
+            clock: timers (batch flushes, retries, checkpoint intervals) run
+            in simulated time as the clock advances or as events pushed with
+            ``at=`` move it, and fires start at simulated times. Polling
+            accumulators are then polled by ``rt.poll()`` only, and stream
+            sources are not started.
         profile: Time every node of every fire: ``FireResult.node_ns`` maps
             each node that ran to its nanoseconds (None when off; off costs
             nothing).
@@ -141,11 +148,20 @@ class Runtime(_core.Engine):
         record_inputs: bool = False,
         offload_sync: bool = False,
         chain_runs: bool = True,
+        clock: SimClock | None = None,
     ) -> Self:
         if not isinstance(graph, ComputationGraph):
             raise TypeError(f"Runtime needs a ComputationGraph, got {type(graph).__name__}")
         if on_fire is not None and not isinstance(on_fire, _core.OnOutput) and not callable(on_fire):
             raise TypeError(f"on_fire must be callable, got {on_fire!r}")
+        if clock is not None and not isinstance(clock, SimClock):
+            raise TypeError(f"clock must be a headrace.SimClock or None (the wall clock), got {clock!r}")
+        if clock is not None and mode == "thread" and sources and any(a.kind == "stream" for a in graph.accumulators):
+            raise SettingError(
+                f"graph '{graph.name}': a runtime on a SimClock does not read brokers; "
+                "pass sources=False and push the messages (with at=) yourself",
+                setting="clock",
+            )
         if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 0:
             raise ValueError(f"checkpoint_every must be a non-negative integer, got {checkpoint_every!r}")
         opened = store is not None and not isinstance(store, CheckpointStore)
@@ -190,6 +206,7 @@ class Runtime(_core.Engine):
                 profile=profile,
                 record_inputs=record_inputs,
                 chain_runs=chain_runs,
+                clock=clock,
             )
             self = super().__new__(cls, graph.engine_spec(), options)
         except BaseException:
@@ -206,6 +223,8 @@ class Runtime(_core.Engine):
         self._aio = InlineAio(graph.name, offload_sync) if mode == "inline" and graph.has_async else None
         self._sources = runners
         self._poller = None
+        if clock is not None:
+            clock._attach(self)
         try:
             for runner in runners:
                 runner.start(self)
@@ -226,7 +245,8 @@ class Runtime(_core.Engine):
         """Thread mode runs polling accumulators on their timers; inline mode
         has no timer (``rt.poll()`` drives them), so nothing is starting."""
         polling = [a for a in self._graph.accumulators if a.kind == "polling"]
-        if self.mode == "thread" and polling:
+        # On a simulated clock, no wall-clock timer may push: rt.poll() drives them.
+        if self.mode == "thread" and polling and self.clock_time is None:
             poller = Poller(self, polling)
             poller.start()
             return poller

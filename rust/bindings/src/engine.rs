@@ -16,6 +16,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
 use headrace_core::channel::Item;
+use headrace_core::clock::Time;
 use headrace_core::dead_letter::DeadLetters;
 use headrace_core::error::Named;
 use headrace_core::event::{Codec, Input, SourcePosition};
@@ -34,6 +35,7 @@ mod names;
 mod source;
 mod start;
 mod submit;
+mod timed;
 
 type Value = Py<PyAny>;
 
@@ -57,6 +59,8 @@ pub struct Engine {
     aio: Aio,
     /// The graph has async nodes or accumulators.
     has_async: bool,
+    /// The simulated clock's time (None: the wall clock).
+    sim_time: Option<Arc<std::sync::atomic::AtomicI64>>,
 }
 
 #[pymethods]
@@ -92,10 +96,26 @@ impl Engine {
     /// None once the event is accepted, waiting for room up to `timeout`
     /// seconds (default: the runtime's `push_timeout`; None waits as long as it
     /// takes) and raising `BackpressureError` if there is none.
-    #[pyo3(signature = (name, event, *, timeout=None))]
-    fn push(&self, py: Python<'_>, name: &Bound<'_, PyString>, event: Value, timeout: Option<f64>) -> PyResult<Option<Py<FireResult>>> {
+    ///
+    /// `at` (a simulated clock only): the event's time, seconds since the
+    /// epoch or a datetime. The clock moves there first, running every timer
+    /// due before it; an `at` behind the clock is taken at the clock's time.
+    #[pyo3(signature = (name, event, *, timeout=None, at=None))]
+    fn push(
+        &self,
+        py: Python<'_>,
+        name: &Bound<'_, PyString>,
+        event: Value,
+        timeout: Option<f64>,
+        at: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Option<Py<FireResult>>> {
         let acc = self.acc_index_of(name)?;
-        self.submit_fire(py, Item::Event { acc, input: Input::Value(event) }, self.room(timeout)?)
+        let wait = self.room(timeout)?;
+        if let Some(at) = at {
+            let t = self.event_time(at)?;
+            self.advance_to(py, t, wait)?;
+        }
+        self.submit_fire(py, Item::Event { acc, input: Input::Value(event) }, wait)
     }
 
     /// Like `push`, but never waits: a full queue raises `BackpressureError`
@@ -109,11 +129,25 @@ impl Engine {
     /// with the same semantics as calling `push` for each. Inline mode returns
     /// the list of fires that happened; thread mode returns None once all are
     /// accepted.
-    #[pyo3(signature = (name, events, *, timeout=None))]
-    fn push_many(&self, py: Python<'_>, name: &Bound<'_, PyString>, events: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<Option<Py<FireList>>> {
+    ///
+    /// `at` (a simulated clock only): one time per event, as `push` takes
+    /// it; the fires of timers these times run are part of the list.
+    #[pyo3(signature = (name, events, *, timeout=None, at=None))]
+    fn push_many(
+        &self,
+        py: Python<'_>,
+        name: &Bound<'_, PyString>,
+        events: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+        at: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Option<Py<FireList>>> {
         let acc = self.acc_index_of(name)?;
         self.check_open()?;
         let lp = self.inline_loop(py, false)?;
+        if let Some(times) = at {
+            let fires = self.submit_timed(py, acc, events, times, self.room(timeout)?, lp.as_ref())?;
+            return self.fire_list(py, fires);
+        }
         let size = events.len().unwrap_or(0);
         let fires = self.mode.submit_events(py, &self.graph, acc, events, size, self.room(timeout)?, lp.as_ref())?;
         self.fire_list(py, fires)
@@ -151,6 +185,22 @@ impl Engine {
     /// already pushed and returns None.
     fn fire(&self, py: Python<'_>) -> PyResult<Option<Py<FireResult>>> {
         self.submit_fire(py, Item::Fire, Wait::Room(None))
+    }
+
+    /// Moves a simulated clock to `nanos` (since the epoch), running every
+    /// timer due on the way in time order. `headrace.SimClock` calls it.
+    fn _advance_clock(&self, py: Python<'_>, nanos: i64) -> PyResult<()> {
+        if let Some(clock) = &self.sim_time {
+            clock.fetch_max(nanos, SeqCst);
+        }
+        Ok(self.advance_to(py, Time::from_nanos(nanos), self.room(None)?)?)
+    }
+
+    /// The simulated clock's time in seconds since the epoch (the newest an
+    /// event or an advance asked for), or None under the wall clock.
+    #[getter]
+    fn clock_time(&self) -> Option<f64> {
+        self.sim_time.as_ref().map(|c| crate::time::to_seconds(Time::from_nanos(c.load(SeqCst))))
     }
 
     /// Waits until everything pushed before this call has been processed

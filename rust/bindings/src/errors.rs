@@ -364,3 +364,9 @@ pub fn needs_apush(py: Python<'_>, graph: &str) -> PyErr {
         Err(e) => e,
     }
 }
+
+/// Whether `e` reports a failed fire or accumulator call (`NodeError`,
+/// `AccumulatorError`), as opposed to a misuse or an engine failure.
+pub fn is_fire_failure(py: Python<'_>, e: &PyErr) -> bool {
+    [node_error(py), accumulator_error(py)].into_iter().flatten().any(|class| e.is_instance(py, class))
+}

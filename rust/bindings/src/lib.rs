@@ -21,6 +21,7 @@ mod restore;
 mod stats;
 mod stdlib;
 mod threaded;
+mod time;
 
 /// Checks a graph description and returns the node names in execution order.
 /// Raises `GraphDefinitionError` naming every problem found.
@@ -39,6 +40,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<fire::OnOutput>()?;
     m.add_class::<fire::Route>()?;
     m.add_class::<stats::Counters>()?;
+    m.add_class::<time::SimTime>()?;
     m.add_function(wrap_pyfunction!(compile_graph, m)?)?;
     m.add_function(wrap_pyfunction!(convert::encode_checkpoint, m)?)?;
     m.add_function(wrap_pyfunction!(convert::decode_checkpoint, m)?)?;

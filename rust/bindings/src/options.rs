@@ -39,6 +39,8 @@ pub struct EngineOptions {
     pub record_inputs: bool,
     /// Chain graphs' events may go through the chain runners (`chain.rs`).
     pub chain_runs: bool,
+    /// A simulated clock to run on (None: the wall clock).
+    pub clock: Option<Py<crate::time::SimTime>>,
     /// The running loop async callables use (None: the runtime's own, if needed).
     #[pyo3(attribute("loop"))]
     pub event_loop: Option<Py<PyAny>>,
@@ -100,6 +102,7 @@ impl EngineOptions {
             check_checkpointable: self.check_checkpointable.unwrap_or(checkpointing),
             profile: self.profile,
             record_inputs: self.record_inputs,
+            simulated: self.clock.as_ref().map(|c| c.get().time()),
         };
         Ok(Settings {
             mode: parse(&self.mode)?,

@@ -1,11 +1,11 @@
 //! Per-kind accumulator behaviour: how one event becomes a boundary (or not).
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::checkpoint::Value;
 use crate::host::{Calls, Unsupported};
-use crate::clock::Now;
+use crate::clock::{Now, Time};
 use crate::spec::{AccKind, AccSpec};
 
 pub(crate) enum AccState<V> {
@@ -21,7 +21,7 @@ pub(crate) enum AccState<V> {
         max: Option<usize>,
         interval: Option<Duration>,
         /// When the oldest buffered event must be flushed by.
-        due: Option<Instant>,
+        due: Option<Time>,
         /// Latest strategy: the boundary this batch emitted is still in the
         /// input cache and no successful fire has seen it yet. The batch does
         /// not flush meanwhile (a new boundary would overwrite the unfired one
@@ -225,7 +225,7 @@ impl<V> AccState<V> {
 
     /// Restores what [`AccState::export`] saved. A restored batch buffer gets a
     /// fresh flush deadline.
-    pub(crate) fn import(&mut self, saved_last: Option<V>, saved_buffer: Vec<V>, saved_window: Vec<V>, now: Instant) {
+    pub(crate) fn import(&mut self, saved_last: Option<V>, saved_buffer: Vec<V>, saved_window: Vec<V>, now: Time) {
         match self {
             AccState::Plain | AccState::Forward => {}
             AccState::Polling { last } => *last = saved_last,
@@ -242,7 +242,7 @@ impl<V> AccState<V> {
 
     /// When the batch must flush by; never while it is held (its flush waits
     /// for a fire, not for the clock).
-    pub(crate) fn flush_due(&self) -> Option<Instant> {
+    pub(crate) fn flush_due(&self) -> Option<Time> {
         match self {
             AccState::Batch { due, held: false, .. } => *due,
             _ => None,

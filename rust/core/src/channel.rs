@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
 
+use crate::clock::Time;
 use crate::event::{Input, SourcePosition};
 
 /// What travels through the merge channel.
@@ -24,6 +25,9 @@ pub enum Item<V> {
     /// Take a checkpoint now, behind everything already queued.
     Checkpoint,
     Pause(bool),
+    /// A simulated clock moves to this time, running the timers due on the
+    /// way first (`Processor::advance`); nothing under the wall clock.
+    Advance(Time),
     /// Flush batches, settle, checkpoint, and end the loop.
     /// (What each item means is [`crate::processor::Processor::apply`].)
     Stop,

@@ -8,7 +8,6 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::channel::{Item, Progress};
 use crate::host::Calls;
-use crate::clock::Now;
 use crate::processor::Processor;
 
 /// Lets the driver run code with the host attached (for Python: holding the GIL).
@@ -138,7 +137,7 @@ pub fn run<V, E>(
     let mut spin = Spin::new(idle_spin);
     let mut running = true;
     while running {
-        let deadline = lock(processor).next_deadline();
+        let deadline = lock(processor).wall_deadline();
         let first = match deadline {
             Some(deadline) => match rx.recv_deadline(deadline) {
                 Ok(item) => Some(item),
@@ -170,7 +169,8 @@ pub fn run<V, E>(
         let n = batch.len() as u64;
         host.attached(&mut |calls| {
             let mut processor = lock(processor);
-            let applied = processor.apply_batch(batch.drain(..), calls, &Now::at(Instant::now()));
+            let now = processor.now();
+            let applied = processor.apply_batch(batch.drain(..), calls, &now);
             running = !applied.stopped;
             if running {
                 processor.on_idle(calls);

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::clock::wall_now;
 use crate::channel::{merge_channel, Item, PushError};
 use crate::driver::{self, Attach};
 use crate::host::{Calls, Codec, NodeOutput, Report, Trigger, Unsupported};
@@ -54,6 +55,8 @@ struct Fake {
     /// with a runner would, recording each fire as `report` would.
     chain_plan: Option<Arc<Plan>>,
     chain_runs: usize,
+    /// When each reported fire started.
+    starts: Vec<std::time::SystemTime>,
 }
 
 impl Fake {
@@ -73,6 +76,7 @@ impl Fake {
             errors: vec![],
             chain_plan: None,
             chain_runs: 0,
+            starts: vec![],
         }
     }
 
@@ -198,7 +202,9 @@ impl Calls<Val, String> for Fake {
     }
     fn report(&mut self, report: Report<Val, String>) {
         match report {
-            Report::Fired(r) => self.fires.push(Fired {
+            Report::Fired(r) => self.fires.push({
+                self.starts.push(r.started_at);
+                Fired {
                 trigger: r.trigger,
                 seq: r.seq,
                 outputs: r.outputs.into_vec(),
@@ -208,6 +214,7 @@ impl Calls<Val, String> for Fake {
                 }),
                 timed: r.detail.as_ref().and_then(|d| d.node_ns.as_ref()).map(|t| t.iter().map(|t| t.0).collect()),
                 inputs: r.detail.and_then(|d| d.inputs),
+            }
             }),
             Report::AccumulatorFailed { .. } | Report::DecodeFailed { .. } => self.acc_failures += 1,
             Report::Refused { acc, batch, .. } => self.refused.push((acc, batch)),
@@ -254,7 +261,7 @@ fn setup(spec: &GraphSpec, nodes: Vec<NodeFn>) -> (Processor<Val, String>, Fake)
 }
 
 fn push(p: &mut Processor<Val, String>, f: &mut Fake, acc: usize, v: Val) -> u64 {
-    let now = Instant::now();
+    let now = wall_now();
     let seq = p.ingest(acc, Input::Value(v), f, &Now::at(now));
     p.settle(f, &Now::at(now));
     seq
@@ -347,7 +354,7 @@ fn when_any_ignores_non_members_but_caches_them() {
 fn latest_collapses_a_batch_into_one_fire() {
     let spec = two_acc(CriteriaKind::Any, &[], InputStrategy::Latest);
     let (mut p, mut f) = setup(&spec, vec![echo()]);
-    let now = Instant::now();
+    let now = wall_now();
     for i in 0..5 {
         p.ingest(0, Input::Value(Val::Int(i)), &mut f, &Now::at(now));
     }
@@ -361,7 +368,7 @@ fn latest_collapses_a_batch_into_one_fire() {
 fn sequential_fires_once_per_boundary_with_inputs_as_of_that_boundary() {
     let spec = two_acc(CriteriaKind::All, &[], InputStrategy::Sequential);
     let (mut p, mut f) = setup(&spec, vec![echo()]);
-    let now = Instant::now();
+    let now = wall_now();
     // Ingest everything first (as a thread-mode batch would), then settle.
     for (a, v) in [(0, 1), (1, 10), (0, 2), (0, 3), (1, 20)] {
         p.ingest(a, Input::Value(Val::Int(v)), &mut f, &Now::at(now));
@@ -450,7 +457,7 @@ fn batch_flush_interval_sets_a_deadline() {
         InputStrategy::Latest,
     );
     let (mut p, mut f) = setup(&spec, vec![echo()]);
-    let t0 = Instant::now();
+    let t0 = wall_now();
     p.ingest(0, Input::Value(Val::Int(7)), &mut f, &Now::at(t0));
     p.settle(&mut f, &Now::at(t0));
     assert_eq!(p.next_deadline(), Some(t0 + Duration::from_millis(5)));
@@ -535,7 +542,7 @@ fn sequential_dead_letters_after_the_retry_limit() {
 fn latest_keeps_dirty_flags_after_a_failure() {
     let (mut p, mut f) = setup(&one_acc(InputStrategy::Latest), vec![flaky(1)]);
     push(&mut p, &mut f, 0, Val::Int(1));
-    let now = Instant::now();
+    let now = wall_now();
     p.on_timer(&mut f, &Now::at(now)); // backoff zero: timer retry fires the same inputs
     assert_eq!(f.fires.len(), 2);
     assert_eq!(f.fires[1].outputs, vec![(0, Val::Int(1))]);
@@ -553,7 +560,7 @@ fn accumulator_failures_are_dead_lettered_and_do_not_fire() {
 #[test]
 fn undecodable_bytes_are_counted_and_skipped() {
     let (mut p, mut f) = setup(&one_acc(InputStrategy::Sequential), vec![echo()]);
-    let now = Instant::now();
+    let now = wall_now();
     p.ingest(0, Input::Bytes { data: b"xx".to_vec(), codec: Codec::Json }, &mut f, &Now::at(now));
     p.ingest(0, Input::Bytes { data: b"42".to_vec(), codec: Codec::Json }, &mut f, &Now::at(now));
     p.settle(&mut f, &Now::at(now));
@@ -565,7 +572,7 @@ fn undecodable_bytes_are_counted_and_skipped() {
 fn manual_fire_runs_regardless_of_criteria() {
     let spec = two_acc(CriteriaKind::All, &[], InputStrategy::Latest);
     let (mut p, mut f) = setup(&spec, vec![echo()]);
-    p.fire_manual(&mut f, &Now::at(Instant::now()));
+    p.fire_manual(&mut f, &Now::at(wall_now()));
     assert_eq!(f.fires[0].trigger, Trigger::Manual);
     assert_eq!(f.fires[0].outputs[0].1, Val::List(vec![Val::Nil, Val::Nil]));
 }
@@ -738,4 +745,5 @@ mod deadlines;
 mod apply;
 mod progress;
 mod spin;
+mod simulated;
 mod chain;

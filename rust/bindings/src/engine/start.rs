@@ -55,5 +55,6 @@ pub fn start(py: Python<'_>, spec: &Bound<'_, PyDict>, options: EngineOptions) -
         checkpoint_ids,
         aio,
         has_async,
+        sim_time: options.clock.map(|c| c.get().nanos.clone()),
     })
 }

@@ -116,6 +116,7 @@ impl<V, E> Processor<V, E> {
             // only when it has somewhere to put it).
             Item::Checkpoint => applied.checkpoint = Some(self.checkpoint(calls)),
             Item::Pause(paused) => self.set_paused(paused, calls, now),
+            Item::Advance(t) => self.advance(t, calls),
             Item::Stop => {
                 self.shutdown(calls, now);
                 applied.checkpoint = self.checkpoints_enabled().then(|| self.checkpoint(calls));
@@ -128,7 +129,7 @@ impl<V, E> Processor<V, E> {
     /// Between runs of items (thread mode, after each batch): flushes batches
     /// and retries whose time has come, then checkpoints if the policy says so.
     pub fn on_idle(&mut self, calls: &mut dyn Calls<V, E>) {
-        let now = Now::lazy();
+        let now = self.now();
         self.on_timer(calls, &now);
         self.checkpoint_if_due(calls, &now);
     }

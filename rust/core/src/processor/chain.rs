@@ -69,6 +69,8 @@ impl<V, E> Processor<V, E> {
     /// chain graph: a run of several accumulators' events may start.
     pub fn chain_clean(&self) -> bool {
         self.plan.chain_terminal.is_some()
+            // A run's fires are timed as a whole, on the wall clock.
+            && self.anchor.simulated().is_none()
             && !self.paused
             && self.queue.is_empty()
             && !self.any_dirty
@@ -118,8 +120,8 @@ impl<V, E> Processor<V, E> {
         started: Ticks,
         ended: Ticks,
     ) -> ChainRan {
-        let since = self.anchor.since(started);
-        let ran = ChainRan { first_fire: self.next_fire_id, trigger, started_at: self.anchor.wall + since };
+        let stamp = self.anchor.stamp(started);
+        let ran = ChainRan { first_fire: self.next_fire_id, trigger, started_at: stamp.wall };
         let mut taken = 0;
         for (acc, run) in accs {
             taken += run.suppressed + run.boundaries;
@@ -136,7 +138,7 @@ impl<V, E> Processor<V, E> {
             return ran;
         }
         if self.unsaved_since.is_none() && self.checkpoints_enabled() {
-            self.unsaved_since = Some(self.anchor.mono + since);
+            self.unsaved_since = Some(self.anchor.clock_at(stamp.since));
         }
         let first_seq = self.next_seq;
         self.next_seq += taken;
@@ -146,8 +148,8 @@ impl<V, E> Processor<V, E> {
             add(&self.metrics.fires, fired);
             // The last fire's start, as far as a run can tell.
             let per_fire = elapsed(started, ended.max(started)) / fired as u32;
-            let last_start = since + per_fire * (fired - 1) as u32;
-            self.metrics.last_fired_at_us.store(self.anchor.wall_us + last_start.as_micros() as u64, Relaxed);
+            let last_start = per_fire * (fired - 1) as u32;
+            self.metrics.last_fired_at_us.store(stamp.wall_us + last_start.as_micros() as u64, Relaxed);
         }
         ran
     }

@@ -8,14 +8,14 @@ use std::collections::{BTreeMap, VecDeque};
 use std::marker::PhantomData;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod apply;
 mod chain;
 mod values;
 mod state;
 
-pub use crate::clock::Now;
+pub use crate::clock::{Now, Time};
 use crate::clock::Anchor;
 pub use crate::event::{Input, SourcePosition};
 pub use apply::Applied;
@@ -49,6 +49,10 @@ pub struct Config {
     pub check_checkpointable: bool,
     /// Time each node of every fire (`FireDetail::node_ns`).
     pub profile: bool,
+    /// Run on a simulated clock starting at this time instead of the wall
+    /// clock: time moves only by [`Item::Advance`](crate::channel::Item),
+    /// which first runs every timer due on the way, in time order.
+    pub simulated: Option<Time>,
     /// Keep the accumulator values each fire's nodes received (`FireDetail::inputs`).
     pub record_inputs: bool,
 }
@@ -63,6 +67,7 @@ impl Default for Config {
             checkpoint_interval: None,
             check_checkpointable: false,
             profile: false,
+            simulated: None,
             record_inputs: false,
         }
     }
@@ -109,9 +114,9 @@ pub struct Processor<V, E> {
     latest_seq: u64,
     /// Latest strategy: failed tries of the current dirty inputs.
     attempts: u32,
-    retry_at: Option<Instant>,
+    retry_at: Option<Time>,
     /// Wall clock and monotonic clock read together once, so that a fire's
-    /// wall-clock start costs no second clock read.
+    /// wall-clock start costs no second clock read; or the simulated time.
     anchor: Anchor,
     /// Stream sources: (accumulator, topic, partition) -> next offset to read,
     /// for every message already taken into accumulator state.
@@ -120,7 +125,7 @@ pub struct Processor<V, E> {
     paused: bool,
     /// Fires at the last checkpoint, and whether anything changed since.
     checkpointed_fires: u64,
-    unsaved_since: Option<Instant>,
+    unsaved_since: Option<Time>,
     /// A fire the host already ran (a chain run's failing one): the next
     /// fire reports this failure instead of running the nodes again.
     ran: Option<Ran<V, E>>,
@@ -160,7 +165,7 @@ impl<V, E> Processor<V, E> {
             latest_seq: 0,
             attempts: 0,
             retry_at: None,
-            anchor: Anchor::now(),
+            anchor: Anchor::new(config.simulated),
             positions: BTreeMap::new(),
             paused: false,
             checkpointed_fires: 0,
@@ -186,7 +191,10 @@ impl<V, E> Processor<V, E> {
     /// sequential), or a whole batch at once so that its updates collapse into
     /// one fire (latest and burst inputs only).
     pub fn settles_per_event(&self) -> bool {
-        self.plan.any_sequential
+        // Under a simulated clock, so that a batch's fires do not depend on
+        // how the events happened to be batched: the same events at the same
+        // times give the same fires in either mode.
+        self.plan.any_sequential || self.anchor.simulated().is_some()
     }
 
     /// The cached boundary of every accumulator.
@@ -199,9 +207,36 @@ impl<V, E> Processor<V, E> {
         self.accs[acc].buffered()
     }
 
-    /// The next instant at which [`Processor::on_timer`] has work: a batch flush
-    /// deadline or a retry after backoff.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    /// The runtime's clock as its callers should read it: the wall clock,
+    /// lazily, or the simulated time.
+    pub fn now(&self) -> Now {
+        self.anchor.simulated().map_or_else(Now::lazy, Now::at)
+    }
+
+    /// The time `now` stands for: the wall clock's, or the simulated time
+    /// whatever `now` says (so that a caller's stale reading cannot move it).
+    #[inline]
+    fn time(&self, now: &Now) -> Time {
+        self.anchor.simulated().unwrap_or_else(|| now.get())
+    }
+
+    /// The simulated time, or None when the processor follows the wall clock.
+    pub fn simulated(&self) -> Option<Time> {
+        self.anchor.simulated()
+    }
+
+    /// When the driver should wake for [`Processor::on_timer`] by the wall
+    /// clock. Never under a simulated clock, whose timers run as time is advanced.
+    pub fn wall_deadline(&self) -> Option<std::time::Instant> {
+        match self.anchor.simulated() {
+            Some(_) => None,
+            None => self.next_deadline().map(crate::clock::instant_of),
+        }
+    }
+
+    /// The next time at which [`Processor::on_timer`] has work: a batch flush
+    /// deadline, a retry after backoff or a checkpoint by interval.
+    pub fn next_deadline(&self) -> Option<Time> {
         let flush = self.accs.iter().filter_map(AccState::flush_due).min();
         let checkpoint = match (self.unsaved_since, self.config.checkpoint_interval) {
             (Some(since), Some(every)) => Some(since + every),
@@ -239,6 +274,14 @@ impl<V, E> Processor<V, E> {
                 }
             },
         };
+        let simulated;
+        let now = match self.anchor.simulated() {
+            Some(t) => {
+                simulated = Now::at(t);
+                &simulated
+            }
+            None => now,
+        };
         match self.accs[acc].take(acc, event, self.config.check_checkpointable, calls, now) {
             Taken::Emit(boundary) => self.accept(acc, boundary, seq, calls),
             Taken::Suppressed => {
@@ -265,7 +308,7 @@ impl<V, E> Processor<V, E> {
     fn begin_event(&mut self, acc: usize, now: &Now) -> u64 {
         let seq = self.take_seq();
         if self.unsaved_since.is_none() && self.checkpoints_enabled() {
-            self.unsaved_since = Some(now.get());
+            self.unsaved_since = Some(self.time(now));
         }
         bump(&self.metrics.accumulators[acc].events);
         seq
@@ -294,7 +337,7 @@ impl<V, E> Processor<V, E> {
         self.paused = paused;
         self.metrics.paused.store(paused, Relaxed);
         if self.unsaved_since.is_none() && self.checkpoints_enabled() {
-            self.unsaved_since = Some(now.get());
+            self.unsaved_since = Some(self.time(now));
         }
         if !paused {
             self.settle_inner(calls, now, false);
@@ -326,9 +369,40 @@ impl<V, E> Processor<V, E> {
     }
 
     /// Flushes batches whose interval has run out and retries after backoff.
+    /// Under a simulated clock timers run only as [`Processor::advance`]
+    /// moves time, so this does nothing.
     pub fn on_timer(&mut self, calls: &mut dyn Calls<V, E>, now: &Now) {
+        if self.anchor.simulated().is_none() {
+            self.run_timers(calls, now);
+        }
+    }
+
+    /// A simulated clock moves to `t`: first every timer due on the way runs,
+    /// in time order, each at its own time (the clock reads that time while it
+    /// runs); then the clock reads `t`. Time never goes back: a `t` before the
+    /// clock's time leaves it where it is. Under the wall clock, an event's own
+    /// time moves nothing, and this does nothing.
+    pub fn advance(&mut self, t: Time, calls: &mut dyn Calls<V, E>) {
+        let Some(mut at) = self.anchor.simulated() else { return };
+        while let Some(due) = self.next_deadline().filter(|due| *due <= t) {
+            at = at.max(due);
+            self.anchor.set_simulated(at);
+            let now = Now::at(at);
+            self.run_timers(calls, &now);
+            self.checkpoint_if_due(calls, &now);
+            // What is still due now cannot run at this time (paused, or a
+            // retry with no backoff): it waits for the next advance rather
+            // than spin here.
+            if self.next_deadline().is_some_and(|due| due <= at) {
+                break;
+            }
+        }
+        self.anchor.set_simulated(t);
+    }
+
+    fn run_timers(&mut self, calls: &mut dyn Calls<V, E>, now: &Now) {
         for acc in 0..self.accs.len() {
-            if self.accs[acc].flush_due().is_some_and(|due| due <= now.get()) {
+            if self.accs[acc].flush_due().is_some_and(|due| due <= self.time(now)) {
                 let seq = self.take_seq();
                 self.flush(acc, seq, calls);
             }
@@ -436,7 +510,7 @@ impl<V, E> Processor<V, E> {
     /// A timer tick retries failed inputs only once their backoff has passed;
     /// new arrivals retry at once.
     fn backing_off(&self, timer: bool, attempts: u32, now: &Now) -> bool {
-        timer && attempts > 0 && self.retry_at.is_none_or(|t| t > now.get())
+        timer && attempts > 0 && self.retry_at.is_none_or(|t| t > self.time(now))
     }
 
     /// Sequential boundaries fire first, in order, each taking along the latest
@@ -476,7 +550,7 @@ impl<V, E> Processor<V, E> {
             Err(_) => {
                 // The dirty flags stay: the inputs are retried with whatever is newest.
                 self.attempts = attempt;
-                self.retry_at = (attempt < self.config.max_attempts).then(|| now.get() + self.config.retry_backoff);
+                self.retry_at = (attempt < self.config.max_attempts).then(|| self.time(now) + self.config.retry_backoff);
                 false
             }
         }
@@ -535,7 +609,7 @@ impl<V, E> Processor<V, E> {
                     if let Some(head) = self.queue.front_mut() {
                         head.attempts = attempt;
                     }
-                    self.retry_at = Some(now.get() + self.config.retry_backoff);
+                    self.retry_at = Some(self.time(now) + self.config.retry_backoff);
                     break;
                 }
             }
@@ -700,9 +774,8 @@ fn execute<V, E>(
     }
     let clock = crate::clock::ticks();
     // One subtraction serves the wall-clock start and the metric's microseconds.
-    let since = anchor.since(clock);
-    let started_at = anchor.wall + since;
-    let started_us = anchor.wall_us + since.as_micros() as u64;
+    let stamp = anchor.stamp(clock);
+    let (started_at, started_us) = (stamp.wall, stamp.wall_us);
     let input = |i: usize| match override_input {
         Some((acc, v)) if acc == i => Some(v),
         _ => cache[i].as_ref(),

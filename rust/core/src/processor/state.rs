@@ -1,7 +1,6 @@
 //! Saving and restoring a processor's state (see `checkpoint::snapshot`).
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Instant;
 
 use super::{Now, Pending, Processor, SourcePosition};
 use crate::checkpoint::snapshot::{
@@ -31,7 +30,7 @@ impl<V, E> Processor<V, E> {
         let Some(since) = self.unsaved_since else { return false };
         let fires = self.metrics.fires.load(Relaxed) - self.checkpointed_fires;
         (self.config.checkpoint_fires > 0 && fires >= self.config.checkpoint_fires)
-            || self.config.checkpoint_interval.is_some_and(|every| now.get() >= since + every)
+            || self.config.checkpoint_interval.is_some_and(|every| self.time(now) >= since + every)
     }
 
     /// Takes a snapshot and hands it to the host to be written. A failure is
@@ -51,7 +50,7 @@ impl<V, E> Processor<V, E> {
             }
             Err(error) => {
                 if self.unsaved_since.is_some() {
-                    self.unsaved_since = Some(Instant::now());
+                    self.unsaved_since = Some(self.now().get());
                 }
                 calls.report(Report::CheckpointFailed(error.clone()));
                 Err(error)
@@ -152,7 +151,7 @@ impl<V, E> Processor<V, E> {
     /// accumulators this graph no longer has (or whose kind changed) is skipped.
     pub fn import<X>(&mut self, snap: EngineSnapshot, conv: &mut dyn FnMut(Value) -> Result<V, X>) -> Result<Skipped, X> {
         let mut skipped = Skipped::default();
-        let now = Instant::now();
+        let now = self.now().get();
         for (name, a) in snap.accumulators {
             match self.index_of(&name) {
                 Some(i) if self.plan.accumulators[i].kind.label() == a.kind => {

@@ -1,8 +1,8 @@
 //! Per-accumulator input strategies: burst lists, and latest, sequential and
 //! burst inputs mixed in one graph.
 
-use std::time::Instant;
 
+use crate::clock::wall_now;
 use super::*;
 use crate::checkpoint::snapshot::{decode_components, encode_components};
 use crate::checkpoint::CodecId;
@@ -43,11 +43,11 @@ fn row(s: Option<i64>, l: Option<i64>, b: Option<&[i64]>) -> Val {
 }
 
 fn ingest(p: &mut Processor<Val, String>, f: &mut Fake, acc: usize, v: i64) {
-    p.ingest(acc, Input::Value(Val::Int(v)), f, &Now::at(Instant::now()));
+    p.ingest(acc, Input::Value(Val::Int(v)), f, &Now::at(wall_now()));
 }
 
 fn settle(p: &mut Processor<Val, String>, f: &mut Fake) {
-    p.settle(f, &Now::at(Instant::now()));
+    p.settle(f, &Now::at(wall_now()));
 }
 
 #[test]
@@ -117,7 +117,7 @@ fn a_timer_retry_delivers_the_same_list() {
     );
     let (mut p, mut f) = setup(&spec, vec![flaky(1)]);
     push(&mut p, &mut f, 0, Val::Int(1)); // fails
-    p.on_timer(&mut f, &Now::at(Instant::now())); // backoff zero: retried at once
+    p.on_timer(&mut f, &Now::at(wall_now())); // backoff zero: retried at once
     assert_eq!(ok_inputs(&f), vec![list(&[1])]);
     assert_eq!(f.fires.len(), 2);
 }
@@ -172,7 +172,7 @@ fn a_dead_lettered_sequential_boundary_leaves_the_burst_list_for_the_next_fire()
     ingest(&mut p, &mut f, 0, 1);
     for _ in 0..3 {
         settle(&mut p, &mut f);
-        p.on_timer(&mut f, &Now::at(Instant::now()));
+        p.on_timer(&mut f, &Now::at(wall_now()));
     }
     assert_eq!(p.dead_letters().with(|l, _| l.len()), 1);
     ingest(&mut p, &mut f, 0, 2);
@@ -222,7 +222,7 @@ fn batch_burst(max: usize) -> GraphSpec {
 #[test]
 fn a_burst_batch_delivers_each_flush_as_one_element_and_never_outgrows_its_buffer() {
     let (mut p, mut f) = setup(&batch_burst(2), vec![flaky(1)]);
-    let now = Now::at(Instant::now());
+    let now = Now::at(wall_now());
     for v in 0..7 {
         p.ingest(0, Input::Value(Val::Int(v)), &mut f, &now);
         assert!(p.buffered(0) < 2, "a burst batch is never held past its size limit");
@@ -237,7 +237,7 @@ fn a_latest_batch_is_still_held_until_a_fire_sees_it() {
     let mut spec = batch_burst(2);
     spec.accumulators[0].input = Some(InputStrategy::Latest);
     let (mut p, mut f) = setup(&spec, vec![flaky(1)]);
-    let now = Now::at(Instant::now());
+    let now = Now::at(wall_now());
     for v in 0..5 {
         p.ingest(0, Input::Value(Val::Int(v)), &mut f, &now);
     }

@@ -3,6 +3,7 @@
 //! path does: the same fires in the same order, counters, inputs, sequence
 //! numbers, retries and dead letters.
 
+use crate::clock::wall_now;
 use super::*;
 use crate::host::{ChainFailure, ChainOutcome};
 use crate::plan::Source;
@@ -129,7 +130,7 @@ fn run_batches(chain: bool, batches: &[Vec<(usize, Val)>], max_attempts: u32) ->
     }
     for batch in batches {
         let items = batch.iter().map(|(acc, v)| Item::Event { acc: *acc, input: Input::Value(v.clone()) });
-        p.apply_batch(items, &mut f, &Now::at(Instant::now()));
+        p.apply_batch(items, &mut f, &Now::at(wall_now()));
     }
     (observed(&p, &f), f.chain_runs)
 }

@@ -1,7 +1,8 @@
 //! Async nodes: the ready ones are awaited together, never a node before its inputs.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::clock::wall_now;
 use super::*;
 
 fn async_node(name: &str, params: &[&str]) -> NodeSpec {
@@ -77,7 +78,7 @@ fn a_failing_async_node_fails_the_fire_and_its_input_is_retried() {
     push(&mut p, &mut f, 0, Val::Int(1));
     assert_eq!(f.fires[0].failed_node, Some(1));
     assert_eq!(f.batches, vec![vec![0, 1]], "both were awaited");
-    p.on_timer(&mut f, &Now::at(Instant::now()));
+    p.on_timer(&mut f, &Now::at(wall_now()));
     assert_eq!(f.fires[1].failed_node, None);
     assert_eq!(f.fires[1].seq, f.fires[0].seq, "the same boundary, retried");
 }

@@ -2,6 +2,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use crate::clock::wall_now;
 use super::*;
 
 type Log = Arc<Mutex<Vec<&'static str>>>;
@@ -230,7 +231,7 @@ fn profile_times_the_nodes_that_ran_and_inputs_are_the_values_received() {
     let config = Config { profile: true, record_inputs: true, ..Config::default() };
     let mut p: Processor<Val, String> = Processor::new(plan, config);
     let mut f = Fake::new(vec![echo(), echo()]);
-    let now = Now::at(Instant::now());
+    let now = Now::at(wall_now());
     // Two queued boundaries of a: each fire sees its own as a's input.
     p.ingest(1, Input::Value(Val::Int(9)), &mut f, &now);
     p.ingest(0, Input::Value(Val::Int(1)), &mut f, &now);

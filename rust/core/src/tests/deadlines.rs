@@ -3,8 +3,9 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::clock::wall_now;
 use super::*;
 
 fn ms(n: u64) -> Duration {
@@ -59,8 +60,8 @@ fn a_timed_out_sequential_boundary_is_retried_then_dead_lettered() {
     let (mut p, mut f) = setup(&chain(InputStrategy::Sequential, Some(ms(5))), vec![echo(), echo(), echo()]);
     f.costs = vec![ms(3); 3];
     push(&mut p, &mut f, 0, Val::Int(1));
-    p.on_timer(&mut f, &Now::at(Instant::now()));
-    p.on_timer(&mut f, &Now::at(Instant::now()));
+    p.on_timer(&mut f, &Now::at(wall_now()));
+    p.on_timer(&mut f, &Now::at(wall_now()));
     assert_eq!(f.fires.iter().filter(|x| x.failed_node == Some(1)).count(), 3);
     let letters = p.dead_letters().take();
     assert_eq!(letters.len(), 1);
@@ -75,7 +76,7 @@ fn a_timed_out_latest_fire_keeps_its_inputs() {
     push(&mut p, &mut f, 0, Val::Int(1));
     assert_eq!(f.fires[0].failed_node, Some(1));
     f.costs = vec![ms(1); 3];
-    p.on_timer(&mut f, &Now::at(Instant::now()));
+    p.on_timer(&mut f, &Now::at(wall_now()));
     let last = f.fires.last().unwrap();
     assert_eq!(last.failed_node, None);
     let deep = Val::List(vec![Val::List(vec![Val::List(vec![Val::Int(1)])])]);
@@ -136,6 +137,6 @@ fn an_async_node_is_cancelled_at_what_is_left_of_the_fire() {
     assert_eq!(f.errors, vec!["node 0 overran Fire 15ms by 0ns"]);
     // Within budget, the same graph fires.
     f.costs = vec![ms(5), ms(5), ms(0)];
-    p.on_timer(&mut f, &Now::at(Instant::now()));
+    p.on_timer(&mut f, &Now::at(wall_now()));
     assert_eq!(f.fires.last().unwrap().failed_node, None);
 }

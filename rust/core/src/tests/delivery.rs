@@ -2,8 +2,8 @@
 //! only successful fires counted as fires.
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Instant;
 
+use crate::clock::wall_now;
 use super::*;
 
 fn batch_graph(strategy: InputStrategy) -> GraphSpec {
@@ -34,7 +34,7 @@ fn ints(range: std::ops::Range<i64>) -> Vec<Val> {
 
 /// Thread mode takes a whole queue of events before it settles once.
 fn ingest_all(p: &mut Processor<Val, String>, f: &mut Fake, acc: usize, values: Vec<Val>) {
-    let now = Now::at(Instant::now());
+    let now = Now::at(wall_now());
     for v in values {
         p.ingest(acc, Input::Value(v), f, &now);
     }
@@ -54,7 +54,7 @@ fn latest_batch_holds_its_boundary_while_fires_fail() {
     let (mut p, mut f) = setup(&batch_graph(InputStrategy::Latest), vec![flaky_first(4)]);
     for chunk in 0..4 {
         ingest_all(&mut p, &mut f, 0, ints(chunk * 4..chunk * 4 + 4));
-        p.on_timer(&mut f, &Now::at(Instant::now()));
+        p.on_timer(&mut f, &Now::at(wall_now()));
     }
     // Four failures, then [0..4] fires, then everything buffered behind it.
     ingest_all(&mut p, &mut f, 0, ints(16..20));
@@ -70,7 +70,7 @@ fn a_held_batch_survives_a_restore() {
     let snap = p.export(&mut |v: &Val| Ok::<_, String>(to_cp(v))).unwrap();
     let (mut q, mut g) = setup(&spec, vec![echo_first()]);
     q.import(super::encode_all(&snap), &mut super::from_cp).unwrap();
-    q.settle(&mut g, &Now::at(Instant::now()));
+    q.settle(&mut g, &Now::at(wall_now()));
     assert_eq!(seen(&g), ints(0..6));
 }
 

@@ -1,0 +1,80 @@
+//! Events that carry their time, and moving a simulated clock: an event at
+//! `t` is an [`Item::Advance`] to `t` (which runs the timers due before it)
+//! followed by the event, both handed over in one crossing.
+
+use std::sync::atomic::Ordering::SeqCst;
+
+use pyo3::prelude::*;
+
+use headrace_core::channel::Item;
+use headrace_core::clock::Time;
+use headrace_core::event::Input;
+
+use super::{Engine, Value};
+use crate::calls::InlineOutcome;
+use crate::errors::Error;
+use crate::mode::{Fires, Wait};
+use crate::time::to_time;
+
+impl Engine {
+    /// `at` as a time on this runtime's simulated clock, which it moves
+    /// forward; a `SettingError` under the wall clock, whose time no event
+    /// can move.
+    pub(super) fn event_time(&self, at: &Bound<'_, PyAny>) -> Result<Time, Error> {
+        let Some(clock) = &self.sim_time else {
+            return Err(Error::Setting {
+                what: "at".into(),
+                message: format!(
+                    "graph '{}': at= needs a simulated clock (Runtime(graph, clock=headrace.SimClock(...))); under the wall clock an event's time is when it is pushed",
+                    self.graph
+                ),
+            });
+        };
+        let t = to_time(at, "at")?;
+        clock.fetch_max(t.as_nanos(), SeqCst);
+        Ok(t)
+    }
+
+    /// Moves the simulated clock to `t`, running the timers due on the way.
+    /// Inline, a failure of a timer's fire is logged, not raised, as thread
+    /// mode does: it is not the caller's event (and a clock moves every
+    /// runtime on it), and like any fire it reaches `on_fire`, the counters
+    /// and the dead letters.
+    pub(super) fn advance_to(&self, py: Python<'_>, t: Time, wait: Wait) -> Result<(), Error> {
+        let mut out = InlineOutcome::new();
+        match self.submit(py, Item::Advance(t), wait, &mut out) {
+            Err(Error::Python(e)) if crate::errors::is_fire_failure(py, &e) => {
+                crate::errors::log(py, "warning", &format!("graph '{}': a timer's fire failed: {e}", self.graph));
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// `push_many` with a time for each event: each event is preceded by an
+    /// advance to its time.
+    pub(super) fn submit_timed(
+        &self,
+        py: Python<'_>,
+        acc: usize,
+        events: &Bound<'_, PyAny>,
+        times: &Bound<'_, PyAny>,
+        wait: Wait,
+        lp: Option<&Value>,
+    ) -> PyResult<Option<Fires>> {
+        let mut times = times.try_iter()?;
+        let mut items = Vec::new();
+        for event in events.try_iter()? {
+            let Some(at) = times.next() else {
+                return Err(Error::Setting { what: "at".into(), message: "at has fewer times than there are events".into() }.into());
+            };
+            items.push(Item::Advance(self.event_time(&at?)?));
+            items.push(Item::Event { acc, input: Input::Value(event?.unbind()) });
+        }
+        if times.next().is_some() {
+            return Err(Error::Setting { what: "at".into(), message: "at has more times than there are events".into() }.into());
+        }
+        let size = items.len();
+        Ok(self.mode.submit_all(py, &self.graph, items.into_iter().map(Ok), size, wait, lp)?)
+    }
+}
