@@ -106,3 +106,87 @@ def test_unknown_backend_type_is_named(monkeypatch) -> None:
 
     with pytest.raises(hr.HeadraceError, match="no stream backend 'pigeon'"):
         hr.Runtime(g, mode="thread")
+
+
+class BrokenError:
+    def str(self) -> str:
+        return "partition 0 is unreadable"
+
+
+class BrokenMessage(Message):
+    def error(self) -> BrokenError:  # type: ignore[override]
+        return BrokenError()
+
+
+class OneBrokenMessage(ListBackend):
+    """Hands out a message that carries an error, then the number 7, then nothing."""
+
+    def receive(self, max_messages: int, timeout: float) -> list[Any]:
+        with self.lock:
+            n, self.next = self.next, self.next + 1
+        if n == 0:
+            return [BrokenMessage(b"", self.config.topic, 0, 0)]
+        if n == 1:
+            return [Message(b"7", self.config.topic, 0, 1)]
+        threading.Event().wait(timeout)
+        return []
+
+
+class SaysTopicLost(OneBrokenMessage):
+    def message_error(self, message: Any) -> hr.sources.MessageError:
+        return hr.sources.MessageError(message.error().str(), lost="topic 'numbers' is gone")
+
+
+def broken_graph(backend: str) -> hr.ComputationGraph:
+    @hr.stream_accumulator(type=backend, topic="numbers", broker="LIST_BROKER")
+    def a(event):
+        return event
+
+    g = hr.ComputationGraph("broken", accumulators=[a])
+    g.node(name="n")(lambda a: a)
+    return g
+
+
+def test_a_message_error_is_logged_and_the_source_stays_live(monkeypatch, caplog) -> None:
+    monkeypatch.setenv("HEADRACE_VAR_LIST_BROKER", "in-process")
+    hr.register_stream_backend("broken", OneBrokenMessage)
+    fires: list[hr.FireResult] = []
+    with hr.Runtime(broken_graph("broken"), mode="thread", on_fire=fires.append) as rt:
+        # The next message is read only once the broken one is dealt with.
+        wait_for(lambda: len(fires) == 1, 10, "the next message")
+        assert fires[0].outputs["n"] == 7
+        assert "source 'a': partition 0 is unreadable" in caplog.text
+        assert rt.stats()["accumulators"]["a"]["health"] == "live"
+
+
+def test_a_backend_says_what_a_message_error_means(monkeypatch, caplog) -> None:
+    monkeypatch.setenv("HEADRACE_VAR_LIST_BROKER", "in-process")
+    hr.register_stream_backend("topic-lost", SaysTopicLost)
+    fires: list[hr.FireResult] = []
+    with hr.Runtime(broken_graph("topic-lost"), mode="thread", on_fire=fires.append) as rt:
+        wait_for(lambda: len(fires) == 1, 10, "the next message")
+        acc = rt.stats()["accumulators"]["a"]
+        assert (acc["health"], acc["last_error"]) == ("disconnected", "topic 'numbers' is gone")
+        assert "source 'a': partition 0 is unreadable" in caplog.text
+
+
+def test_kafka_message_errors_end_of_partition_is_quiet_and_a_lost_topic_disconnects() -> None:
+    from types import SimpleNamespace
+
+    from confluent_kafka import KafkaError
+
+    from headrace.sources.kafka import KafkaBackend
+
+    config = hr.StreamConfig("a", "kafka", "t", "g", broker="b:9092", broker_variable="B")
+    backend = SimpleNamespace(config=config)
+
+    def meaning(code: int) -> hr.sources.MessageError:
+        error = KafkaError(code)
+        return KafkaBackend.message_error(backend, SimpleNamespace(error=lambda: error))  # type: ignore[arg-type]
+
+    assert meaning(KafkaError._PARTITION_EOF) == hr.sources.MessageError(None)
+    lost = meaning(KafkaError.UNKNOWN_TOPIC_OR_PART)
+    assert lost.text == KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART).str()
+    assert lost.lost == "topic 't' no longer exists on b:9092"
+    other = meaning(KafkaError._MSG_TIMED_OUT)
+    assert other == hr.sources.MessageError(KafkaError(KafkaError._MSG_TIMED_OUT).str())

@@ -6,18 +6,18 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from headrace import _core
 from headrace._aio import InlineAio
 from headrace._durations import seconds
 from headrace._options import CheckpointCodec, EngineOptions, Mode, OnCorrupt
-from headrace._polling import Poller, call_poll
 from headrace.checkpoint import CheckpointStore, CheckpointWriter, open_store
 from headrace.checkpoint.store import claim
 from headrace.clock import SimClock
 from headrace.errors import AccumulatorError, CheckpointError, HeadraceError, SettingError
 from headrace.graph import ComputationGraph
+from headrace.sources.polling import Poller, call_poll
 from headrace.sources.runner import StreamRunner
 
 __all__ = ["CheckpointCodec", "Mode", "OnCorrupt", "Runtime", "on_output"]
@@ -414,6 +414,13 @@ class Runtime(_core.Engine):
     def __repr__(self) -> str:
         state = "closed" if self.closed else "running"
         return f"<headrace.Runtime graph={self.graph_name!r} mode={self.mode!r} {state}>"
+
+
+if TYPE_CHECKING:
+    from headrace.sources.target import SourceTarget
+
+    def _feeds_sources(rt: Runtime) -> SourceTarget:
+        return rt  # mypy: a Runtime is what sources push into
 
 
 class _UndecodableHook:

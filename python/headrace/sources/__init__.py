@@ -3,11 +3,21 @@ registered with ``register_stream_backend``). They run in thread mode."""
 
 from headrace.sources.backend import (
     Assignment,
+    MessageError,
     StreamBackend,
     StreamConfig,
     StreamError,
-    register_stream_backend,
     resolve_broker,
 )
+from headrace.sources.registry import register_stream_backend, stream_backend
 
-__all__ = ["Assignment", "StreamBackend", "StreamConfig", "StreamError", "register_stream_backend", "resolve_broker"]
+__all__ = [
+    "Assignment",
+    "MessageError",
+    "StreamBackend",
+    "StreamConfig",
+    "StreamError",
+    "register_stream_backend",
+    "resolve_broker",
+    "stream_backend",
+]

@@ -1,4 +1,5 @@
-"""The StreamBackend protocol and its registry."""
+"""The StreamBackend protocol and what it trades in (its registry is
+``registry.py``)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,12 @@ from headrace.errors import HeadraceError
 
 __all__ = [
     "Assignment",
+    "MessageError",
+    "Partition",
     "StreamBackend",
     "StreamConfig",
     "StreamError",
-    "register_stream_backend",
     "resolve_broker",
-    "stream_backend",
 ]
 
 
@@ -54,6 +55,18 @@ class Assignment:
     revoked: Callable[[list[Partition]], None]
 
 
+@dataclass(frozen=True)
+class MessageError:
+    """What a message that carried an error means to its source, as a backend's
+    optional ``message_error(message)`` says (without one: ``error().str()``,
+    logged)."""
+
+    #: Logged as a warning; None: routine, not logged (Kafka's end of partition).
+    text: str | None
+    #: Health text: the source is disconnected (its topic was deleted, ...).
+    lost: str | None = None
+
+
 class StreamBackend(Protocol):
     def connect(self, assignment: Assignment) -> None:
         """Subscribes; raises StreamError naming what is wrong (e.g. a missing topic)."""
@@ -73,30 +86,6 @@ class StreamBackend(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-_REGISTRY: dict[str, Callable[[StreamConfig], StreamBackend]] = {}
-
-
-def register_stream_backend(name: str, factory: Callable[[StreamConfig], StreamBackend]) -> None:
-    """Makes ``@stream_accumulator(type=name, ...)`` use ``factory(config)``."""
-    if not callable(factory):
-        raise TypeError(f"stream backend factory for '{name}' must be callable")
-    _REGISTRY[name] = factory
-
-
-def stream_backend(name: str) -> Callable[[StreamConfig], StreamBackend]:
-    if name == "kafka" and name not in _REGISTRY:
-        from headrace.sources.kafka import KafkaBackend
-
-        _REGISTRY["kafka"] = KafkaBackend
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        known = ", ".join(sorted(_REGISTRY | {"kafka": None})) or "none"
-        raise HeadraceError(
-            f"no stream backend '{name}' (registered: {known}); use headrace.register_stream_backend"
-        ) from None
 
 
 def resolve_broker(variable: str, accumulator: str) -> str:

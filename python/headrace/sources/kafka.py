@@ -8,11 +8,11 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from headrace.sources.backend import Assignment, Partition, StreamConfig, StreamError
+from headrace.sources.backend import Assignment, MessageError, Partition, StreamConfig, StreamError
 
-__all__ = ["KafkaBackend"]
+__all__ = ["DeadLetterTopic", "KafkaBackend"]
 
 log = logging.getLogger("headrace")
 
@@ -103,6 +103,15 @@ class KafkaBackend:
             messages.extend(self._consumer.consume(max_messages - 1, 0))
         return messages
 
+    def message_error(self, message: Any) -> MessageError:
+        error = message.error()
+        if error.code() == KafkaError._PARTITION_EOF:  # noqa: SLF001
+            return MessageError(None)
+        if error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+            topic, broker = self.config.topic, self.config.broker
+            return MessageError(error.str(), lost=f"topic '{topic}' no longer exists on {broker}")
+        return MessageError(error.str())
+
     def commit(self, positions: Mapping[Partition, int]) -> None:
         if positions:
             self._consumer.commit(
@@ -119,3 +128,22 @@ class KafkaBackend:
 
     def close(self) -> None:
         self._consumer.close()
+
+
+class DeadLetterTopic:
+    """Undecodable messages, forwarded as they were, with where they came from."""
+
+    def __init__(self, config: StreamConfig, topic: str) -> None:
+        self.topic = topic
+        self._producer = Producer({"bootstrap.servers": config.broker, "logger": log})
+
+    def send(self, data: bytes, topic: str, partition: int, offset: int, error: str) -> None:
+        headers: list[tuple[str, str | bytes | None]] = [
+            ("headrace.source", f"{topic}[{partition}]@{offset}".encode()),
+            ("headrace.error", error.encode()[:1024]),
+        ]
+        self._producer.produce(self.topic, value=data, headers=headers)
+        self._producer.poll(0)
+
+    def close(self) -> None:
+        self._producer.flush(10)

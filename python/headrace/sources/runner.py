@@ -16,21 +16,21 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import KafkaError
-
 from headrace.sources.backend import (
     Assignment,
+    MessageError,
     Partition,
     StreamBackend,
     StreamConfig,
     resolve_broker,
-    stream_backend,
 )
+from headrace.sources.registry import stream_backend
+from headrace.sources.target import SourceTarget
 
 if TYPE_CHECKING:
     from headrace.accumulators import Accumulator
     from headrace.checkpoint.writer import CheckpointWriter, Position
-    from headrace.runtime import Runtime
+    from headrace.sources.kafka import DeadLetterTopic
 
 __all__ = ["StreamRunner"]
 
@@ -55,7 +55,7 @@ class StreamRunner:
         )
         self._factory = stream_backend(self.config.type)
         # The runtime this source feeds, handed over by `start`.
-        self._runtime: Callable[[], Runtime | None] = lambda: None
+        self._runtime: Callable[[], SourceTarget | None] = lambda: None
         self._has_store = writer is not None
         # Positions the restored checkpoint holds: where reading starts, once.
         self._restored: dict[Partition, int] = {}
@@ -65,12 +65,17 @@ class StreamRunner:
         self._assigned_now: set[Partition] = set()
         self._stop = threading.Event()
         self._backend: StreamBackend | None = None
-        self._dead_letters = _DeadLetterTopic(self.config, str(cfg["dead_letter_topic"])) if cfg.get("dead_letter_topic") else None
+        self._dead_letters: DeadLetterTopic | None = None
+        if cfg.get("dead_letter_topic"):
+            # A Kafka topic, whatever the backend reads from.
+            from headrace.sources.kafka import DeadLetterTopic
+
+            self._dead_letters = DeadLetterTopic(self.config, str(cfg["dead_letter_topic"]))
         if writer is not None:
             writer.on_durable(self._on_durable)
         self._thread = threading.Thread(target=self._run, name=f"headrace-source-{acc.name}", daemon=True)
 
-    def start(self, runtime: Runtime) -> None:
+    def start(self, runtime: SourceTarget) -> None:
         """Starts consuming into ``runtime``, from the positions its restored
         checkpoint holds."""
         self._runtime = weakref.ref(runtime)
@@ -212,7 +217,7 @@ class StreamRunner:
                 if rt is None or rt.closed:
                     return
                 for failed in rt.push_messages(self.name, messages):
-                    self._message_error(failed)
+                    self._message_error(backend, failed)
                 if not live:
                     live = self._health("live")
             elif not backend.connected():
@@ -221,31 +226,10 @@ class StreamRunner:
             elif not live:
                 live = self._health("live")
 
-    def _message_error(self, message: Any) -> None:
-        error = message.error()
-        if error.code() == KafkaError._PARTITION_EOF:  # noqa: SLF001
-            return
-        log.warning("source '%s': %s", self.name, error.str())
-        if error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
-            self._health("disconnected", f"topic '{self.config.topic}' no longer exists on {self.config.broker}")
-
-
-class _DeadLetterTopic:
-    """Undecodable messages, forwarded as they were, with where they came from."""
-
-    def __init__(self, config: StreamConfig, topic: str) -> None:
-        from confluent_kafka import Producer
-
-        self.topic = topic
-        self._producer = Producer({"bootstrap.servers": config.broker, "logger": log})
-
-    def send(self, data: bytes, topic: str, partition: int, offset: int, error: str) -> None:
-        headers: list[tuple[str, str | bytes | None]] = [
-            ("headrace.source", f"{topic}[{partition}]@{offset}".encode()),
-            ("headrace.error", error.encode()[:1024]),
-        ]
-        self._producer.produce(self.topic, value=data, headers=headers)
-        self._producer.poll(0)
-
-    def close(self) -> None:
-        self._producer.flush(10)
+    def _message_error(self, backend: StreamBackend, message: Any) -> None:
+        describe = getattr(backend, "message_error", None)
+        error: MessageError = describe(message) if describe is not None else MessageError(message.error().str())
+        if error.text is not None:
+            log.warning("source '%s': %s", self.name, error.text)
+        if error.lost is not None:
+            self._health("disconnected", error.lost)

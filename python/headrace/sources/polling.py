@@ -15,9 +15,12 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from headrace.sources.target import SourceTarget
+
 if TYPE_CHECKING:
     from headrace.accumulators import Accumulator
-    from headrace.runtime import Runtime
+
+__all__ = ["Poller", "call_poll"]
 
 log = logging.getLogger("headrace")
 
@@ -36,7 +39,7 @@ class Poller:
     """Holds its runtime weakly: a runtime dropped without close() is still
     collected, and its poller stops at the next tick."""
 
-    def __init__(self, runtime: Runtime, accumulators: list[Accumulator]) -> None:
+    def __init__(self, runtime: SourceTarget, accumulators: list[Accumulator]) -> None:
         self._runtime = weakref.ref(runtime)
         self._graph_name = runtime.graph_name
         self._accumulators = accumulators
