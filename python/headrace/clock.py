@@ -17,19 +17,25 @@ from __future__ import annotations
 import threading
 import weakref
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from headrace import _core
 from headrace._durations import seconds
 from headrace.errors import SettingError
 
-if TYPE_CHECKING:
-    from headrace.runtime import Runtime
-
 __all__ = ["SimClock", "TimeLike"]
 
 #: A time: seconds since the epoch, or a datetime (naive: UTC).
 TimeLike = float | int | datetime
+
+
+class _OnClock(Protocol):
+    """What a clock moves: a runtime (without importing it: it imports this)."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    def _advance_clock(self, nanos: int) -> None: ...
 
 
 class SimClock(_core.SimTime):
@@ -46,7 +52,7 @@ class SimClock(_core.SimTime):
 
     def __init__(self, start: TimeLike | None = None) -> None:
         # The time itself lives in the base (shared with the engines).
-        self._runtimes: weakref.WeakSet[Runtime] = weakref.WeakSet()
+        self._runtimes: weakref.WeakSet[_OnClock] = weakref.WeakSet()
         self._lock = threading.Lock()
 
     def datetime(self) -> datetime:
@@ -76,7 +82,7 @@ class SimClock(_core.SimTime):
             if not rt.closed:
                 rt._advance_clock(ns)
 
-    def _attach(self, runtime: Runtime) -> None:
+    def _attach(self, runtime: _OnClock) -> None:
         self._runtimes.add(runtime)
 
     def __repr__(self) -> str:
