@@ -7,6 +7,8 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+import pytest
+
 import headrace as hr
 from kafka_util import wait_for
 
@@ -147,27 +149,30 @@ def broken_graph(backend: str) -> hr.ComputationGraph:
     return g
 
 
-def test_a_message_error_is_logged_and_the_source_stays_live(monkeypatch, caplog) -> None:
+@pytest.mark.parametrize(
+    ("backend", "health", "error"),
+    [
+        # No message_error: the error is logged and the source stays live.
+        ("broken", "live", None),
+        # A backend says what the error means: here, the topic is gone.
+        ("topic-lost", "disconnected", "topic 'numbers' is gone"),
+    ],
+)
+def test_a_message_error_is_logged_and_the_backend_says_what_it_means(
+    monkeypatch, caplog, backend: str, health: str, error: str | None
+) -> None:
     monkeypatch.setenv("HEADRACE_VAR_LIST_BROKER", "in-process")
-    hr.register_stream_backend("broken", OneBrokenMessage)
+    hr.register_stream_backend(backend, {"broken": OneBrokenMessage, "topic-lost": SaysTopicLost}[backend])
     fires: list[hr.FireResult] = []
-    with hr.Runtime(broken_graph("broken"), mode="thread", on_fire=fires.append) as rt:
+    with hr.Runtime(broken_graph(backend), mode="thread", on_fire=fires.append) as rt:
         # The next message is read only once the broken one is dealt with.
         wait_for(lambda: len(fires) == 1, 10, "the next message")
         assert fires[0].outputs["n"] == 7
         assert "source 'a': partition 0 is unreadable" in caplog.text
-        assert rt.stats()["accumulators"]["a"]["health"] == "live"
-
-
-def test_a_backend_says_what_a_message_error_means(monkeypatch, caplog) -> None:
-    monkeypatch.setenv("HEADRACE_VAR_LIST_BROKER", "in-process")
-    hr.register_stream_backend("topic-lost", SaysTopicLost)
-    fires: list[hr.FireResult] = []
-    with hr.Runtime(broken_graph("topic-lost"), mode="thread", on_fire=fires.append) as rt:
-        wait_for(lambda: len(fires) == 1, 10, "the next message")
         acc = rt.stats()["accumulators"]["a"]
-        assert (acc["health"], acc["last_error"]) == ("disconnected", "topic 'numbers' is gone")
-        assert "source 'a': partition 0 is unreadable" in caplog.text
+        assert acc["health"] == health
+        if error is not None:
+            assert acc["last_error"] == error
 
 
 def test_kafka_message_errors_end_of_partition_is_quiet_and_a_lost_topic_disconnects() -> None:
