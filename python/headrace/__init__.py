@@ -30,7 +30,7 @@ from headrace.errors import (
     UncheckpointableError,
 )
 from headrace.clock import SimClock
-from headrace.graph import ComputationGraph, Criteria, when_all, when_any
+from headrace.graph import ComputationGraph, Criteria, every, when_all, when_any
 from headrace.runtime import Runtime, on_output
 from headrace.sources import StreamBackend, StreamConfig, StreamError, register_stream_backend
 
@@ -63,6 +63,7 @@ __all__ = [
     "StreamError",
     "UncheckpointableError",
     "batch_accumulator",
+    "every",
     "on_output",
     "passthrough",
     "passthrough_accumulator",

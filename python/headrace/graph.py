@@ -17,21 +17,44 @@ from headrace.accumulators import INPUT_STRATEGIES, Accumulator, InputStrategy
 from headrace.errors import GraphDefinitionError
 from headrace.names import name_problem
 
-__all__ = ["ComputationGraph", "Criteria", "InputStrategy", "Node", "when_all", "when_any"]
+__all__ = ["ComputationGraph", "Criteria", "InputStrategy", "Node", "every", "when_all", "when_any"]
 
 # The allowed spellings; the Rust core checks them (`Plan::compile` and the spec
 # reader), so they are not checked again here.
-CriteriaKind = Literal["when_any", "when_all"]
+CriteriaKind = Literal["when_any", "when_all", "every"]
+Duration = str | float
 F = TypeVar("F", bound=Callable[..., Any])
 AccumulatorRef = Accumulator | str
 
 
 @dataclass(frozen=True)
 class Criteria:
-    """When the reactor fires. Empty ``members`` means every accumulator."""
+    """When the reactor fires. Empty ``members`` means every accumulator
+    (for ``when_any``/``when_all``). Durations are in seconds."""
 
     kind: CriteriaKind
     members: tuple[str, ...] = ()
+    #: Fire once the members have been quiet this long, on the newest values.
+    debounce: float | None = None
+    #: At most one fire per this long: the first at once, later updates
+    #: collapsed into one trailing fire at the window's end.
+    throttle: float | None = None
+    #: Also fire on this schedule, with the current inputs.
+    every: float | None = None
+
+    def spec(self) -> dict[str, Any]:
+        """The criteria as the engine reads them."""
+        return {
+            "kind": self.kind,
+            "members": list(self.members),
+            "debounce": self.debounce,
+            "throttle": self.throttle,
+            "every": self.every,
+        }
+
+    def __str__(self) -> str:
+        timed = [f"{k}={v}s" for k, v in (("debounce", self.debounce), ("throttle", self.throttle), ("every", self.every)) if v]
+        return f"{self.kind}({', '.join([*self.members, *timed])})"
 
 
 def _names(accs: Iterable[AccumulatorRef], what: str) -> tuple[str, ...]:
@@ -46,15 +69,64 @@ def _names(accs: Iterable[AccumulatorRef], what: str) -> tuple[str, ...]:
     return tuple(names)
 
 
-def when_any(*accumulators: AccumulatorRef) -> Criteria:
-    """Fire whenever any of ``accumulators`` (default: all) emits a boundary."""
-    return Criteria("when_any", _names(accumulators, "when_any"))
+def _duration(value: Duration | None, what: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        return seconds(value, what=what)
+    except ValueError as e:
+        raise GraphDefinitionError(str(e)) from None
 
 
-def when_all(*accumulators: AccumulatorRef) -> Criteria:
+def when_any(
+    *accumulators: AccumulatorRef,
+    debounce: Duration | None = None,
+    throttle: Duration | None = None,
+    every: Duration | None = None,
+) -> Criteria:
+    """Fire whenever any of ``accumulators`` (default: all) emits a boundary.
+
+    ``debounce="10ms"``: fire once they have been quiet for 10 ms, on the
+    newest values. ``throttle="100ms"``: at most one fire per 100 ms; the
+    first update fires at once, later ones within the window collapse into
+    one trailing fire at its end (the newest values always reach a fire).
+    (Both need the members' input strategy to be "latest" or "burst".)
+    ``every="1s"``: also fire on that schedule with the current inputs.
+    """
+    return Criteria(
+        "when_any",
+        _names(accumulators, "when_any"),
+        _duration(debounce, "debounce"),
+        _duration(throttle, "throttle"),
+        _duration(every, "every"),
+    )
+
+
+def when_all(
+    *accumulators: AccumulatorRef,
+    debounce: Duration | None = None,
+    throttle: Duration | None = None,
+    every: Duration | None = None,
+) -> Criteria:
     """Fire when one of ``accumulators`` (default: all) emits a boundary and
-    every one of them has emitted at least once."""
-    return Criteria("when_all", _names(accumulators, "when_all"))
+    every one of them has emitted at least once. ``debounce``, ``throttle``
+    and ``every`` as for :func:`when_any` (a scheduled fire, too, waits until
+    every member has a value)."""
+    return Criteria(
+        "when_all",
+        _names(accumulators, "when_all"),
+        _duration(debounce, "debounce"),
+        _duration(throttle, "throttle"),
+        _duration(every, "every"),
+    )
+
+
+def every(period: Duration) -> Criteria:
+    """Fire on a schedule only (``every("1s")``), with the current inputs;
+    accumulators update the inputs but trigger nothing. The first fire comes
+    one period after the runtime starts; when the processor falls behind,
+    missed ticks are skipped, not fired in a burst."""
+    return Criteria("every", (), every=_duration(period, "every"))
 
 
 @dataclass(frozen=True)
@@ -193,7 +265,7 @@ class ComputationGraph:
             problems.append(f"accumulator name '{dup}' is used more than once")
         criteria = criteria if criteria is not None else when_any()
         if not isinstance(criteria, Criteria):
-            problems.append(f"criteria must be when_any(...) or when_all(...), got {criteria!r}")
+            problems.append(f"criteria must be when_any(...), when_all(...) or every(...), got {criteria!r}")
         else:
             for m in criteria.members:
                 if m not in names:
@@ -322,7 +394,7 @@ class ComputationGraph:
         return {
             "name": self._name,
             "input_strategy": self._input_strategy,
-            "criteria": {"kind": self._criteria.kind, "members": list(self._criteria.members)},
+            "criteria": self._criteria.spec(),
             "fire_timeout": self._fire_timeout,
             "accumulators": [a.engine_spec() for a in self._accumulators],
             "nodes": [
@@ -351,6 +423,6 @@ class ComputationGraph:
     def __repr__(self) -> str:
         return (
             f"ComputationGraph({self._name!r}, accumulators={[a.name for a in self._accumulators]}, "
-            f"nodes={list(self._nodes)}, criteria={self._criteria.kind}{list(self._criteria.members)}, "
+            f"nodes={list(self._nodes)}, criteria={self._criteria}, "
             f"input_strategy={self._input_strategy!r})"
         )

@@ -8,6 +8,8 @@ graph's own.
 
 from __future__ import annotations
 
+import dataclasses
+
 import importlib
 import sys
 from pathlib import Path
@@ -24,7 +26,7 @@ from headrace.accumulators import (
     stream_accumulator,
 )
 from headrace.errors import GraphDefinitionError
-from headrace.graph import ComputationGraph, Criteria
+from headrace.graph import ComputationGraph
 from headrace.packages.manifest import AccumulatorEntry, Manifest, ManifestError, parse_manifest
 
 __all__ = ["apply_manifest", "load_graph"]
@@ -137,7 +139,7 @@ def apply_manifest(graph: ComputationGraph, manifest: Manifest) -> ComputationGr
         raise ManifestError(problems)
     criteria = graph.criteria
     if manifest.reaction_mode is not None:
-        criteria = Criteria(manifest.reaction_mode, graph.criteria.members)  # type: ignore[arg-type]
+        criteria = dataclasses.replace(graph.criteria, kind=manifest.reaction_mode)  # type: ignore[arg-type]
     result = ComputationGraph(
         graph.name, accumulators, criteria, manifest.input_strategy or graph.input_strategy  # type: ignore[arg-type]
     )

@@ -232,6 +232,7 @@ fn trigger_name(py: Python<'_>, trigger: Trigger, names: &Names) -> Py<PyString>
         Trigger::Boundary(acc) => names.accumulators[acc].clone_ref(py),
         Trigger::Criteria => pyo3::intern!(py, "criteria").clone().unbind(),
         Trigger::Manual => pyo3::intern!(py, "manual").clone().unbind(),
+        Trigger::Schedule => pyo3::intern!(py, "schedule").clone().unbind(),
     }
 }
 

@@ -189,6 +189,11 @@ pub fn parse(spec: &Bound<'_, PyDict>) -> PyResult<Parsed> {
     let criteria: Bound<'_, PyDict> = item(spec, "criteria")?;
     let kind: CriteriaKind = named(&item::<String>(&criteria, "kind")?)?;
     let members: Vec<String> = item(&criteria, "members")?;
+    let mut criteria_spec = CriteriaSpec::new(kind, members);
+    criteria_spec.debounce = deadline(&criteria, "debounce", "criteria")?;
+    criteria_spec.throttle = deadline(&criteria, "throttle", "criteria")?;
+    criteria_spec.every = deadline(&criteria, "every", "criteria")?;
+    let criteria = criteria_spec;
 
     let mut accumulators = Vec::new();
     let mut accs = Vec::new();
@@ -231,7 +236,7 @@ pub fn parse(spec: &Bound<'_, PyDict>) -> PyResult<Parsed> {
     }
     let fire_timeout = deadline(spec, "fire_timeout", &format!("graph '{name}'"))?;
     Ok(Parsed {
-        spec: GraphSpec { name, accumulators, nodes, criteria: CriteriaSpec { kind, members }, strategy, fire_timeout },
+        spec: GraphSpec { name, accumulators, nodes, criteria, strategy, fire_timeout },
         accs,
         nodes: node_calls,
     })

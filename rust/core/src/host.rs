@@ -66,6 +66,8 @@ pub enum Trigger {
     Criteria,
     /// `fire()` was called.
     Manual,
+    /// The criteria's schedule (`every`) came due.
+    Schedule,
 }
 
 pub struct NodeFailure<E> {

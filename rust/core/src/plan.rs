@@ -64,6 +64,17 @@ pub struct Criteria {
     pub kind: CriteriaKind,
     /// `member[i]`: accumulator `i` is watched by the criteria.
     pub member: Vec<bool>,
+    /// See [`crate::spec::CriteriaSpec`].
+    pub debounce: Option<Duration>,
+    pub throttle: Option<Duration>,
+    pub every: Option<Duration>,
+}
+
+impl Criteria {
+    /// Whether a fire may wait for time (debounce, throttle) or come from it (every).
+    pub fn timed(&self) -> bool {
+        self.debounce.is_some() || self.throttle.is_some() || self.every.is_some()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -109,6 +120,8 @@ pub enum Problem {
     UnknownCriteriaMember { name: String },
     InvalidSetting { accumulator: String, message: String },
     CutoffRouter { node: String },
+    /// A time-based criteria setting that cannot work as given.
+    InvalidCriteria { message: String },
 }
 
 impl fmt::Display for Problem {
@@ -145,6 +158,7 @@ impl fmt::Display for Problem {
             Problem::InvalidSetting { accumulator, message } => {
                 write!(f, "accumulator '{accumulator}': {message}")
             }
+            Problem::InvalidCriteria { message } => write!(f, "criteria: {message}"),
             Problem::CutoffRouter { node } => write!(
                 f,
                 "node '{node}' declares routes and cutoff; a routing node cannot be cut off (put cutoff on the node it reads)"
@@ -339,15 +353,45 @@ fn criteria(
     acc_index: &HashMap<&str, usize>,
     problems: &mut Vec<Problem>,
 ) -> Criteria {
+    let c = &spec.criteria;
     let n = spec.accumulators.len();
-    let mut member = vec![spec.criteria.members.is_empty(); n];
-    for name in &spec.criteria.members {
+    let every_only = c.kind == CriteriaKind::Every;
+    let mut member = vec![c.members.is_empty() && !every_only; n];
+    for name in &c.members {
         match acc_index.get(name.as_str()) {
             Some(&i) => member[i] = true,
             None => problems.push(Problem::UnknownCriteriaMember { name: name.clone() }),
         }
     }
-    Criteria { kind: spec.criteria.kind, member }
+    let mut bad = |message: String| problems.push(Problem::InvalidCriteria { message });
+    for (what, d) in [("debounce", c.debounce), ("throttle", c.throttle), ("every", c.every)] {
+        if d.is_some_and(|d| d.is_zero()) {
+            bad(format!("{what} must be longer than zero"));
+        }
+    }
+    if every_only && c.every.is_none() {
+        bad("every() needs a period".into());
+    }
+    if every_only && !c.members.is_empty() {
+        bad("every() fires on its schedule alone; to fire on accumulators too, give when_any/when_all an every=".into());
+    }
+    if c.debounce.is_some() && c.throttle.is_some() {
+        bad("debounce and throttle cannot be combined (debounce waits for quiet, throttle fires at once)".into());
+    }
+    if c.debounce.is_some() || c.throttle.is_some() {
+        let what = if c.debounce.is_some() { "debounce" } else { "throttle" };
+        let sequential: Vec<&str> = (0..n)
+            .filter(|&i| member[i] && spec.accumulators[i].input.unwrap_or(spec.strategy) == InputStrategy::Sequential)
+            .map(|i| spec.accumulators[i].name.as_str())
+            .collect();
+        if !sequential.is_empty() {
+            bad(format!(
+                "{what} collapses updates into one fire on the newest values, so its members need input_strategy 'latest' or 'burst'; sequential: {}",
+                sequential.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ")
+            ));
+        }
+    }
+    Criteria { kind: c.kind, member, debounce: c.debounce, throttle: c.throttle, every: c.every }
 }
 
 /// Kahn's algorithm, keeping the spec's order among ready nodes (stable, predictable);
@@ -493,7 +537,7 @@ fn build(spec: &GraphSpec, inputs: &[Vec<Source>], order: &[usize], criteria: Cr
     let async_nodes = nodes.iter().enumerate().filter(|(_, n)| n.is_async).map(|(pos, _)| pos).collect();
     let has_deadlines = spec.fire_timeout.is_some() || nodes.iter().any(|n| n.timeout.is_some());
     let inputs: Vec<InputStrategy> = spec.accumulators.iter().map(|a| a.input.unwrap_or(spec.strategy)).collect();
-    let chain_terminal = chain_terminal(&nodes, &inputs, has_deadlines);
+    let chain_terminal = chain_terminal(&nodes, &inputs, has_deadlines || criteria.timed());
     Plan {
         graph: spec.name.clone(),
         accumulators: spec.accumulators.clone(),

@@ -81,6 +81,9 @@ pub enum CriteriaKind {
     Any,
     /// Fire when a member delivers a boundary and every member has a value.
     All,
+    /// Fire only on the schedule ([`CriteriaSpec::every`]); no accumulator
+    /// triggers a fire.
+    Every,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -88,6 +91,20 @@ pub struct CriteriaSpec {
     pub kind: CriteriaKind,
     /// Accumulator names; empty means every accumulator of the graph.
     pub members: Vec<String>,
+    /// Fire once the members have been quiet this long, on the newest values.
+    pub debounce: Option<Duration>,
+    /// At most one fire per this long: the first at once, later updates
+    /// collapsed into one trailing fire at the window's end.
+    pub throttle: Option<Duration>,
+    /// Also fire on this schedule with the current inputs.
+    pub every: Option<Duration>,
+}
+
+impl CriteriaSpec {
+    /// `kind` over `members`, with no time-based part.
+    pub fn new(kind: CriteriaKind, members: Vec<String>) -> Self {
+        CriteriaSpec { kind, members, debounce: None, throttle: None, every: None }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -103,7 +120,11 @@ pub enum InputStrategy {
     Burst,
 }
 
-crate::named!(CriteriaKind, "criteria kind", { CriteriaKind::Any => "when_any", CriteriaKind::All => "when_all" });
+crate::named!(CriteriaKind, "criteria kind", {
+    CriteriaKind::Any => "when_any",
+    CriteriaKind::All => "when_all",
+    CriteriaKind::Every => "every",
+});
 crate::named!(InputStrategy, "input_strategy", {
     InputStrategy::Latest => "latest",
     InputStrategy::Sequential => "sequential",

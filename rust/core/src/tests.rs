@@ -243,7 +243,7 @@ fn graph(accs: Vec<AccSpec>, nodes: Vec<NodeSpec>, kind: CriteriaKind, members: 
         name: "g".into(),
         accumulators: accs,
         nodes,
-        criteria: CriteriaSpec { kind, members: members.iter().map(|s| s.to_string()).collect() },
+        criteria: CriteriaSpec::new(kind, members.iter().map(|s| s.to_string()).collect()),
         strategy,
         fire_timeout: None,
     }

@@ -12,11 +12,13 @@ use std::time::Duration;
 
 mod apply;
 mod chain;
+mod timed;
 mod values;
 mod state;
 
 pub use crate::clock::{Now, Time};
 use crate::clock::Anchor;
+use timed::Timed;
 pub use crate::event::{Input, SourcePosition};
 pub use apply::Applied;
 pub use chain::{AccRun, ChainFailure, ChainRan, Run as ChainRun};
@@ -123,6 +125,8 @@ pub struct Processor<V, E> {
     positions: BTreeMap<(usize, String, i32), i64>,
     /// While paused, boundaries are accepted and cached but nothing fires.
     paused: bool,
+    /// Time-based criteria (see [`crate::spec::CriteriaSpec`]).
+    timed: Timed,
     /// Fires at the last checkpoint, and whether anything changed since.
     checkpointed_fires: u64,
     unsaved_since: Option<Time>,
@@ -144,6 +148,8 @@ impl<V, E> Processor<V, E> {
         }
         let n = accs.len();
         let burst_accs = (0..n).filter(|&i| plan.inputs[i] == InputStrategy::Burst).collect();
+        let start = config.simulated.unwrap_or_else(crate::clock::wall_now);
+        let timed = Timed { next_tick: plan.criteria.every.map(|every| start + every), ..Timed::default() };
         Processor {
             missing: plan.criteria.member.iter().filter(|m| **m).count(),
             executor: Executor::new(&plan, Recording { profile: config.profile, inputs: config.record_inputs }),
@@ -168,6 +174,7 @@ impl<V, E> Processor<V, E> {
             anchor: Anchor::new(config.simulated),
             positions: BTreeMap::new(),
             paused: false,
+            timed,
             checkpointed_fires: 0,
             unsaved_since: None,
             ran: None,
@@ -242,7 +249,13 @@ impl<V, E> Processor<V, E> {
             (Some(since), Some(every)) => Some(since + every),
             _ => None,
         };
-        [flush, self.retry_at, checkpoint].into_iter().flatten().min()
+        // While paused nothing fires, so the reactor's own times wait too
+        // (a due one would wake the driver for nothing, again and again).
+        let reactor = match self.paused {
+            true => [None; 3],
+            false => [self.retry_at, self.criteria_due(), self.timed.next_tick],
+        };
+        [flush, checkpoint].into_iter().chain(reactor).flatten().min()
     }
 
     /// Takes one event into accumulator `acc`. Returns the event's sequence number.
@@ -340,6 +353,8 @@ impl<V, E> Processor<V, E> {
             self.unsaved_since = Some(self.time(now));
         }
         if !paused {
+            // Ticks that came due while paused are skipped, not fired in a burst.
+            self.skip_ticks_to(self.time(now));
             self.settle_inner(calls, now, false);
         }
     }
@@ -407,6 +422,7 @@ impl<V, E> Processor<V, E> {
                 self.flush(acc, seq, calls);
             }
         }
+        self.tick_if_due(calls, now);
         self.settle_inner(calls, now, true);
     }
 
@@ -462,6 +478,7 @@ impl<V, E> Processor<V, E> {
         if self.plan.criteria.member[acc] {
             self.dirty[acc] = true;
             self.any_dirty = true;
+            self.timed.touched = true;
             self.latest_seq = seq;
             self.attempts = 0;
             self.retry_at = None;
@@ -534,13 +551,13 @@ impl<V, E> Processor<V, E> {
     /// Returns true when it succeeded and the batch flush that follows
     /// produced new boundaries.
     fn settle_latest(&mut self, calls: &mut dyn Calls<V, E>, now: &Now, timer: bool) -> bool {
-        let ready = self.any_dirty && (self.plan.criteria.kind == CriteriaKind::Any || self.missing == 0);
-        if !ready || self.backing_off(timer, self.attempts, now) {
+        if !self.criteria_ready() || self.backing_off(timer, self.attempts, now) || self.time_holds(now) {
             return false;
         }
         let seq = self.latest_seq;
         let attempt = self.attempts + 1;
         let fire = Fire { trigger: Trigger::Criteria, seq, attempt, dead_letter_on_failure: false };
+        self.criteria_firing(now);
         let result = self.run(fire, false, calls);
         match result {
             Ok(()) => {

@@ -147,3 +147,62 @@ fn the_driver_gives_the_fires_applying_one_by_one_gives() {
     assert_eq!(host.0.fires, f.fires);
     assert_eq!(host.0.starts, f.starts);
 }
+
+fn timed(criteria: impl FnOnce(&mut CriteriaSpec)) -> GraphSpec {
+    let mut spec = graph(vec![acc("a", AccKind::Passthrough)], vec![node("n", &["a"])], CriteriaKind::Any, &[], InputStrategy::Latest);
+    criteria(&mut spec.criteria);
+    spec
+}
+
+#[test]
+fn debounce_holds_the_fire_until_the_members_are_quiet() {
+    let spec = timed(|c| c.debounce = Some(Duration::from_millis(10)));
+    let (mut p, mut f) = simulated(&spec, vec![echo()], Duration::ZERO);
+    apply(&mut p, &mut f, Item::Event { acc: 0, input: Input::Value(Val::Int(1)) });
+    apply(&mut p, &mut f, Item::Advance(at_ms(5)));
+    apply(&mut p, &mut f, Item::Event { acc: 0, input: Input::Value(Val::Int(2)) });
+    assert_eq!(p.next_deadline(), Some(at_ms(15)));
+    apply(&mut p, &mut f, Item::Advance(at_ms(100)));
+    assert_eq!(f.starts, vec![system_ms(15)]);
+    assert_eq!(f.fires[0].outputs, vec![(0, Val::List(vec![Val::Int(2)]))]);
+    assert_eq!(p.next_deadline(), None);
+}
+
+#[test]
+fn while_paused_no_reactor_time_is_due() {
+    let spec = timed(|c| {
+        c.throttle = Some(Duration::from_millis(10));
+        c.every = Some(Duration::from_millis(50));
+    });
+    let (mut p, mut f) = simulated(&spec, vec![echo()], Duration::ZERO);
+    apply(&mut p, &mut f, Item::Event { acc: 0, input: Input::Value(Val::Int(1)) });
+    apply(&mut p, &mut f, Item::Event { acc: 0, input: Input::Value(Val::Int(2)) });
+    assert_eq!(p.next_deadline(), Some(at_ms(10)), "the trailing fire");
+    apply(&mut p, &mut f, Item::Pause(true));
+    assert_eq!(p.next_deadline(), None);
+    apply(&mut p, &mut f, Item::Advance(at_ms(120)));
+    assert_eq!(f.starts, vec![system_ms(0)]);
+    apply(&mut p, &mut f, Item::Pause(false));
+    // Resuming fires what waited, once; the schedule goes on from now.
+    assert_eq!(f.starts, vec![system_ms(0), system_ms(120)]);
+    assert_eq!(p.next_deadline(), Some(at_ms(150)), "the ticks missed while paused are skipped");
+}
+
+#[test]
+fn timed_criteria_problems_are_named() {
+    let mut spec = timed(|c| {
+        c.debounce = Some(Duration::from_millis(1));
+        c.throttle = Some(Duration::ZERO);
+    });
+    spec.strategy = InputStrategy::Sequential;
+    let problems = Plan::compile(&spec).unwrap_err().problems;
+    let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        text,
+        vec![
+            "criteria: throttle must be longer than zero",
+            "criteria: debounce and throttle cannot be combined (debounce waits for quiet, throttle fires at once)",
+            "criteria: debounce collapses updates into one fire on the newest values, so its members need input_strategy 'latest' or 'burst'; sequential: 'a'",
+        ]
+    );
+}
