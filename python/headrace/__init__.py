@@ -6,7 +6,7 @@ when to fire, and a DAG of Python node functions runs over the current inputs.
 
 from collections.abc import Sequence as _Sequence
 
-from headrace._core import FireList, FireResult, OnOutput, Route
+from headrace._core import FireList, FireResult, OnOutput, Route, input_age
 from headrace.accumulators import (
     Accumulator,
     State,
@@ -64,6 +64,7 @@ __all__ = [
     "UncheckpointableError",
     "batch_accumulator",
     "every",
+    "input_age",
     "on_output",
     "passthrough",
     "passthrough_accumulator",

@@ -8,6 +8,7 @@ name is the accumulator's name unless ``name=`` is given.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -87,6 +88,9 @@ class Accumulator:
     #: itself is the boundary and the engine makes no Python call for it;
     #: ``function`` is then the identity.
     has_function: bool = True
+    #: Seconds without a boundary after which the accumulator is ``stale``
+    #: (its health, and the reactor ``degraded``); None: never.
+    max_age: float | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.function(*args, **kwargs)
@@ -111,6 +115,7 @@ class Accumulator:
             "state": self.new_state(),
             "input": self.input,
             "is_async": self.is_async,
+            "max_age": self.max_age,
         }
 
 
@@ -181,11 +186,22 @@ def _duration(value: Any, what: str, name: str) -> float:
         raise GraphDefinitionError(str(e)) from None
 
 
+def aged(acc: Accumulator, max_age: str | float | None) -> Accumulator:
+    """``acc`` with ``max_age`` (every kind takes one; None keeps it as it is)."""
+    if max_age is None:
+        return acc
+    return dataclasses.replace(acc, max_age=_duration(max_age, "max_age", acc.name))
+
+
 @overload
 def passthrough_accumulator(fn: F, /) -> Accumulator: ...
 @overload
 def passthrough_accumulator(
-    *, name: str | None = None, codec: Codec = "json", input: InputStrategy | None = None
+    *,
+    name: str | None = None,
+    codec: Codec = "json",
+    input: InputStrategy | None = None,
+    max_age: str | float | None = None,
 ) -> Callable[[F], Accumulator]: ...
 
 
@@ -196,17 +212,20 @@ def passthrough_accumulator(
     name: str | None = None,
     codec: Codec = "json",
     input: InputStrategy | None = None,  # noqa: A002 - the issue's spelling
+    max_age: str | float | None = None,
 ) -> Accumulator | Callable[[Callable[..., Any]], Accumulator]:
     """Declares a passthrough accumulator: ``fn(event)`` returns the boundary
     (or ``None`` to emit nothing).
 
     Every kind takes ``input=``: ``"latest"``, ``"sequential"`` or ``"burst"``
-    overrides the graph's ``input_strategy`` for this accumulator."""
+    overrides the graph's ``input_strategy`` for this accumulator; and
+    ``max_age=`` ("2s"): after that long without a boundary its health is
+    ``stale`` and the reactor ``degraded`` until the next one."""
 
     def wrap(f: Callable[..., Any]) -> Accumulator:
         n = _name_of(f, name)
         _check_arity(f, n, 1, "one argument (the event)")
-        return Accumulator(n, "passthrough", f, _codec(codec, n), input=_input(input, n))
+        return aged(Accumulator(n, "passthrough", f, _codec(codec, n), input=_input(input, n)), max_age)
 
     return wrap(fn) if fn is not None else wrap
 
@@ -215,7 +234,13 @@ def _forward(event: Any) -> Any:
     return event
 
 
-def passthrough(name: str, *, codec: Codec = "json", input: InputStrategy | None = None) -> Accumulator:  # noqa: A002
+def passthrough(
+    name: str,
+    *,
+    codec: Codec = "json",
+    input: InputStrategy | None = None,  # noqa: A002
+    max_age: str | float | None = None,
+) -> Accumulator:
     """Declares a passthrough accumulator without a function: each event (as
     pushed, or decoded from bytes) is the boundary as it is, and a ``None``
     event emits nothing, as ``lambda event: event`` would. The engine makes no
@@ -230,7 +255,8 @@ def passthrough(name: str, *, codec: Codec = "json", input: InputStrategy | None
     if not isinstance(name, str):
         raise GraphDefinitionError(f"passthrough() takes the accumulator's name as a string, got {name!r}")
     n = _name_of(_forward, name)
-    return Accumulator(n, "passthrough", _forward, _codec(codec, n), input=_input(input, n), has_function=False)
+    acc = Accumulator(n, "passthrough", _forward, _codec(codec, n), input=_input(input, n), has_function=False)
+    return aged(acc, max_age)
 
 
 def stream_accumulator(
@@ -245,6 +271,7 @@ def stream_accumulator(
     name: str | None = None,
     codec: Codec = "json",
     input: InputStrategy | None = None,  # noqa: A002
+    max_age: str | float | None = None,
 ) -> Callable[[Callable[..., Any]], Accumulator]:
     """Declares a stream accumulator fed by a broker topic (and by pushes).
 
@@ -274,15 +301,20 @@ def stream_accumulator(
             "config": dict(config or {}),
             "dead_letter_topic": dead_letter_topic,
         }
-        return Accumulator(
+        acc = Accumulator(
             n, "stream", f, _codec(codec, n), settings, state if has_state else None, has_state, _input(input, n)
         )
+        return aged(acc, max_age)
 
     return wrap
 
 
 def polling_accumulator(
-    *, interval: str | float, name: str | None = None, input: InputStrategy | None = None  # noqa: A002
+    *,
+    interval: str | float,
+    name: str | None = None,
+    input: InputStrategy | None = None,  # noqa: A002
+    max_age: str | float | None = None,
 ) -> Callable[[Callable[..., Any]], Accumulator]:
     """Declares a polling accumulator: in thread mode a timer calls ``fn()``
     (sync or ``async def``) every ``interval``; a ``None`` result, or one equal
@@ -292,7 +324,7 @@ def polling_accumulator(
         n = _name_of(f, name)
         _check_arity(f, n, 0, "no arguments")
         settings = {"interval": _duration(interval, "interval", n)}
-        return Accumulator(n, "polling", f, "json", settings, input=_input(input, n))
+        return aged(Accumulator(n, "polling", f, "json", settings, input=_input(input, n)), max_age)
 
     return wrap
 
@@ -304,6 +336,7 @@ def batch_accumulator(
     name: str | None = None,
     codec: Codec = "json",
     input: InputStrategy | None = None,  # noqa: A002
+    max_age: str | float | None = None,
 ) -> Callable[[Callable[..., Any]], Accumulator]:
     """Declares a batch accumulator: events are buffered and ``fn(events)``
     sees the buffered list when it flushes — after each successful fire, when
@@ -324,13 +357,18 @@ def batch_accumulator(
             "flush_interval": None if flush_interval is None else _duration(flush_interval, "flush_interval", n),
             "max_buffer_size": None if max_buffer_size is None else _positive_int(max_buffer_size, "max_buffer_size", n),
         }
-        return Accumulator(n, "batch", f, _codec(codec, n), settings, input=_input(input, n))
+        return aged(Accumulator(n, "batch", f, _codec(codec, n), settings, input=_input(input, n)), max_age)
 
     return wrap
 
 
 def state_accumulator(
-    *, capacity: int, name: str | None = None, codec: Codec = "json", input: InputStrategy | None = None  # noqa: A002
+    *,
+    capacity: int,
+    name: str | None = None,
+    codec: Codec = "json",
+    input: InputStrategy | None = None,  # noqa: A002
+    max_age: str | float | None = None,
 ) -> Callable[[Callable[..., Any]], Accumulator]:
     """Declares a state accumulator: ``fn(event)`` returns a value (or ``None``
     to skip the event) and the boundary is the list of the last ``capacity``
@@ -340,6 +378,6 @@ def state_accumulator(
         n = _name_of(f, name)
         _check_arity(f, n, 1, "one argument (the event)")
         settings = {"capacity": _positive_int(capacity, "capacity", n)}
-        return Accumulator(n, "state", f, _codec(codec, n), settings, input=_input(input, n))
+        return aged(Accumulator(n, "state", f, _codec(codec, n), settings, input=_input(input, n)), max_age)
 
     return wrap

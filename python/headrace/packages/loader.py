@@ -18,6 +18,7 @@ from typing import Any
 from headrace.accumulators import (
     _NO_STATE,
     Accumulator,
+    aged,
     batch_accumulator,
     passthrough,
     passthrough_accumulator,
@@ -116,7 +117,7 @@ def apply_manifest(graph: ComputationGraph, manifest: Manifest) -> ComputationGr
     for i, entry in enumerate(manifest.accumulators):
         if entry.name not in names:
             if entry.accumulator_type == "passthrough" and entry.name in read:
-                added.append(passthrough(entry.name, input=entry.input))  # type: ignore[arg-type]  # checked by the manifest
+                added.append(passthrough(entry.name, input=entry.input, max_age=entry.max_age))  # type: ignore[arg-type]  # checked by the manifest
                 continue
             problems.append(
                 f"metadata.accumulators[{i}].name: the graph has no accumulator '{entry.name}' (it has: {', '.join(names)});"
@@ -131,7 +132,9 @@ def apply_manifest(graph: ComputationGraph, manifest: Manifest) -> ComputationGr
             continue
         index = next(i for i, e in enumerate(manifest.accumulators) if e.name == acc.name)
         try:
-            accumulators.append(_redeclare(acc, declared))
+            redeclared = _redeclare(acc, declared)
+            max_age = declared.max_age if declared.max_age is not None else acc.max_age
+            accumulators.append(aged(redeclared, max_age))
         except GraphDefinitionError as e:
             problems.append(f"metadata.accumulators[{index}]: {e}")
     accumulators += added

@@ -16,6 +16,7 @@
     name = "orderbook"
     accumulator_type = "stream"         # passthrough | stream | polling | batch | state
     input = "burst"                     # optional; latest | sequential | burst (default: input_strategy)
+    max_age = "2s"                      # optional; stale after this long without a boundary
     [metadata.accumulators.config]
     broker = "KAFKA_BROKER"
     topic = "price.orderbook"
@@ -74,6 +75,8 @@ class AccumulatorEntry:
     config: dict[str, Any] = field(default_factory=dict)
     #: ``input``: this accumulator's input strategy; None keeps the code's.
     input: str | None = None
+    #: ``max_age``: "2s" or seconds; None keeps the code's.
+    max_age: str | float | None = None
 
 
 @dataclass(frozen=True)
@@ -176,7 +179,7 @@ def parse_manifest(text: str) -> Manifest:
     for i, entry_data in enumerate(raw):
         path = f"metadata.accumulators[{i}]"
         acc = c.table(entry_data, path)
-        c.known(acc, path, {"name", "accumulator_type", "config", "input"})
+        c.known(acc, path, {"name", "accumulator_type", "config", "input", "max_age"})
         acc_name = c.string(acc, "name", path)
         kind = c.string(acc, "accumulator_type", path)
         if acc_name is not None:
@@ -192,6 +195,10 @@ def parse_manifest(text: str) -> Manifest:
             who = f"accumulator '{acc_name}'" if acc_name is not None else "accumulator"
             c.problems.append(f"{path}.input: {who}: must be 'latest', 'sequential' or 'burst', got {acc_input!r}")
             acc_input = None
+        max_age = acc.get("max_age")
+        if max_age is not None and (isinstance(max_age, bool) or not isinstance(max_age, (str, int, float))):
+            c.problems.append(f"{path}.max_age: must be a duration such as \"2s\" or a number of seconds, got {max_age!r}")
+            max_age = None
         if kind is not None and kind not in KINDS:
             c.problems.append(f"{path}.accumulator_type: must be one of {', '.join(KINDS)}, got {kind!r}")
         config = c.table(acc.get("config", {}), f"{path}.config")
@@ -200,7 +207,7 @@ def parse_manifest(text: str) -> Manifest:
         if kind == "stream" and "topic" not in config:
             c.problems.append(f"{path}.config.topic: required for a stream accumulator")
         if acc_name is not None and kind is not None:
-            accumulators.append(AccumulatorEntry(acc_name, kind, dict(config), acc_input))
+            accumulators.append(AccumulatorEntry(acc_name, kind, dict(config), acc_input, max_age))
     if c.problems:
         raise ManifestError(c.problems)
     assert name and version and graph_name and entry

@@ -61,6 +61,8 @@ pub struct Engine {
     has_async: bool,
     /// The simulated clock's time (None: the wall clock).
     sim_time: Option<Arc<std::sync::atomic::AtomicI64>>,
+    /// The accumulators' ages (stats, staleness).
+    ages: Arc<crate::ages::AgeView>,
 }
 
 #[pymethods]
@@ -299,13 +301,14 @@ impl Engine {
     /// Counters, health and dead letters (see `headrace.Runtime.stats`).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let (depth, capacity) = self.mode.queue();
-        stats::build(py, &self.graph, self.mode(), &self.acc_names, &self.metrics, &self.dead_letters, depth, capacity, self.closed())
+        let now = self.ages.read();
+        stats::build(py, &self.graph, self.mode(), &self.acc_names, &self.metrics, &self.dead_letters, depth, capacity, self.closed(), now)
     }
 
     /// A heartbeat's read: events, fires, queue depth, pending, paused, health
     /// (see `headrace.Runtime.counters`), without building `stats()`.
     fn counters(&self) -> stats::Counters {
-        stats::counters(&self.metrics, self.mode.queue().0, self.closed())
+        stats::counters(&self.metrics, self.mode.queue().0, self.closed(), self.ages.read())
     }
 
     /// Sets an accumulator's health (sources report their connection state).

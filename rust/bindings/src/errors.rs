@@ -65,6 +65,8 @@ pub enum Error {
     Reentrant { graph: String },
     /// A call that waits for the processor, made on the processor's own thread.
     OwnThread { what: &'static str },
+    /// A call meant for node functions, made where no graph runs.
+    NotInNode { what: &'static str },
     /// `drain()` ran out of time.
     DrainTimeout { graph: String, unprocessed: u64 },
     UnknownAccumulator { graph: String, name: String, known: Vec<String> },
@@ -192,6 +194,10 @@ fn build(py: Python<'_>, e: Error) -> PyResult<PyErr> {
             ),
         ),
         Error::OwnThread { what } => plain(headrace_error(py)?, format!("{what} called from inside a fire would wait for itself")),
+        Error::NotInNode { what } => plain(
+            headrace_error(py)?,
+            format!("{what} reads the graph whose node is running; call it from a node function"),
+        ),
         Error::DrainTimeout { graph, unprocessed } => pyo3::exceptions::PyTimeoutError::new_err(format!(
             "drain() of graph '{graph}' timed out with {unprocessed} item(s) unprocessed"
         )),

@@ -65,6 +65,8 @@ pub struct Callables {
     pub runners: Vec<Option<crate::chain::Runner>>,
     /// `push_pairs`' runner, if the graph allows one (`chain.rs`).
     pub pairs: Option<crate::chain::PairsRunner>,
+    /// The accumulators' ages, for `input_age` (set once the processor exists).
+    pub ages: Option<Arc<crate::ages::AgeView>>,
 }
 
 /// The Python checkpoint writer (`submit(id, components)`, `fail(id, message)`)
@@ -212,7 +214,8 @@ pub fn parse(spec: &Bound<'_, PyDict>) -> PyResult<Parsed> {
             Some(label) => Some(named(&label.extract::<String>()?)?),
             None => None,
         };
-        accumulators.push(AccSpec { name: acc_name, kind, input, function: has_function });
+        let max_age = deadline(&a, "max_age", &format!("accumulator '{acc_name}'"))?;
+        accumulators.push(AccSpec { name: acc_name, kind, input, function: has_function, max_age });
     }
 
     let mut nodes = Vec::new();
@@ -284,6 +287,7 @@ pub fn compile(py: Python<'_>, parsed: Parsed, on_fire: Option<Py<PyAny>>, chain
         checkpoint: None,
         on_undecodable: None,
         refusals: LogLimiter::new(Duration::from_secs(10)),
+        ages: None,
     })
 }
 

@@ -39,6 +39,8 @@ pub(crate) struct InlineState {
 pub(crate) struct InlineGuard<'a> {
     guard: MutexGuard<'a, InlineState>,
     owner: &'a AtomicU64,
+    /// `input_age` on this thread reads this runtime while it holds the processor.
+    _ages: Option<crate::ages::Entered>,
 }
 
 impl std::ops::Deref for InlineGuard<'_> {
@@ -75,16 +77,14 @@ impl Inline {
     /// from inside one of this runtime's own fires raises instead of deadlocking.
     pub fn lock<'a>(&'a self, py: Python<'_>, graph: &str) -> Result<InlineGuard<'a>, Error> {
         let owner = &self.owner;
-        if let Some(guard) = self.state.try_lock() {
-            owner.store(thread_token(), SeqCst);
-            return Ok(InlineGuard { guard, owner });
-        }
-        if owner.load(SeqCst) == thread_token() {
-            return Err(Error::Reentrant { graph: graph.to_string() });
-        }
-        let guard = py.detach(|| self.state.lock());
+        let guard = match self.state.try_lock() {
+            Some(guard) => guard,
+            None if owner.load(SeqCst) == thread_token() => return Err(Error::Reentrant { graph: graph.to_string() }),
+            None => py.detach(|| self.state.lock()),
+        };
         owner.store(thread_token(), SeqCst);
-        Ok(InlineGuard { guard, owner })
+        let ages = guard.callables.as_ref().and_then(|cx| cx.ages.as_ref()).map(crate::ages::enter);
+        Ok(InlineGuard { guard, owner, _ages: ages })
     }
 }
 

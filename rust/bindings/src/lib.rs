@@ -4,6 +4,7 @@
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+mod ages;
 mod aio;
 mod calls;
 mod chain;
@@ -42,6 +43,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<stats::Counters>()?;
     m.add_class::<time::SimTime>()?;
     m.add_function(wrap_pyfunction!(compile_graph, m)?)?;
+    m.add_function(wrap_pyfunction!(ages::input_age, m)?)?;
     m.add_function(wrap_pyfunction!(convert::encode_checkpoint, m)?)?;
     m.add_function(wrap_pyfunction!(convert::decode_checkpoint, m)?)?;
     m.add_function(wrap_pyfunction!(convert::read_component, m)?)?;

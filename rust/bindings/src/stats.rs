@@ -8,17 +8,21 @@ use pyo3::types::{PyDict, PyList};
 use headrace_core::dead_letter::{DeadLetter, DeadLetters};
 use headrace_core::metrics::{Health, Metrics};
 
+use crate::ages::Reading;
+
 type Value = Py<PyAny>;
 
 /// The reactor's health, derived from its accumulators' (as the seed design
-/// defines it): degraded while any source is disconnected or checkpoints fail,
+/// defines it): degraded while any source is disconnected, any accumulator
+/// is stale (past its `max_age`) or checkpoints fail,
 /// warming while any is still starting or connecting.
-fn reactor_health(metrics: &Metrics, closed: bool) -> &'static str {
+fn reactor_health(metrics: &Metrics, closed: bool, now: Reading) -> &'static str {
     if closed {
         return "stopped";
     }
     let states: Vec<Health> = metrics.accumulators.iter().map(|m| m.health()).collect();
-    if states.contains(&Health::Disconnected) || metrics.checkpoint_failing.load(Relaxed) {
+    let stale = (0..states.len()).any(|i| metrics.stale_for(i, now.stamp).is_some());
+    if stale || states.contains(&Health::Disconnected) || metrics.checkpoint_failing.load(Relaxed) {
         "degraded"
     } else if states.iter().any(|h| matches!(h, Health::Starting | Health::Connecting)) {
         "warming"
@@ -61,7 +65,7 @@ impl Counters {
     }
 }
 
-pub fn counters(metrics: &Metrics, queue_depth: usize, closed: bool) -> Counters {
+pub fn counters(metrics: &Metrics, queue_depth: usize, closed: bool, now: Reading) -> Counters {
     Counters {
         events: metrics.accumulators.iter().map(|m| m.events.load(Relaxed)).sum(),
         fires: metrics.fires.load(Relaxed),
@@ -69,7 +73,7 @@ pub fn counters(metrics: &Metrics, queue_depth: usize, closed: bool) -> Counters
         queue_depth,
         pending: metrics.pending.load(Relaxed),
         paused: metrics.paused.load(Relaxed),
-        health: reactor_health(metrics, closed),
+        health: reactor_health(metrics, closed, now),
     }
 }
 
@@ -102,11 +106,12 @@ pub fn build<'py>(
     queue_depth: usize,
     queue_capacity: usize,
     closed: bool,
+    now: Reading,
 ) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("graph", graph)?;
     d.set_item("mode", mode)?;
-    d.set_item("health", reactor_health(metrics, closed))?;
+    d.set_item("health", reactor_health(metrics, closed, now))?;
     d.set_item("fire_count", metrics.fires.load(Relaxed))?;
     d.set_item("fires_failed", metrics.fires_failed.load(Relaxed))?;
     d.set_item("retries", metrics.retries.load(Relaxed))?;
@@ -118,9 +123,19 @@ pub fn build<'py>(
     d.set_item("pending", metrics.pending.load(Relaxed))?;
     d.set_item("paused", metrics.paused.load(Relaxed))?;
     let accs = PyDict::new(py);
-    for (name, m) in names.iter().zip(&metrics.accumulators) {
+    for (i, (name, m)) in names.iter().zip(&metrics.accumulators).enumerate() {
         let a = PyDict::new(py);
-        a.set_item("health", m.health().label())?;
+        let stale = metrics.stale_for(i, now.stamp);
+        // Stale says more than "live" or "socket_only", less than "disconnected".
+        let health = match (stale, m.health()) {
+            (Some(_), Health::Live | Health::SocketOnly) => "stale",
+            (_, health) => health.label(),
+        };
+        a.set_item("health", health)?;
+        a.set_item("age", metrics.age(i, now.stamp).as_secs_f64())?;
+        let max_age = m.max_age_ns.load(Relaxed);
+        a.set_item("max_age", (max_age > 0).then(|| max_age as f64 / 1e9))?;
+        a.set_item("stale_since", stale.map(|d| now.seconds - d.as_secs_f64()))?;
         a.set_item("events", m.events.load(Relaxed))?;
         a.set_item("boundaries", m.boundaries.load(Relaxed))?;
         a.set_item("suppressed", m.suppressed.load(Relaxed))?;

@@ -66,10 +66,13 @@ impl Threaded {
         let processor = Arc::new(StdMutex::new(processor));
         let (thread_progress, thread_token_cell, thread_processor) = (progress.clone(), token.clone(), processor.clone());
         let host = ThreadHost { callables: callables.clone(), aio };
+        let ages = callables.ages.clone();
         let handle = std::thread::Builder::new()
             .name(format!("headrace-{graph}"))
             .spawn(move || {
                 thread_token_cell.store(thread_token(), SeqCst);
+                // Node functions on this thread read this runtime's ages.
+                let _ages = ages.as_ref().map(crate::ages::enter);
                 let mut host = host;
                 // Attached once for the thread's whole life, and detached
                 // while the loop waits: each batch's attach then only takes

@@ -24,11 +24,14 @@ pub fn to_time(value: &Bound<'_, PyAny>, what: &str) -> Result<Time, Error> {
     }
     if let Ok(f) = value.cast::<PyFloat>() {
         let secs = f.value();
-        let ns = secs * 1e9;
-        if !ns.is_finite() || ns.abs() >= i64::MAX as f64 {
+        if !secs.is_finite() || (secs * 1e9).abs() >= i64::MAX as f64 {
             return Err(bad(format!("{what} must be a finite number of seconds since the epoch, got {secs}")));
         }
-        return Ok(Time::from_nanos(ns.round() as i64));
+        // Whole seconds and the fraction apart: the product of an epoch time
+        // with 1e9 would round to 256 ns; the fraction as given is exact.
+        let whole = secs.floor();
+        let ns = whole as i64 * NS_PER_S + ((secs - whole) * 1e9).round() as i64;
+        return Ok(Time::from_nanos(ns));
     }
     let kind = value.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into());
     Err(bad(format!("{what} must be seconds since the epoch (a float) or a datetime, got {kind}")))

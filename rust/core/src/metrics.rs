@@ -6,6 +6,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
 use std::sync::Mutex;
+use std::time::Duration;
 
 /// An accumulator's health, as the seed design defines it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +74,16 @@ pub struct AccMetrics {
     pub refused: AtomicU64,
     health: AtomicU8,
     last_error: Mutex<Option<String>>,
+    /// When the last boundary was emitted, as [`Metrics::stamp`] reads the
+    /// clock; [`NEVER`] before the first.
+    pub last_boundary: AtomicU64,
+    /// Nanoseconds without a boundary after which the accumulator is stale
+    /// (0: no `max_age`).
+    pub max_age_ns: AtomicU64,
 }
+
+/// No boundary yet.
+pub const NEVER: u64 = u64::MAX;
 
 impl AccMetrics {
     pub fn health(&self) -> Health {
@@ -115,12 +125,24 @@ pub struct Metrics {
     /// The last checkpoint could not be taken (the reactor is degraded).
     pub checkpoint_failing: AtomicBool,
     last_error: Mutex<Option<String>>,
+    /// Ages are counted on a simulated clock (nanoseconds since the epoch)
+    /// instead of the time-stamp counter.
+    pub simulated: bool,
+    /// The clock when the processor started, as [`Metrics::stamp`] reads it:
+    /// an accumulator with no boundary yet is as old as the runtime.
+    pub origin: AtomicU64,
+    /// Under a simulated clock, the processor's time (nanoseconds since the
+    /// epoch): what ages are read against, so that a node sees the time of
+    /// the event it runs for, not that of events still queued.
+    pub sim_now: std::sync::atomic::AtomicI64,
 }
 
 impl Metrics {
     pub fn new(accumulators: usize) -> Self {
         Metrics {
-            accumulators: (0..accumulators).map(|_| AccMetrics::default()).collect(),
+            accumulators: (0..accumulators)
+                .map(|_| AccMetrics { last_boundary: AtomicU64::new(NEVER), ..AccMetrics::default() })
+                .collect(),
             fires: AtomicU64::new(0),
             fires_failed: AtomicU64::new(0),
             retries: AtomicU64::new(0),
@@ -129,7 +151,43 @@ impl Metrics {
             paused: AtomicBool::new(false),
             checkpoint_failing: AtomicBool::new(false),
             last_error: Mutex::new(None),
+            simulated: false,
+            origin: AtomicU64::new(0),
+            sim_now: std::sync::atomic::AtomicI64::new(0),
         }
+    }
+
+    /// A reading of the clock ages count on: the time-stamp counter (one
+    /// read, ~12 ns) under the wall clock, `sim` under a simulated one.
+    #[inline]
+    pub fn stamp(&self, sim: Option<crate::clock::Time>) -> u64 {
+        match sim {
+            Some(t) => t.as_nanos() as u64,
+            None => crate::clock::ticks(),
+        }
+    }
+
+    /// How long accumulator `acc` has gone without a boundary at clock
+    /// reading `now` (since the start if it never had one).
+    pub fn age(&self, acc: usize, now: u64) -> Duration {
+        let last = match self.accumulators[acc].last_boundary.load(Relaxed) {
+            NEVER => self.origin.load(Relaxed),
+            last => last,
+        };
+        match self.simulated {
+            true => Duration::from_nanos((now as i64).saturating_sub(last as i64).max(0) as u64),
+            false => crate::clock::elapsed(last, now.max(last)),
+        }
+    }
+
+    /// How long accumulator `acc` has been stale at clock reading `now`
+    /// (its age past its `max_age`), or None while it is fresh or has none.
+    pub fn stale_for(&self, acc: usize, now: u64) -> Option<Duration> {
+        let max_age = self.accumulators[acc].max_age_ns.load(Relaxed);
+        if max_age == 0 {
+            return None;
+        }
+        self.age(acc, now).checked_sub(Duration::from_nanos(max_age))
     }
 
     pub fn last_error(&self) -> Option<String> {

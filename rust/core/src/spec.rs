@@ -73,6 +73,8 @@ pub struct AccSpec {
     /// False for a passthrough declared without a function: its boundary is
     /// the (decoded) event itself and the host is never called for it.
     pub function: bool,
+    /// Stale after this long without a boundary.
+    pub max_age: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -224,7 +224,7 @@ impl Calls<Val, String> for Fake {
 }
 
 fn acc(name: &str, kind: AccKind) -> AccSpec {
-    AccSpec { name: name.into(), kind, input: None, function: true }
+    AccSpec { name: name.into(), kind, input: None, function: true, max_age: None }
 }
 
 fn node(name: &str, params: &[&str]) -> NodeSpec {

@@ -10,6 +10,7 @@ use pyo3::types::PyDict;
 use headrace_core::processor::Processor;
 
 use super::Engine;
+use crate::ages::AgeView;
 use crate::aio::Aio;
 use crate::graph::{self, CheckpointSink};
 use crate::mode::Mode;
@@ -29,9 +30,17 @@ pub fn start(py: Python<'_>, spec: &Bound<'_, PyDict>, options: EngineOptions) -
         .zip(checkpoint_ids.clone())
         .map(|(writer, last_id)| CheckpointSink { writer, codec: settings.checkpoint_codec, last_id });
     compiled.on_undecodable = options.on_undecodable;
-    let callables = Arc::new(compiled);
-    let plan = callables.plan.clone();
+    let plan = compiled.plan.clone();
     let mut processor = Processor::new(plan.clone(), settings.config);
+    let sim_time = options.clock.map(|c| c.get().nanos.clone());
+    compiled.ages = Some(Arc::new(AgeView {
+        graph: plan.graph.clone(),
+        names: plan.accumulators.iter().map(|a| a.name.clone()).collect(),
+        metrics: processor.metrics().clone(),
+        sim: sim_time.clone(),
+    }));
+    let callables = Arc::new(compiled);
+    let ages = callables.ages.clone().expect("set above");
     if let Some(components) = &options.restore {
         restore::restore(py, &mut processor, &callables, components.bind(py), &options.checkpoint_key, settings.on_corrupt)?;
     }
@@ -55,6 +64,7 @@ pub fn start(py: Python<'_>, spec: &Bound<'_, PyDict>, options: EngineOptions) -
         checkpoint_ids,
         aio,
         has_async,
-        sim_time: options.clock.map(|c| c.get().nanos.clone()),
+        ages,
+        sim_time,
     })
 }

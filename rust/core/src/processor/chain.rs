@@ -129,6 +129,9 @@ impl<V, E> Processor<V, E> {
             add(&m.events, run.suppressed + run.boundaries);
             add(&m.suppressed, run.suppressed);
             add(&m.boundaries, run.boundaries);
+            if run.boundaries > 0 {
+                m.last_boundary.store(ended, Relaxed);
+            }
             if let Some(last) = run.last.filter(|_| run.boundaries > 0) {
                 self.store(acc, last);
                 self.versions[acc] += run.boundaries - 1;

@@ -139,8 +139,12 @@ pub struct Processor<V, E> {
 impl<V, E> Processor<V, E> {
     pub fn new(plan: Arc<Plan>, config: Config) -> Self {
         let accs: Vec<AccState<V>> = plan.accumulators.iter().map(AccState::new).collect();
-        let metrics = Metrics::new(accs.len());
+        let mut metrics = Metrics::new(accs.len());
+        metrics.simulated = config.simulated.is_some();
+        metrics.origin.store(metrics.stamp(config.simulated), Relaxed);
+        metrics.sim_now.store(config.simulated.unwrap_or_default().as_nanos(), Relaxed);
         for (m, spec) in metrics.accumulators.iter().zip(&plan.accumulators) {
+            m.max_age_ns.store(spec.max_age.map_or(0, |d| d.as_nanos().clamp(1, u64::MAX as u128) as u64), Relaxed);
             m.set_health(match spec.kind {
                 AccKind::Polling { .. } => Health::Starting,
                 _ => Health::SocketOnly,
@@ -401,7 +405,7 @@ impl<V, E> Processor<V, E> {
         let Some(mut at) = self.anchor.simulated() else { return };
         while let Some(due) = self.next_deadline().filter(|due| *due <= t) {
             at = at.max(due);
-            self.anchor.set_simulated(at);
+            self.set_sim_time(at);
             let now = Now::at(at);
             self.run_timers(calls, &now);
             self.checkpoint_if_due(calls, &now);
@@ -412,7 +416,15 @@ impl<V, E> Processor<V, E> {
                 break;
             }
         }
+        self.set_sim_time(t);
+    }
+
+    /// Moves the simulated clock (never back) and shows readers its time.
+    fn set_sim_time(&mut self, t: Time) {
         self.anchor.set_simulated(t);
+        if let Some(now) = self.anchor.simulated() {
+            self.metrics.sim_now.store(now.as_nanos(), Relaxed);
+        }
     }
 
     fn run_timers(&mut self, calls: &mut dyn Calls<V, E>, now: &Now) {
@@ -449,7 +461,9 @@ impl<V, E> Processor<V, E> {
     }
 
     fn accept(&mut self, acc: usize, value: V, seq: u64, calls: &mut dyn Calls<V, E>) {
-        bump(&self.metrics.accumulators[acc].boundaries);
+        let m = &self.metrics.accumulators[acc];
+        bump(&m.boundaries);
+        m.last_boundary.store(self.metrics.stamp(self.anchor.simulated()), Relaxed);
         // A sequential boundary waits for its own fire; any boundary accepted
         // behind one waits too, so that its fire sees the inputs as of its
         // acceptance. With nothing queued, latest and burst boundaries take

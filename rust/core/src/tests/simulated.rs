@@ -206,3 +206,10 @@ fn timed_criteria_problems_are_named() {
         ]
     );
 }
+
+#[test]
+fn ages_count_from_the_simulated_start() {
+    let (p, _f) = simulated(&one_acc(InputStrategy::Latest), vec![echo()], Duration::ZERO);
+    let m = p.metrics();
+    assert_eq!(m.age(0, at_ms(1500).as_nanos() as u64), Duration::from_millis(1500));
+}
