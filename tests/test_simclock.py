@@ -209,3 +209,41 @@ def test_the_same_timed_events_give_the_same_fires_in_either_mode(events: list[t
     inline = run_graph(g, triples, start=T0, until=t + tail / 1000, mode="inline", **options)
     thread = run_graph(g, triples, start=T0, until=t + tail / 1000, mode="thread", **options)
     assert shape(thread) == shape(inline)
+
+
+@pytest.mark.parametrize("mode", ["inline", "thread"])
+@pytest.mark.parametrize("is_async", [False, True])
+def test_polls_run_on_their_interval_in_simulated_time(mode: hr.runtime.Mode, is_async: bool) -> None:
+    calls = [0]
+
+    def read() -> Any:
+        calls[0] += 1
+        if calls[0] == 3:
+            raise RuntimeError("feed down")
+        return calls[0] // 2  # 0, 1, (raises), 2, 2, 3: unchanged values emit nothing
+
+    async def aread() -> Any:
+        return read()
+
+    price = hr.polling_accumulator(interval="100ms", name="price")(aread if is_async else read)
+    g = hr.ComputationGraph("polled", accumulators=[price])
+
+    @g.node
+    def out(price: Any) -> Any:
+        return price
+
+    clock = SimClock(T0)
+    fires: list[hr.FireResult] = []
+    with hr.Runtime(g, mode=mode, clock=clock, on_fire=fires.append) as rt:
+        clock.set(T0 + 0.15)
+        rt.drain()
+        assert rt.stats()["accumulators"]["price"]["health"] == "live"
+        clock.set(T0 + 0.25)
+        rt.drain()
+        acc = rt.stats()["accumulators"]["price"]
+        assert (acc["health"], acc["errors"]) == ("disconnected", 1)
+        assert "feed down" in acc["last_error"]
+        clock.set(T0 + 0.55)
+        rt.drain()
+        assert rt.stats()["accumulators"]["price"]["health"] == "live"
+    assert [(f.outputs["out"], round(f.started_at - T0, 6)) for f in fires] == [(0, 0.0), (1, 0.1), (2, 0.3), (3, 0.5)]

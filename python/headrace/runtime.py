@@ -107,8 +107,8 @@ class Runtime(_core.Engine):
             clock: timers (batch flushes, retries, checkpoint intervals) run
             in simulated time as the clock advances or as events pushed with
             ``at=`` move it, and fires start at simulated times. Polling
-            accumulators are then polled by ``rt.poll()`` only, and stream
-            sources are not started.
+            accumulators are then polled by the processor on their interval
+            in simulated time, and stream sources are not started.
         profile: Time every node of every fire: ``FireResult.node_ns`` maps
             each node that ran to its nanoseconds (None when off; off costs
             nothing).
@@ -245,7 +245,7 @@ class Runtime(_core.Engine):
         """Thread mode runs polling accumulators on their timers; inline mode
         has no timer (``rt.poll()`` drives them), so nothing is starting."""
         polling = [a for a in self._graph.accumulators if a.kind == "polling"]
-        # On a simulated clock, no wall-clock timer may push: rt.poll() drives them.
+        # On a simulated clock the processor polls them in simulated time.
         if self.mode == "thread" and polling and self.clock_time is None:
             poller = Poller(self, polling)
             poller.start()

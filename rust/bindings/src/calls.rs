@@ -316,6 +316,21 @@ impl Calls<Value, PyErr> for PyCalls<'_, '_> {
         Ok(if out.is_none() { None } else { Some(out.unbind()) })
     }
 
+    /// A poll under a simulated clock: the function's value, a coroutine's
+    /// awaited on the runtime's loop if it has one, else run to completion
+    /// (`asyncio.run`).
+    fn poll(&mut self, acc: usize) -> PyResult<Value> {
+        let out = self.cx.accs[acc].function.bind(self.py).call0()?;
+        if !out.hasattr(pyo3::intern!(self.py, "__await__"))? {
+            return Ok(out.unbind());
+        }
+        let done = match &self.aio {
+            Some(_) => self.await_one(out)?,
+            None => self.py.import("asyncio")?.call_method1("run", (out,))?,
+        };
+        Ok(done.unbind())
+    }
+
     fn accumulate_batch(&mut self, acc: usize, events: &[Value]) -> PyResult<Option<Value>> {
         let list = PyList::new(self.py, events.iter().map(|e| e.bind(self.py)))?;
         let mut out = self.cx.accs[acc].function.bind(self.py).call1((list,))?;

@@ -241,6 +241,10 @@ pub trait Calls<V, E> {
     fn call_nodes_concurrently(&mut self, batch: &[AsyncCall<'_, V>]) -> Vec<Option<Result<NodeOutput<V>, E>>>;
     /// The error a fire fails with when a deadline passed.
     fn overran(&mut self, overrun: &Overrun) -> E;
+    /// A polling accumulator's function, called once: under a simulated
+    /// clock the processor polls on its own timers (on the wall clock the
+    /// host's poller does, and pushes the results).
+    fn poll(&mut self, acc: usize) -> Result<V, E>;
     /// The clock deadlines read; asked only when the plan has a deadline.
     fn now(&mut self) -> Instant {
         Instant::now()

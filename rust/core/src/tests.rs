@@ -57,6 +57,7 @@ struct Fake {
     chain_runs: usize,
     /// When each reported fire started.
     starts: Vec<std::time::SystemTime>,
+    polls: i64,
 }
 
 impl Fake {
@@ -77,6 +78,7 @@ impl Fake {
             chain_plan: None,
             chain_runs: 0,
             starts: vec![],
+            polls: 0,
         }
     }
 
@@ -151,6 +153,11 @@ impl Calls<Val, String> for Fake {
     }
     fn overran(&mut self, o: &crate::host::Overrun) -> String {
         format!("node {} overran {:?} {:?} by {:?}", o.node, o.kind, o.limit, o.by)
+    }
+    /// Polls count: the n-th poll of any accumulator returns n.
+    fn poll(&mut self, _acc: usize) -> Result<Val, String> {
+        self.polls += 1;
+        Ok(Val::Int(self.polls))
     }
     fn now(&mut self) -> Instant {
         self.clock_reads += 1;

@@ -127,6 +127,9 @@ pub struct Processor<V, E> {
     paused: bool,
     /// Time-based criteria (see [`crate::spec::CriteriaSpec`]).
     timed: Timed,
+    /// Under a simulated clock, each polling accumulator's next poll (the
+    /// processor polls on its own timers; on the wall clock a poller does).
+    polls: Vec<Option<Time>>,
     /// Fires at the last checkpoint, and whether anything changed since.
     checkpointed_fires: u64,
     unsaved_since: Option<Time>,
@@ -153,6 +156,11 @@ impl<V, E> Processor<V, E> {
         let n = accs.len();
         let burst_accs = (0..n).filter(|&i| plan.inputs[i] == InputStrategy::Burst).collect();
         let start = config.simulated.unwrap_or_else(crate::clock::wall_now);
+        let polls = plan
+            .accumulators
+            .iter()
+            .map(|a| matches!(a.kind, AccKind::Polling { .. }).then_some(start).filter(|_| config.simulated.is_some()))
+            .collect();
         let timed = Timed { next_tick: plan.criteria.every.map(|every| start + every), ..Timed::default() };
         Processor {
             missing: plan.criteria.member.iter().filter(|m| **m).count(),
@@ -179,6 +187,7 @@ impl<V, E> Processor<V, E> {
             positions: BTreeMap::new(),
             paused: false,
             timed,
+            polls,
             checkpointed_fires: 0,
             unsaved_since: None,
             ran: None,
@@ -259,7 +268,8 @@ impl<V, E> Processor<V, E> {
             true => [None; 3],
             false => [self.retry_at, self.criteria_due(), self.timed.next_tick],
         };
-        [flush, checkpoint].into_iter().chain(reactor).flatten().min()
+        let polls = self.polls.iter().flatten().min().copied();
+        [flush, checkpoint, polls].into_iter().chain(reactor).flatten().min()
     }
 
     /// Takes one event into accumulator `acc`. Returns the event's sequence number.
@@ -434,6 +444,7 @@ impl<V, E> Processor<V, E> {
                 self.flush(acc, seq, calls);
             }
         }
+        self.poll_due(calls, now);
         self.tick_if_due(calls, now);
         self.settle_inner(calls, now, true);
     }

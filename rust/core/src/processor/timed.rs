@@ -6,8 +6,10 @@
 //! simulated time as in real time.
 
 use crate::clock::{Now, Time};
+use crate::event::Input;
 use crate::host::{Calls, Trigger};
-use crate::spec::CriteriaKind;
+use crate::metrics::Health;
+use crate::spec::{AccKind, CriteriaKind};
 
 use super::{Fire, Processor};
 
@@ -66,6 +68,42 @@ impl<V, E> Processor<V, E> {
         self.timed.quiet_until = None;
         if let Some(window) = self.plan.criteria.throttle {
             self.timed.window_end = Some(self.time(now) + window);
+        }
+    }
+
+    /// Under a simulated clock: polls every polling accumulator whose poll is
+    /// due and takes the result as the poller's push would be taken (None or
+    /// an unchanged value emits nothing); a raising poll is counted and marks
+    /// the accumulator disconnected until a poll succeeds.
+    pub(super) fn poll_due(&mut self, calls: &mut dyn Calls<V, E>, now: &Now) {
+        let t = self.time(now);
+        for acc in 0..self.polls.len() {
+            let (Some(due), AccKind::Polling { interval }) = (self.polls[acc], &self.plan.accumulators[acc].kind) else {
+                continue;
+            };
+            if due > t {
+                continue;
+            }
+            let interval = (*interval).max(std::time::Duration::from_nanos(1));
+            let mut next = due + interval;
+            while next <= t {
+                next = next + interval;
+            }
+            self.polls[acc] = Some(next);
+            match calls.poll(acc) {
+                Ok(value) => {
+                    self.metrics.accumulators[acc].set_health(Health::Live);
+                    self.ingest(acc, Input::Value(value), calls, now);
+                    self.settle(calls, now);
+                }
+                Err(error) => {
+                    let name = &self.plan.accumulators[acc].name;
+                    let text = format!("poll of accumulator '{name}' raised {}", calls.describe(&error));
+                    let m = &self.metrics.accumulators[acc];
+                    m.record_error(text);
+                    m.set_health(Health::Disconnected);
+                }
+            }
         }
     }
 

@@ -138,6 +138,7 @@ fn a_source_event_records_its_position_and_an_undecodable_one_reports_its_own_of
             self.0.call_nodes_concurrently(b)
         }
         fn overran(&mut self, o: &crate::host::Overrun) -> String { self.0.overran(o) }
+        fn poll(&mut self, a: usize) -> Result<Val, String> { self.0.poll(a) }
         fn decode(&mut self, a: usize, b: &[u8], c: Codec) -> Result<Val, String> { self.0.decode(a, b, c) }
         fn is_none(&mut self, v: &Val) -> bool { self.0.is_none(v) }
         fn equal(&mut self, a: &Val, b: &Val) -> Result<bool, String> { self.0.equal(a, b) }

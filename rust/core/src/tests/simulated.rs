@@ -213,3 +213,19 @@ fn ages_count_from_the_simulated_start() {
     let m = p.metrics();
     assert_eq!(m.age(0, at_ms(1500).as_nanos() as u64), Duration::from_millis(1500));
 }
+
+#[test]
+fn a_simulated_clock_polls_on_its_own_timers() {
+    let spec = graph(
+        vec![acc("price", AccKind::Polling { interval: Duration::from_millis(100) })],
+        vec![node("n", &["price"])],
+        CriteriaKind::Any,
+        &[],
+        InputStrategy::Sequential,
+    );
+    let (mut p, mut f) = simulated(&spec, vec![echo()], Duration::ZERO);
+    assert_eq!(p.next_deadline(), Some(at_ms(0)), "the first poll at the start");
+    apply(&mut p, &mut f, Item::Advance(at_ms(250)));
+    assert_eq!(f.starts, vec![system_ms(0), system_ms(100), system_ms(200)]);
+    assert_eq!(p.next_deadline(), Some(at_ms(300)));
+}
