@@ -16,14 +16,16 @@ from headrace.testing import SimClock, run_graph
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC).timestamp()
 
 
-def batch_graph(fail_on: frozenset[int] = frozenset()) -> hr.ComputationGraph:
+def batch_graph(fail_on: frozenset[int] = frozenset(), strategy: str = "sequential") -> hr.ComputationGraph:
     tick = hr.passthrough("tick")
 
     @hr.batch_accumulator(flush_interval="5ms")
     def fills(events: list[Any]) -> list[Any]:
         return list(events)
 
-    g = hr.ComputationGraph("sim", accumulators=[tick, fills], criteria=hr.when_any(tick, fills))
+    g = hr.ComputationGraph(
+        "sim", accumulators=[tick, fills], criteria=hr.when_any(tick, fills), input_strategy=strategy  # type: ignore[arg-type]
+    )
 
     @g.node
     def out(tick: Any, fills: Any) -> Any:
@@ -197,14 +199,16 @@ timed = st.lists(
 
 
 @settings(max_examples=40, deadline=None)
-@given(timed, st.integers(min_value=0, max_value=30))
-def test_the_same_timed_events_give_the_same_fires_in_either_mode(events: list[tuple[int, str, int]], tail: int) -> None:
+@given(timed, st.integers(min_value=0, max_value=30), st.sampled_from(["sequential", "latest", "burst"]))
+def test_the_same_timed_events_give_the_same_fires_in_either_mode(
+    events: list[tuple[int, str, int]], tail: int, strategy: str
+) -> None:
     t = T0
     triples = []
     for gap, name, value in events:
         t += gap / 1000
         triples.append((t, name, value))
-    g = batch_graph(fail_on=frozenset({3, 7}))
+    g = batch_graph(fail_on=frozenset({3, 7}), strategy=strategy)
     options = {"retry_backoff": "2ms", "max_attempts": 2}
     inline = run_graph(g, triples, start=T0, until=t + tail / 1000, mode="inline", **options)
     thread = run_graph(g, triples, start=T0, until=t + tail / 1000, mode="thread", **options)
