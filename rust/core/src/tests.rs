@@ -747,3 +747,4 @@ mod progress;
 mod spin;
 mod simulated;
 mod chain;
+mod journal;
