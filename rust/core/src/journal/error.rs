@@ -42,11 +42,21 @@ impl JournalError {
         JournalError::Io { path: path.into(), op, error: Arc::new(error) }
     }
 
-    /// The file and byte offset of damage, for the host's exception.
-    pub fn location(&self) -> Option<(&PathBuf, u64)> {
+    /// The file or directory the error is about, if one.
+    pub fn path(&self) -> Option<&PathBuf> {
         match self {
-            JournalError::Corrupt { segment, offset, .. } => Some((segment, *offset)),
-            JournalError::WriterFailed { error, .. } => error.location(),
+            JournalError::Io { path, .. } | JournalError::NotADirectory { path } | JournalError::GraphMismatch { path, .. } => Some(path),
+            JournalError::Corrupt { segment, .. } | JournalError::UnsupportedVersion { segment, .. } => Some(segment),
+            JournalError::WriterFailed { error, .. } => error.path(),
+            _ => None,
+        }
+    }
+
+    /// The byte offset of damage in [`JournalError::path`].
+    pub fn offset(&self) -> Option<u64> {
+        match self {
+            JournalError::Corrupt { offset, .. } => Some(*offset),
+            JournalError::WriterFailed { error, .. } => error.offset(),
             _ => None,
         }
     }

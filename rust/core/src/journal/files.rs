@@ -135,12 +135,15 @@ impl Files {
     }
 
     /// Deletes the oldest segments beyond `keep_segments` / `keep_bytes`,
-    /// never the active one. A segment that cannot be deleted stops it (so
+    /// never the active one. The active segment is counted at its full
+    /// `segment_bytes`, which it may grow to before the next rotation, so that
+    /// the journal stays within `keep_bytes` between rotations too. A segment that cannot be deleted stops it (so
     /// that no gap opens in the middle): it is counted and retried at the
     /// next rotation.
     fn retain(&mut self) {
         let (keep_segments, keep_bytes) = (self.options.keep_segments, self.options.keep_bytes);
-        let mut total: u64 = self.segments.iter().map(|s| s.len).sum();
+        let active = self.segments.back().map_or(0, |s| s.len.max(self.options.segment_bytes));
+        let mut total: u64 = self.segments.iter().rev().skip(1).map(|s| s.len).sum::<u64>() + active;
         while self.segments.len() > 1 {
             let over = keep_segments.is_some_and(|k| self.segments.len() > k) || keep_bytes.is_some_and(|k| total > k);
             if !over {

@@ -22,6 +22,13 @@ use super::segment::{self, Next, Opened, Scanner};
 use super::JournalError;
 use crate::event::SourcePosition;
 
+/// A batch smaller than this makes the background thread wait up to
+/// [`LINGER`] before the next, so that a steady trickle of appends is written
+/// in a few large writes rather than one wake-up and write per record. A
+/// `flush`, `close`, a full buffer or a due fsync end the wait at once.
+const LINGER_BYTES: usize = 64 << 10;
+const LINGER: Duration = Duration::from_millis(1);
+
 /// When the background thread calls `fsync`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FsyncPolicy {
@@ -39,7 +46,9 @@ pub struct WriterOptions {
     pub segment_bytes: u64,
     /// Keep at most this many segments (the oldest are deleted at rotation).
     pub keep_segments: Option<usize>,
-    /// Keep at most this many bytes of segments (never deleting the active one).
+    /// Keep at most this many bytes of segments: at each rotation the oldest
+    /// are deleted until they and a full active segment (`segment_bytes`) fit.
+    /// The active segment is never deleted.
     pub keep_bytes: Option<u64>,
     pub fsync: FsyncPolicy,
     /// The bound on appended-but-unwritten bytes (one record larger than it
@@ -104,6 +113,8 @@ struct State {
     synced: u64,
     /// A flush wants an fsync up to this seq.
     sync_wanted: u64,
+    /// A flush wants everything up to this seq written now (no lingering).
+    flush_wanted: u64,
     closing: bool,
     stopped: bool,
     writer_idle: bool,
@@ -208,6 +219,7 @@ impl JournalWriter {
                 written,
                 synced: written,
                 sync_wanted: written,
+                flush_wanted: written,
                 closing: false,
                 stopped: false,
                 writer_idle: false,
@@ -307,6 +319,8 @@ impl JournalWriter {
                 return Err(JournalError::Backpressure { capacity: self.options.buffer_bytes, waited: wait });
             }
             st.waiters += 1;
+            // A lingering writer must not make a full buffer wait out its linger.
+            self.shared.work.notify_one();
             st = self.shared.progress.wait_timeout(st, until - now).unwrap_or_else(|p| p.into_inner()).0;
             st.waiters -= 1;
         }
@@ -329,6 +343,7 @@ impl JournalWriter {
         let mut st = self.shared.lock();
         let target = st.next_seq - 1;
         let sync = self.options.fsync != FsyncPolicy::Never;
+        st.flush_wanted = st.flush_wanted.max(target);
         if sync {
             st.sync_wanted = st.sync_wanted.max(target);
         }
@@ -435,25 +450,35 @@ fn run(shared: &Shared, mut files: Files) {
         _ => None,
     };
     let mut last_sync = Instant::now();
+    // After a small batch, the next one waits until this (group commit).
+    let linger_bytes = LINGER_BYTES.min(files.options.buffer_bytes / 2);
+    let mut linger_until: Option<Instant> = None;
     loop {
         let mut st = shared.lock();
         loop {
             let unsynced = st.written > st.synced;
             let interval_due = interval.is_some_and(|d| unsynced && last_sync.elapsed() >= d);
-            if !st.buf.is_empty() || st.closing || st.sync_wanted > st.synced || interval_due {
+            let urgent = st.closing || st.sync_wanted > st.synced || st.flush_wanted > st.written || interval_due;
+            let now = Instant::now();
+            let lingering = linger_until.filter(|&t| now < t && st.buf.len() < linger_bytes && st.waiters == 0);
+            if urgent || (!st.buf.is_empty() && lingering.is_none()) {
                 break;
             }
-            st.writer_idle = true;
-            st = match interval.filter(|_| unsynced) {
-                Some(d) => {
-                    let left = d.saturating_sub(last_sync.elapsed());
-                    shared.work.wait_timeout(st, left).unwrap_or_else(|p| p.into_inner()).0
-                }
+            // Appends wake an idle writer only when its buffer is empty.
+            st.writer_idle = st.buf.is_empty();
+            let until = match (lingering, interval.filter(|_| unsynced)) {
+                (Some(t), _) if !st.buf.is_empty() => Some(t),
+                (_, Some(d)) => Some(now + d.saturating_sub(last_sync.elapsed())),
+                _ => None,
+            };
+            st = match until {
+                Some(t) => shared.work.wait_timeout(st, t.saturating_duration_since(now)).unwrap_or_else(|p| p.into_inner()).0,
                 None => shared.work.wait(st).unwrap_or_else(|p| p.into_inner()),
             };
             st.writer_idle = false;
         }
         std::mem::swap(&mut st.buf, &mut spare);
+        linger_until = (spare.len() < linger_bytes).then(|| Instant::now() + LINGER);
         let first = st.written + 1;
         let closing = st.closing;
         let wanted = st.sync_wanted > st.synced;
