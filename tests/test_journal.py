@@ -337,3 +337,20 @@ def test_paths_may_be_strings_or_pathlike(tmp_path: Path) -> None:
         w.append_event(0, b"a", 1)
         assert w.path == str(tmp_path / "j")
     assert [e.payload for e in read_journal(os.fspath(tmp_path / "j"))] == [b"a"]
+
+
+def test_a_failed_background_write_is_raised_by_later_calls(tmp_path: Path) -> None:
+    import shutil
+
+    path = tmp_path / "j"
+    w = JournalWriter(path, "g", ACCS, segment_bytes=300, fsync="never")
+    w.append_event(0, b"first", 1)
+    w.flush()
+    shutil.rmtree(path)  # the next rotation cannot create its segment
+    with pytest.raises(JournalError, match="were not written") as caught:
+        for i in range(200):
+            w.append_event(0, b"x" * 40, i)
+            w.flush()
+    assert caught.value.path is not None and caught.value.path.startswith(str(path))
+    with pytest.raises(JournalError, match="were not written"):
+        w.close()

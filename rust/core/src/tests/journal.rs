@@ -459,3 +459,28 @@ fn a_small_buffer_makes_appends_wait_for_the_writer_without_losing_any() {
     assert_eq!((seqs(&records), status), ((1..=5000).collect::<Vec<_>>(), ReadStatus::Clean));
     assert!(records.iter().all(|r| r.payload == payload(r.seq)));
 }
+
+#[test]
+fn a_failed_write_is_reported_by_every_later_call_never_dropped_silently() {
+    let t = TempDir::new();
+    let w = open(&t.journal(), WriterOptions { fsync: FsyncPolicy::Never, ..small(300) });
+    write_events(&w, 1, 3);
+    w.flush(None).unwrap();
+    // The directory vanishes: the next rotation cannot create its segment.
+    fs::remove_dir_all(t.journal()).unwrap();
+    let mut failed = None;
+    for i in 4..200u64 {
+        match w.append_event(0, i as i64, &payload(i), None).and_then(|_| w.flush(None)) {
+            Ok(()) => {}
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    let err = failed.expect("the writer failed");
+    assert!(matches!(&err, JournalError::WriterFailed { error, .. } if matches!(**error, JournalError::Io { op: "create", .. })), "{err:?}");
+    assert!(err.to_string().contains("were not written"), "{err}");
+    assert!(matches!(w.append_advance(0), Err(JournalError::WriterFailed { .. })));
+    assert!(matches!(w.close(), Err(JournalError::WriterFailed { .. })));
+}
