@@ -6,6 +6,7 @@ from typing import Any, Self, final, overload
 from typing_extensions import disjoint_base
 
 from datetime import datetime
+from os import PathLike
 
 from headrace._options import EngineOptions
 
@@ -15,6 +16,9 @@ __all__ = [
     "Engine",
     "FireList",
     "FireResult",
+    "JournalReader",
+    "JournalWriter",
+    "MAX_RECORD_BYTES",
     "OnOutput",
     "Route",
     "SimTime",
@@ -23,11 +27,13 @@ __all__ = [
     "decode_checkpoint",
     "input_age",
     "encode_checkpoint",
+    "read_journal",
     "read_component",
 ]
 
 __version__: str
 MAX_BATCH: int
+MAX_RECORD_BYTES: int
 
 def compile_graph(spec: dict[str, Any]) -> list[str]: ...
 def input_age(name: str) -> float: ...
@@ -114,6 +120,55 @@ class Counters:
     def paused(self) -> bool: ...
     @property
     def health(self) -> str: ...
+
+@final
+class JournalWriter:
+    """Appends records to a journal directory from a background thread (see ``headrace.journal``)."""
+
+    def __new__(
+        cls,
+        path: str | PathLike[str],
+        graph: str,
+        accumulators: list[str],
+        *,
+        segment_bytes: int = 67108864,
+        keep_segments: int | None = None,
+        keep_bytes: int | None = None,
+        fsync: str | float | None = None,
+        buffer_bytes: int = 8388608,
+        append_timeout: float = 5.0,
+    ) -> JournalWriter: ...
+    def append_event(
+        self, acc: int, payload: bytes, time_ns: int, position: tuple[str, int, int] | None = None
+    ) -> int: ...
+    def append_advance(self, time_ns: int) -> int: ...
+    def append_settle(self, time_ns: int) -> int: ...
+    def flush(self, timeout: float | None = None) -> None: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *_exc: object) -> None: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def truncated(self) -> tuple[str, int, int] | None: ...
+    def stats(self) -> dict[str, int]: ...
+
+@final
+class JournalReader:
+    """``(seq, time_ns, kind, accumulator, payload, position)`` of each record of a journal."""
+
+    def __iter__(self) -> Self: ...
+    def __next__(self) -> tuple[int, int, str, str | None, bytes, tuple[str, int, int] | None]: ...
+    @property
+    def status(self) -> str | None: ...
+    @property
+    def torn(self) -> tuple[str, int] | None: ...
+    @property
+    def graph(self) -> str | None: ...
+    @property
+    def accumulators(self) -> list[str] | None: ...
+
+def read_journal(path: str | PathLike[str], from_seq: int = 0) -> JournalReader: ...
 
 @disjoint_base
 class SimTime:

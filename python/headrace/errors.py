@@ -13,6 +13,7 @@ __all__ = [
     "GraphDefinitionError",
     "HeadraceError",
     "InvalidNameError",
+    "JournalError",
     "MissingDependencyError",
     "NodeError",
     "PayloadError",
@@ -179,3 +180,15 @@ class InvalidNameError(HeadraceError, ValueError):
 class MissingDependencyError(HeadraceError, ImportError):
     """An optional feature needs a package that is not installed; the message
     names the ``pip install`` that adds it."""
+
+
+class JournalError(HeadraceError):
+    """An input journal could not be written or read: a path that is not a
+    directory, another graph's journal, a full append buffer, a failed write,
+    or damage a torn last write cannot explain. For damage, ``path`` names the
+    segment file and ``offset`` the byte where it starts."""
+
+    def __init__(self, message: str, *, path: str | None = None, offset: int | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.offset = offset

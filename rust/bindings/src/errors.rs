@@ -12,6 +12,7 @@ use pyo3::types::{PyDict, PyString, PyType};
 
 use headrace_core::error::Named;
 use headrace_core::host::{CheckpointError, Codec, Unsupported};
+use headrace_core::journal::JournalError;
 use headrace_core::plan::DefinitionError;
 
 fn class<'py>(py: Python<'py>, cell: &'static PyOnceLock<Py<PyType>>, name: &str) -> PyResult<&'py Bound<'py, PyType>> {
@@ -38,6 +39,7 @@ error_class!(checkpoint_error, "CheckpointError");
 error_class!(uncheckpointable_error, "UncheckpointableError");
 
 error_class!(setting_error, "SettingError");
+error_class!(journal_error, "JournalError");
 
 /// Everything the bindings raise on headrace's own account. Each variant holds
 /// what its message and attributes need; [`From<Error> for PyErr`] is the one
@@ -79,6 +81,8 @@ pub enum Error {
     Node(Box<NodeRaised>),
     /// Undecodable bytes.
     Payload(Box<Undecodable>),
+    /// An input journal that cannot be written or read.
+    Journal(JournalError),
     /// A Python error passed through unchanged.
     Python(PyErr),
 }
@@ -113,6 +117,12 @@ pub struct Undecodable {
 impl From<PyErr> for Error {
     fn from(e: PyErr) -> Self {
         Error::Python(e)
+    }
+}
+
+impl From<JournalError> for Error {
+    fn from(e: JournalError) -> Self {
+        Error::Journal(e)
     }
 }
 
@@ -241,6 +251,18 @@ fn build(py: Python<'_>, e: Error) -> PyResult<PyErr> {
                 Some(c) => with_cause(py, err, &c),
                 None => err,
             }
+        }
+        Error::Journal(JournalError::Setting { what, message }) => {
+            let message = format!("journal option {what}: {message}");
+            raise(setting_error(py)?, message, &[("setting", what.into_pyobject(py)?.into_any())])
+        }
+        Error::Journal(e) => {
+            let (path, offset) = (e.path().map(|p| p.display().to_string()), e.offset());
+            raise(
+                journal_error(py)?,
+                e.to_string(),
+                &[("path", path.into_pyobject(py)?.into_any()), ("offset", offset.into_pyobject(py)?.into_any())],
+            )
         }
         Error::Python(e) => e,
     })

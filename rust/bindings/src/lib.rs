@@ -16,6 +16,7 @@ mod fire;
 mod gc;
 mod graph;
 mod inline;
+mod journal;
 mod mode;
 mod options;
 mod restore;
@@ -42,6 +43,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<fire::Route>()?;
     m.add_class::<stats::Counters>()?;
     m.add_class::<time::SimTime>()?;
+    m.add_class::<journal::JournalWriter>()?;
+    m.add_class::<journal::JournalReader>()?;
+    m.add_function(wrap_pyfunction!(journal::read_journal, m)?)?;
     m.add_function(wrap_pyfunction!(compile_graph, m)?)?;
     m.add_function(wrap_pyfunction!(ages::input_age, m)?)?;
     m.add_function(wrap_pyfunction!(convert::encode_checkpoint, m)?)?;
@@ -49,5 +53,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(convert::read_component, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("MAX_BATCH", headrace_core::driver::MAX_BATCH)?;
+    m.add("MAX_RECORD_BYTES", headrace_core::journal::MAX_RECORD_BYTES)?;
     Ok(())
 }

@@ -17,6 +17,7 @@ pub mod error;
 pub mod event;
 mod executor;
 pub mod host;
+pub mod journal;
 pub mod metrics;
 pub mod plan;
 pub mod processor;

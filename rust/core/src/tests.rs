@@ -754,3 +754,4 @@ mod progress;
 mod spin;
 mod simulated;
 mod chain;
+mod journal;
