@@ -31,6 +31,7 @@ from headrace.errors import (
 )
 from headrace.clock import SimClock
 from headrace.graph import ComputationGraph, Criteria, every, when_all, when_any
+from headrace.replay import replay
 from headrace.runtime import Runtime, on_output
 from headrace.sources import StreamBackend, StreamConfig, StreamError, register_stream_backend
 
@@ -70,6 +71,7 @@ __all__ = [
     "passthrough_accumulator",
     "polling_accumulator",
     "register_stream_backend",
+    "replay",
     "state_accumulator",
     "stream_accumulator",
     "when_all",

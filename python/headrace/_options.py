@@ -56,6 +56,8 @@ class EngineOptions:
     chain_runs: bool = True
     #: A simulated clock to run on (None: the wall clock).
     clock: Any = None
+    #: The ``_core.JournalWriter`` every input is recorded to (None: none).
+    journal: Any = None
     #: A running asyncio loop for async nodes and accumulators (None: the
     #: runtime starts its own when the graph has any).
     loop: Any = None

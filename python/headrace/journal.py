@@ -31,7 +31,7 @@ from headrace._core import MAX_RECORD_BYTES, JournalWriter
 
 __all__ = ["MAX_RECORD_BYTES", "JournalEntry", "JournalReader", "JournalWriter", "read_journal"]
 
-Kind: TypeAlias = Literal["event", "advance", "settle"]
+Kind: TypeAlias = Literal["event", "advance", "settle", "fire", "pause"]
 #: Where a stream source's message came from: ``(topic, partition, offset)``.
 Position: TypeAlias = tuple[str, int, int]
 
@@ -44,8 +44,10 @@ class JournalEntry:
         seq: Its sequence number: 1 for a journal's first record, then one more
             for each record, across segments.
         time_ns: Event (or clock) time in nanoseconds since the Unix epoch.
-        kind: ``"event"`` (an input), ``"advance"`` (a clock step, no input) or
-            ``"settle"`` (the processor settled here).
+        kind: ``"event"`` (an input), ``"advance"`` (a clock step: the timers
+            due by then ran, no input), ``"settle"`` (the processor settled
+            here), ``"fire"`` (a manual fire) or ``"pause"`` (payload ``b"\\x01"``:
+            paused, ``b"\\x00"``: resumed).
         accumulator: The event's accumulator, by name; None unless an event.
         payload: The event as it was received (empty unless an event).
         position: ``(topic, partition, offset)`` of a stream source's message, or None.

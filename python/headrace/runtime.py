@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 from headrace import _core
 from headrace._aio import InlineAio
@@ -109,6 +110,16 @@ class Runtime(_core.Engine):
             ``at=`` move it, and fires start at simulated times. Polling
             accumulators are then polled by the processor on their interval
             in simulated time, and stream sources are not started.
+        journal: A directory to record every input to (README: "Journal and
+            replay"): each event as received with its time and source
+            position, each timer step, manual fire and pause, appended off
+            the hot path; ``hr.replay`` runs a graph over it. Chain runs are
+            off while recording.
+        journal_fsync: "batch" (fsync after each background write, the
+            default), "never", or a number of seconds between fsyncs.
+        journal_segment_bytes: Rotate to a new segment file at this size.
+        journal_keep_bytes: Delete the oldest segments beyond this many bytes
+            (None: keep all).
         profile: Time every node of every fire: ``FireResult.node_ns`` maps
             each node that ran to its nanoseconds (None when off; off costs
             nothing).
@@ -149,6 +160,10 @@ class Runtime(_core.Engine):
         offload_sync: bool = False,
         chain_runs: bool = True,
         clock: SimClock | None = None,
+        journal: str | os.PathLike[str] | None = None,
+        journal_fsync: Literal["batch", "never"] | float = "batch",
+        journal_segment_bytes: int = 64 << 20,
+        journal_keep_bytes: int | None = None,
     ) -> Self:
         if not isinstance(graph, ComputationGraph):
             raise TypeError(f"Runtime needs a ComputationGraph, got {type(graph).__name__}")
@@ -168,7 +183,17 @@ class Runtime(_core.Engine):
         the_store = open_store(store) if store is not None else None
         writer = None
         runners: list[StreamRunner] = []
+        recorder: _core.JournalWriter | None = None
         try:
+            if journal is not None:
+                recorder = _core.JournalWriter(
+                    os.fspath(journal),
+                    graph.name,
+                    [a.name for a in graph.accumulators],
+                    segment_bytes=journal_segment_bytes,
+                    keep_bytes=journal_keep_bytes,
+                    fsync=journal_fsync,
+                )
             restore: dict[str, bytes] | None = None
             key = f"of graph '{graph.name}' (tenant '{tenant}')"
             if the_store is not None:
@@ -207,9 +232,12 @@ class Runtime(_core.Engine):
                 record_inputs=record_inputs,
                 chain_runs=chain_runs,
                 clock=clock,
+                journal=recorder,
             )
             self = super().__new__(cls, graph.engine_spec(), options)
         except BaseException:
+            if recorder is not None:
+                recorder.close()
             if writer is not None:
                 writer.close()
             if opened and the_store is not None:
@@ -217,6 +245,7 @@ class Runtime(_core.Engine):
             raise
         self._graph = graph
         self._writer = writer
+        self._journal = recorder
         self._store = the_store if opened else None
         # Inline with async callables: apush runs the fire in a greenlet on
         # the caller's thread and awaits the coroutines on the caller's loop.
@@ -237,6 +266,7 @@ class Runtime(_core.Engine):
     _aio: InlineAio | None
     _graph: ComputationGraph
     _writer: CheckpointWriter | None
+    _journal: _core.JournalWriter | None
     _store: CheckpointStore | None
     _sources: list[StreamRunner]
     _poller: Poller | None
@@ -342,6 +372,10 @@ class Runtime(_core.Engine):
         (last time, size, duration, failures, store health). A failing store
         shows as health "degraded" while it lasts."""
         s = super().stats()
+        if self._journal is None:
+            del s["journal"]
+        else:
+            s["journal"].update(self._journal.stats(), path=self._journal.path)
         if self._sources:
             s["sources"] = {r.name: r.stats() for r in self._sources}
         cp = self.checkpoint_health()
@@ -381,7 +415,13 @@ class Runtime(_core.Engine):
         sources, self._sources = self._sources, []
         for runner in sources:
             runner.stop_reading()
-        super().close()
+        try:
+            super().close()
+        finally:
+            # After the processor stopped: everything it recorded is written.
+            journal, self._journal = self._journal, None
+            if journal is not None:
+                journal.close()
         writer, self._writer = self._writer, None
         if writer is not None:
             writer.close()

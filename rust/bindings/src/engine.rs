@@ -198,6 +198,16 @@ impl Engine {
         Ok(self.advance_to(py, Time::from_nanos(nanos), self.room(None)?)?)
     }
 
+    /// A simulated clock reads `nanos` from now on, without running the
+    /// timers due by then (replay: they run at the journal's next step).
+    fn _stamp_clock(&self, py: Python<'_>, nanos: i64) -> PyResult<()> {
+        if let Some(clock) = &self.sim_time {
+            clock.fetch_max(nanos, SeqCst);
+        }
+        let mut out = InlineOutcome::new();
+        Ok(self.submit(py, Item::Stamp(Time::from_nanos(nanos)), self.room(None)?, &mut out)?)
+    }
+
     /// The simulated clock's time in seconds since the epoch (the newest an
     /// event or an advance asked for), or None under the wall clock.
     #[getter]

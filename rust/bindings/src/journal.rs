@@ -44,7 +44,14 @@ fn seconds(value: f64, what: &str) -> Result<Duration, Error> {
 /// Appends records to a journal directory from a background thread.
 #[pyclass(frozen, module = "headrace._core")]
 pub struct JournalWriter {
-    inner: core::JournalWriter,
+    inner: Arc<core::JournalWriter>,
+}
+
+impl JournalWriter {
+    /// The writer itself, for an engine to record into.
+    pub fn shared(&self) -> Arc<core::JournalWriter> {
+        Arc::clone(&self.inner)
+    }
 }
 
 #[pymethods]
@@ -73,7 +80,7 @@ impl JournalWriter {
             append_timeout: seconds(append_timeout, "append_timeout")?,
         };
         let inner = py.detach(|| core::JournalWriter::open(&path, &graph, accumulators, options))?;
-        Ok(JournalWriter { inner })
+        Ok(JournalWriter { inner: Arc::new(inner) })
     }
 
     /// Appends an event for accumulator index `acc`; returns its seq. Waits

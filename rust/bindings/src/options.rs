@@ -41,6 +41,8 @@ pub struct EngineOptions {
     pub chain_runs: bool,
     /// A simulated clock to run on (None: the wall clock).
     pub clock: Option<Py<crate::time::SimTime>>,
+    /// The input journal every input is recorded to (None: none).
+    pub journal: Option<Py<crate::journal::JournalWriter>>,
     /// The running loop async callables use (None: the runtime's own, if needed).
     #[pyo3(attribute("loop"))]
     pub event_loop: Option<Py<PyAny>>,

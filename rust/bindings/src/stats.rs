@@ -14,7 +14,7 @@ type Value = Py<PyAny>;
 
 /// The reactor's health, derived from its accumulators' (as the seed design
 /// defines it): degraded while any source is disconnected, any accumulator
-/// is stale (past its `max_age`) or checkpoints fail,
+/// is stale (past its `max_age`), checkpoints or journal appends fail,
 /// warming while any is still starting or connecting.
 fn reactor_health(metrics: &Metrics, closed: bool, now: Reading) -> &'static str {
     if closed {
@@ -22,7 +22,8 @@ fn reactor_health(metrics: &Metrics, closed: bool, now: Reading) -> &'static str
     }
     let states: Vec<Health> = metrics.accumulators.iter().map(|m| m.health()).collect();
     let stale = (0..states.len()).any(|i| metrics.stale_for(i, now.stamp).is_some());
-    if stale || states.contains(&Health::Disconnected) || metrics.checkpoint_failing.load(Relaxed) {
+    let failing = metrics.checkpoint_failing.load(Relaxed) || metrics.journal.failing.load(Relaxed);
+    if stale || states.contains(&Health::Disconnected) || failing {
         "degraded"
     } else if states.iter().any(|h| matches!(h, Health::Starting | Health::Connecting)) {
         "warming"
@@ -146,6 +147,11 @@ pub fn build<'py>(
         accs.set_item(name, a)?;
     }
     d.set_item("accumulators", accs)?;
+    let journal = PyDict::new(py);
+    journal.set_item("failing", metrics.journal.failing.load(Relaxed))?;
+    journal.set_item("unrecorded", metrics.journal.unrecorded.load(Relaxed))?;
+    journal.set_item("last_error", metrics.journal.last_error())?;
+    d.set_item("journal", journal)?;
     let (letters, dropped) = dead_letters.with(|l, dropped| (dead_letter_list(py, names, l.iter()), dropped));
     d.set_item("dead_letters", letters?)?;
     d.set_item("dead_letters_dropped", dropped)?;

@@ -28,6 +28,11 @@ pub enum Item<V> {
     /// A simulated clock moves to this time, running the timers due on the
     /// way first (`Processor::advance`); nothing under the wall clock.
     Advance(Time),
+    /// A simulated clock reads this time from now on, without running the
+    /// timers due by then (they run at the next `Advance`): replaying a
+    /// journal, whose events carry the time the processor took them at,
+    /// with timers that ran late recorded as their own steps.
+    Stamp(Time),
     /// Flush batches, settle, checkpoint, and end the loop.
     /// (What each item means is [`crate::processor::Processor::apply`].)
     Stop,

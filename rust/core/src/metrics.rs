@@ -85,6 +85,32 @@ pub struct AccMetrics {
 /// No boundary yet.
 pub const NEVER: u64 = u64::MAX;
 
+/// How recording to the input journal goes (when there is one).
+#[derive(Default)]
+pub struct JournalHealth {
+    /// The last append failed (the reactor is degraded until one succeeds).
+    pub failing: AtomicBool,
+    /// Events taken but not recorded: their value could not be encoded.
+    pub unrecorded: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl JournalHealth {
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn unrecorded(&self, text: String) {
+        self.unrecorded.fetch_add(1, Relaxed);
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(text);
+    }
+
+    pub(crate) fn failed(&self, text: String) {
+        self.failing.store(true, Relaxed);
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(text);
+    }
+}
+
 impl AccMetrics {
     pub fn health(&self) -> Health {
         Health::from_u8(self.health.load(Relaxed))
@@ -135,6 +161,7 @@ pub struct Metrics {
     /// epoch): what ages are read against, so that a node sees the time of
     /// the event it runs for, not that of events still queued.
     pub sim_now: std::sync::atomic::AtomicI64,
+    pub journal: JournalHealth,
 }
 
 impl Metrics {
@@ -154,6 +181,7 @@ impl Metrics {
             simulated: false,
             origin: AtomicU64::new(0),
             sim_now: std::sync::atomic::AtomicI64::new(0),
+            journal: JournalHealth::default(),
         }
     }
 

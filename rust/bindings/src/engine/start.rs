@@ -32,6 +32,9 @@ pub fn start(py: Python<'_>, spec: &Bound<'_, PyDict>, options: EngineOptions) -
     compiled.on_undecodable = options.on_undecodable;
     let plan = compiled.plan.clone();
     let mut processor = Processor::new(plan.clone(), settings.config);
+    if let Some(journal) = &options.journal {
+        processor.set_journal(journal.get().shared());
+    }
     let sim_time = options.clock.map(|c| c.get().nanos.clone());
     compiled.ages = Some(Arc::new(AgeView {
         graph: plan.graph.clone(),

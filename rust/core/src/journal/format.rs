@@ -28,12 +28,18 @@ pub enum RecordKind {
     Advance = 2,
     /// The processor settled here (every input before it was processed).
     Settle = 3,
+    /// A manual fire (`fire()`); no payload.
+    Fire = 4,
+    /// Pausing (payload `[1]`) or resuming (`[0]`).
+    Pause = 5,
 }
 
 crate::named!(RecordKind, "journal record kind", {
     RecordKind::Event => "event",
     RecordKind::Advance => "advance",
     RecordKind::Settle => "settle",
+    RecordKind::Fire => "fire",
+    RecordKind::Pause => "pause",
 });
 
 impl RecordKind {
@@ -42,6 +48,8 @@ impl RecordKind {
             1 => Some(RecordKind::Event),
             2 => Some(RecordKind::Advance),
             3 => Some(RecordKind::Settle),
+            4 => Some(RecordKind::Fire),
+            5 => Some(RecordKind::Pause),
             _ => None,
         }
     }

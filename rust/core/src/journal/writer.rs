@@ -264,6 +264,16 @@ impl JournalWriter {
         self.blocking(RecordKind::Settle, NO_ACCUMULATOR, time_ns, &[], None)
     }
 
+    /// A manual fire.
+    pub fn append_fire(&self, time_ns: i64) -> Result<u64, JournalError> {
+        self.blocking(RecordKind::Fire, NO_ACCUMULATOR, time_ns, &[], None)
+    }
+
+    /// Pausing (`true`) or resuming.
+    pub fn append_pause(&self, time_ns: i64, paused: bool) -> Result<u64, JournalError> {
+        self.blocking(RecordKind::Pause, NO_ACCUMULATOR, time_ns, &[u8::from(paused)], None)
+    }
+
     /// Like `append_event`, but `Ok(None)` at once when the buffer is full.
     pub fn try_append_event(&self, acc: u32, time_ns: i64, payload: &[u8], position: Option<&SourcePosition>) -> Result<Option<u64>, JournalError> {
         self.append(RecordKind::Event, acc, time_ns, payload, position, None)

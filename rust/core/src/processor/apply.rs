@@ -117,6 +117,7 @@ impl<V, E> Processor<V, E> {
             Item::Checkpoint => applied.checkpoint = Some(self.checkpoint(calls)),
             Item::Pause(paused) => self.set_paused(paused, calls, now),
             Item::Advance(t) => self.advance(t, calls),
+            Item::Stamp(t) => self.stamp(t),
             Item::Stop => {
                 self.shutdown(calls, now);
                 applied.checkpoint = self.checkpoints_enabled().then(|| self.checkpoint(calls));

@@ -71,6 +71,8 @@ impl<V, E> Processor<V, E> {
         self.plan.chain_terminal.is_some()
             // A run's fires are timed as a whole, on the wall clock.
             && self.anchor.simulated().is_none()
+            // A run's events do not pass the processor one by one.
+            && self.journal.is_none()
             && !self.paused
             && self.queue.is_empty()
             && !self.any_dirty

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 mod apply;
 mod chain;
+mod journaled;
 mod timed;
 mod values;
 mod state;
@@ -21,6 +22,8 @@ use crate::clock::Anchor;
 use timed::Timed;
 pub use crate::event::{Input, SourcePosition};
 pub use apply::Applied;
+pub use journaled::{PAYLOAD_JSON, PAYLOAD_MSGPACK, PAYLOAD_VALUE};
+use journaled::Mark;
 pub use chain::{AccRun, ChainFailure, ChainRan, Run as ChainRun};
 
 use crate::accumulator::{AccState, Flushed, Taken};
@@ -130,6 +133,8 @@ pub struct Processor<V, E> {
     /// Under a simulated clock, each polling accumulator's next poll (the
     /// processor polls on its own timers; on the wall clock a poller does).
     polls: Vec<Option<Time>>,
+    /// Where every input is recorded, if anywhere.
+    journal: Option<Arc<crate::journal::JournalWriter>>,
     /// Fires at the last checkpoint, and whether anything changed since.
     checkpointed_fires: u64,
     unsaved_since: Option<Time>,
@@ -188,6 +193,7 @@ impl<V, E> Processor<V, E> {
             paused: false,
             timed,
             polls,
+            journal: None,
             checkpointed_fires: 0,
             unsaved_since: None,
             ran: None,
@@ -286,6 +292,9 @@ impl<V, E> Processor<V, E> {
         calls: &mut dyn Calls<V, E>,
         now: &Now,
     ) -> u64 {
+        if self.journal.is_some() {
+            self.journal_event(acc, &input, position, now, calls);
+        }
         let seq = self.begin_event(acc, now);
         let event = match input {
             Input::Value(v) => v,
@@ -361,6 +370,7 @@ impl<V, E> Processor<V, E> {
 
     /// Pauses or resumes firing. Resuming fires for whatever was accepted meanwhile.
     pub fn set_paused(&mut self, paused: bool, calls: &mut dyn Calls<V, E>, now: &Now) {
+        self.journal_mark(Mark::Pause(paused), self.time(now));
         self.paused = paused;
         self.metrics.paused.store(paused, Relaxed);
         if self.unsaved_since.is_none() && self.checkpoints_enabled() {
@@ -385,6 +395,7 @@ impl<V, E> Processor<V, E> {
     /// Fires once on the current inputs, whatever the criteria say. Returns the
     /// sequence number the fire is reported with.
     pub fn fire_manual(&mut self, calls: &mut dyn Calls<V, E>, now: &Now) -> u64 {
+        self.journal_mark(Mark::Fire, self.time(now));
         let seq = self.take_seq();
         let ok = self
             .run(Fire { trigger: Trigger::Manual, seq, attempt: 1, dead_letter_on_failure: false }, false, calls)
@@ -401,9 +412,17 @@ impl<V, E> Processor<V, E> {
     /// Under a simulated clock timers run only as [`Processor::advance`]
     /// moves time, so this does nothing.
     pub fn on_timer(&mut self, calls: &mut dyn Calls<V, E>, now: &Now) {
-        if self.anchor.simulated().is_none() {
-            self.run_timers(calls, now);
+        if self.anchor.simulated().is_some() {
+            return;
         }
+        // A replay steps its clock here and runs the same timers.
+        if self.journal.is_some() {
+            let t = self.time(now);
+            if self.next_deadline().is_some_and(|due| due <= t) {
+                self.journal_mark(Mark::Advance, t);
+            }
+        }
+        self.run_timers(calls, now);
     }
 
     /// A simulated clock moves to `t`: first every timer due on the way runs,
@@ -413,6 +432,7 @@ impl<V, E> Processor<V, E> {
     /// time moves nothing, and this does nothing.
     pub fn advance(&mut self, t: Time, calls: &mut dyn Calls<V, E>) {
         let Some(mut at) = self.anchor.simulated() else { return };
+        self.journal_mark(Mark::Advance, t);
         while let Some(due) = self.next_deadline().filter(|due| *due <= t) {
             at = at.max(due);
             self.set_sim_time(at);
@@ -426,6 +446,12 @@ impl<V, E> Processor<V, E> {
                 break;
             }
         }
+        self.set_sim_time(t);
+    }
+
+    /// A simulated clock reads `t` (never back) without running the timers
+    /// due by then ([`Item::Stamp`](crate::channel::Item::Stamp)).
+    pub fn stamp(&mut self, t: Time) {
         self.set_sim_time(t);
     }
 

@@ -1,0 +1,132 @@
+"""The input journal and replay: a live thread-mode run recorded with
+``Runtime(journal=...)`` replays, on a simulated clock, to the same fires."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+from typer.testing import CliRunner
+
+import headrace as hr
+from headrace.cli import app
+from headrace.journal import read_journal
+
+T0 = 1_767_323_045.0
+
+
+def recorded_graph() -> hr.ComputationGraph:
+    tick = hr.passthrough("tick")
+
+    @hr.batch_accumulator(flush_interval="15ms")
+    def fills(events: list[Any]) -> list[Any]:
+        return list(events)
+
+    g = hr.ComputationGraph("recorded", accumulators=[tick, fills], criteria=hr.when_any(tick, fills))
+
+    @g.node
+    def out(tick: Any, fills: Any) -> Any:
+        if tick == 3:
+            raise RuntimeError("three is refused")
+        return {"tick": tick, "fills": fills}
+
+    return g
+
+
+def shape(fires: list[hr.FireResult]) -> list[tuple[Any, ...]]:
+    return [(f.id, f.trigger, f.outputs, None if f.error is None else str(f.error), f.attempt) for f in fires]
+
+
+OPTIONS: dict[str, Any] = {"retry_backoff": "5ms", "max_attempts": 2}
+
+
+def test_a_recorded_thread_mode_run_with_timers_replays_to_the_same_fires(tmp_path: Path) -> None:
+    journal = tmp_path / "journal"
+    live: list[hr.FireResult] = []
+    with hr.Runtime(recorded_graph(), mode="thread", on_fire=live.append, journal=journal, **OPTIONS) as rt:
+        for k in range(8):
+            rt.push("fills", {"fill": k})
+            if k % 3 == 0:
+                time.sleep(0.03)  # the batch flushes on its timer
+            rt.push("tick", k)  # tick 3 fails, then is retried on the backoff timer
+            if k == 3:
+                time.sleep(0.02)
+        rt.push_bytes("tick", b"42")
+        rt.drain()
+        rt.pause()
+        rt.push("tick", 8)
+        rt.resume()
+        rt.fire()
+        rt.drain()
+        stats = rt.stats()["journal"]
+        assert stats["path"] == str(journal) and stats["failing"] is False and stats["unrecorded"] == 0
+    kinds = [e.kind for e in read_journal(journal)]
+    assert kinds.count("event") == 18 and "advance" in kinds and "fire" in kinds and kinds.count("pause") == 2
+    assert any(f.trigger == "fills" for f in live), "a batch flushed on its timer"
+    assert any(f.attempt == 2 for f in live), "a failed fire was retried"
+    for mode in ("inline", "thread"):
+        replayed = hr.replay(recorded_graph(), journal, mode=mode, **OPTIONS)
+        assert shape(replayed) == shape(live), mode
+
+
+def test_replay_of_files_of_timed_events(tmp_path: Path) -> None:
+    rows = [[T0, "fills", {"fill": 1}], [T0 + 0.001, "tick", 1], [T0 + 0.050, "fills", {"fill": 2}]]
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    mp = tmp_path / "in.msgpack"
+    mp.write_bytes(b"".join(msgpack.packb(r) for r in rows))
+    expected = [
+        ("tick", {"tick": 1, "fills": None}),
+        ("fills", {"tick": 1, "fills": [{"fill": 1}]}),  # flushed after the successful fire
+        ("fills", {"tick": 1, "fills": [{"fill": 2}]}),  # flushed on its timer
+    ]
+    for source in (jsonl, mp, [tuple(r) for r in rows]):
+        fires = hr.replay(recorded_graph(), source, until=T0 + 1)
+        assert [(f.trigger, f.outputs["out"]) for f in fires] == expected
+        assert round(fires[2].started_at - T0, 6) == 0.065
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('[1.0, "tick"]\n')
+    with pytest.raises(hr.HeadraceError, match=r"record 1 is not \[time, accumulator, event\]"):
+        hr.replay(recorded_graph(), bad)
+    with pytest.raises(hr.HeadraceError, match="give a journal directory"):
+        hr.replay(recorded_graph(), tmp_path / "in.csv")
+
+
+def test_a_journal_of_another_graph_names_the_missing_accumulator(tmp_path: Path) -> None:
+    other = hr.ComputationGraph("recorded", accumulators=[hr.passthrough("quotes")])
+    other.node(name="n")(lambda quotes: quotes)
+    with hr.Runtime(other, journal=tmp_path / "j") as rt:
+        rt.push("quotes", 1)
+    with pytest.raises(hr.HeadraceError, match="accumulator 'quotes', which graph 'recorded' does not have"):
+        hr.replay(recorded_graph(), tmp_path / "j")
+
+
+def test_an_event_the_journal_cannot_encode_is_taken_and_counted(tmp_path: Path) -> None:
+    with hr.Runtime(recorded_graph(), journal=tmp_path / "j", check_checkpointable=False) as rt:
+        fire = rt.push("tick", object())
+        assert fire is not None and fire.error is None
+        s = rt.stats()
+        assert s["journal"]["unrecorded"] == 1
+        assert "accumulator 'tick': event not journaled" in s["journal"]["last_error"]
+    assert [e.kind for e in read_journal(tmp_path / "j")] == []
+
+
+def test_headrace_replay_prints_the_fires(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "mygraph.py").write_text(
+        "import headrace as hr\n"
+        "g = hr.ComputationGraph('cli', accumulators=[hr.passthrough('a')])\n"
+        "g.node(name='double')(lambda a: a * 2)\n"
+    )
+    rows = tmp_path / "in.jsonl"
+    rows.write_text('[1.0, "a", 2]\n[2.0, "a", 5]\n')
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["replay", str(rows), "--graph", "mygraph:g"])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.output.splitlines()]
+    assert [(x["outputs"], x["started_at"]) for x in lines] == [({"double": 4}, 1.0), ({"double": 10}, 2.0)]
+    result = CliRunner().invoke(app, ["replay", str(rows), "--graph", "mygraph:nothing"])
+    assert result.exit_code != 0 and "is not a ComputationGraph" in result.output
