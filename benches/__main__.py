@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from benches import checkpoints, workloads
+from benches import checkpoints, journal, workloads
 from benches import kafka as kafka_bench
 from benches import server as server_bench
 from benches.workloads import Result
@@ -65,6 +65,7 @@ def main() -> int:
     results += workloads.w3_gap_inline(max(20_000 // scale, 5_000))
     results += workloads.w3_gap_thread(max(10_000 // scale, 1_000))
     results += checkpoints.w1_checkpointed(1_000_000 // scale, args.runs)
+    results += journal.w1_journaled(1_000_000 // scale, args.runs)
     costs = checkpoints.all_costs()
     if kafka_bench.broker():
         results += kafka_bench.throughput(200_000 // scale)

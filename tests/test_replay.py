@@ -130,3 +130,41 @@ def test_headrace_replay_prints_the_fires(tmp_path: Path, monkeypatch: pytest.Mo
     assert [(x["outputs"], x["started_at"]) for x in lines] == [({"double": 4}, 1.0), ({"double": 10}, 2.0)]
     result = CliRunner().invoke(app, ["replay", str(rows), "--graph", "mygraph:nothing"])
     assert result.exit_code != 0 and "is not a ComputationGraph" in result.output
+
+
+def chain_graph() -> hr.ComputationGraph:
+    book = hr.passthrough("book")
+    g = hr.ComputationGraph("chain", accumulators=[book])
+
+    @g.node
+    def mid(book: Any) -> Any:
+        if book % 97 == 13:
+            raise RuntimeError(f"{book} refused")
+        return book * 2
+
+    @g.node
+    def fmt(mid: Any) -> Any:
+        return {"mid": mid}
+
+    return g
+
+
+@pytest.mark.parametrize("pairs", [False, True])
+def test_a_recorded_thread_mode_chain_run_journals_each_event_once(tmp_path: Path, pairs: bool) -> None:
+    # on_output keeps the graph's events on chain runs (on_fire would not).
+    journal = tmp_path / "journal"
+    live: list[Any] = []
+    events = list(range(2000))
+    options: dict[str, Any] = {"max_attempts": 2, "retry_backoff": 0}
+    with hr.Runtime(chain_graph(), mode="thread", on_fire=hr.on_output("fmt", live.append), journal=journal, **options) as rt:
+        if pairs:
+            rt.push_pairs([("book", e) for e in events])
+        else:
+            rt.push_many("book", events)
+        rt.drain()
+        assert rt.stats()["fires_failed"] > 0
+    recorded = [e for e in read_journal(journal) if e.kind == "event"]
+    assert len(recorded) == len(events)
+    replayed = hr.replay(chain_graph(), journal, **options)
+    assert [f.outputs["fmt"] for f in replayed if f.error is None] == live
+    assert len(live) == len(events) - sum(1 for e in events if e % 97 == 13)

@@ -113,8 +113,8 @@ class Runtime(_core.Engine):
         journal: A directory to record every input to (README: "Journal and
             replay"): each event as received with its time and source
             position, each timer step, manual fire and pause, appended off
-            the hot path; ``hr.replay`` runs a graph over it. Chain runs are
-            off while recording.
+            the hot path; ``hr.replay`` runs a graph over it. Inline, chain
+            runs are off while recording.
         journal_fsync: "batch" (fsync after each background write, the
             default), "never", or a number of seconds between fsyncs.
         journal_segment_bytes: Rotate to a new segment file at this size.

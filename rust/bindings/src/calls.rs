@@ -425,6 +425,10 @@ impl Calls<Value, PyErr> for PyCalls<'_, '_> {
         convert::try_to_value(value.bind(self.py), &mut path, 0)
     }
 
+    fn journal_payload(&mut self, value: &Value, out: &mut Vec<u8>) -> Result<(), Unsupported> {
+        crate::recorded::payload(value.bind(self.py), out)
+    }
+
     fn checkpointable(&mut self, root: &str, value: &Value) -> Result<(), Unsupported> {
         checkable::check(value.bind(self.py), root)
     }

@@ -19,6 +19,7 @@ mod inline;
 mod journal;
 mod mode;
 mod options;
+mod recorded;
 mod restore;
 mod stats;
 mod stdlib;

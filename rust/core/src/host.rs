@@ -268,6 +268,14 @@ pub trait Calls<V, E> {
     fn describe(&mut self, error: &E) -> String;
     /// The value as a checkpoint value, or why it cannot be one.
     fn to_value(&mut self, value: &V) -> Result<Value, Unsupported>;
+    /// An event's journal payload, written to `out` (empty on entry): a tag
+    /// byte ([`crate::processor::PAYLOAD_VALUE`] and the others), then its
+    /// bytes. By default the value as a sealed checkpoint value; a host may
+    /// write plain values more cheaply (MessagePack) if they read back equal.
+    fn journal_payload(&mut self, value: &V, out: &mut Vec<u8>) -> Result<(), Unsupported> {
+        let value = self.to_value(value)?;
+        crate::processor::seal_payload(&value, out)
+    }
     /// Whether `value` could be checkpointed; `root` names it in the path
     /// ("event", "boundary"). Asked only with `check_checkpointable`.
     fn checkpointable(&mut self, root: &str, value: &V) -> Result<(), Unsupported>;

@@ -53,7 +53,7 @@ impl<V, E> Processor<V, E> {
                 // Events of several accumulators interleaved (`push_pairs`):
                 // the same, when the host runs such runs.
                 Item::Event { acc, input: Input::Value(value) }
-                    if per_event && next_is_event_of_another(items.peek(), acc) && calls.chains_mixed() && self.chain_clean() =>
+                    if per_event && next_is_event_of_another(items.peek(), acc) && calls.chains_mixed() && self.run_clean() =>
                 {
                     let mut run = vec![(acc, value)];
                     while let Some(Item::Event { input: Input::Value(_), .. }) = items.peek() {
@@ -64,7 +64,7 @@ impl<V, E> Processor<V, E> {
                     continue;
                 }
                 Item::Event { acc, input: Input::Value(value) }
-                    if per_event && next_is_event_of(items.peek(), acc) && calls.chains(acc) && self.chain_ready(acc) =>
+                    if per_event && next_is_event_of(items.peek(), acc) && calls.chains(acc) && self.run_ready(acc) =>
                 {
                     let mut run = vec![value];
                     while let Some(Item::Event { acc: next, input: Input::Value(_) }) = items.peek() {

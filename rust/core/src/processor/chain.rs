@@ -56,23 +56,33 @@ impl<V, E> Processor<V, E> {
     /// `record_inputs`, the host's run records too, and it checks boundaries
     /// with `check_checkpointable`.)
     pub fn chain_ready(&self, acc: usize) -> bool {
+        self.journal.is_none() && self.run_ready(acc)
+    }
+
+    /// [`Processor::chain_ready`] for a run the processor holds (a batch's),
+    /// whose events it can record in the journal itself.
+    pub(super) fn run_ready(&self, acc: usize) -> bool {
         if !matches!(self.accs[acc], AccState::Plain | AccState::Forward) {
             return false;
         }
         let criteria = &self.plan.criteria;
         let fires = criteria.member[acc]
             && (criteria.kind == CriteriaKind::Any || self.missing - usize::from(self.cache[acc].is_none()) == 0);
-        fires && self.chain_clean()
+        fires && self.run_clean()
     }
 
     /// Whether nothing waits in the processor (see the module docs), on a
     /// chain graph: a run of several accumulators' events may start.
     pub fn chain_clean(&self) -> bool {
+        // The events of a run the host reads itself never pass the processor,
+        // so the journal could not record them.
+        self.journal.is_none() && self.run_clean()
+    }
+
+    pub(super) fn run_clean(&self) -> bool {
         self.plan.chain_terminal.is_some()
             // A run's fires are timed as a whole, on the wall clock.
             && self.anchor.simulated().is_none()
-            // A run's events do not pass the processor one by one.
-            && self.journal.is_none()
             && !self.paused
             && self.queue.is_empty()
             && !self.any_dirty
@@ -197,15 +207,19 @@ impl<V, E> Processor<V, E> {
     /// one by one the ordinary way while it is not (after a failure, until
     /// the failed boundary is retried or dead-lettered).
     pub(crate) fn apply_events(&mut self, acc: usize, events: Vec<V>, calls: &mut dyn Calls<V, E>, now: &Now) {
+        if self.journal.is_some() {
+            self.journal_ahead(events.iter().map(|e| (acc, e)), now, calls);
+        }
         let mut events = events.into_iter();
         loop {
-            if self.chain_ready(acc) && calls.chains(acc) {
+            if self.run_ready(acc) && calls.chains(acc) {
                 let run: Vec<V> = events.collect();
                 if run.is_empty() {
                     return;
                 }
                 let ChainOutcome { fired, suppressed, last, started, ended, stopped, untaken } =
                     calls.run_chain(acc, run, &self.cache);
+                self.taken_ahead(fired + suppressed + u64::from(stopped.is_some()));
                 self.chain_ran(Run { acc, taken: fired + suppressed, fired, last, started, ended });
                 let went_on = fired + suppressed > 0 || stopped.is_some();
                 if let Some((event, failure)) = stopped {
@@ -228,14 +242,19 @@ impl<V, E> Processor<V, E> {
     /// `apply_events` takes one accumulator's: through the host while nothing
     /// waits, one by one the ordinary way while something does.
     pub(crate) fn apply_mixed(&mut self, events: Vec<(usize, V)>, calls: &mut dyn Calls<V, E>, now: &Now) {
+        if self.journal.is_some() {
+            self.journal_ahead(events.iter().map(|(acc, e)| (*acc, e)), now, calls);
+        }
         let mut events = events.into_iter();
         loop {
-            if self.chain_clean() {
+            if self.run_clean() {
                 let run: Vec<(usize, V)> = events.collect();
                 if run.is_empty() {
                     return;
                 }
                 let MixedOutcome { accs, fired, started, ended, stopped, untaken } = calls.run_mixed(run, &self.cache);
+                let taken: u64 = accs.iter().map(|a| a.suppressed + a.boundaries).sum();
+                self.taken_ahead(taken + u64::from(stopped.is_some()));
                 let went_on = stopped.is_some() || accs.iter().any(|a| a.suppressed + a.boundaries > 0);
                 self.chain_ran_each(accs, fired, started, ended);
                 if let Some((acc, event, failure)) = stopped {

@@ -22,7 +22,7 @@ use crate::clock::Anchor;
 use timed::Timed;
 pub use crate::event::{Input, SourcePosition};
 pub use apply::Applied;
-pub use journaled::{PAYLOAD_JSON, PAYLOAD_MSGPACK, PAYLOAD_VALUE};
+pub use journaled::{seal_payload, PAYLOAD_JSON, PAYLOAD_MSGPACK, PAYLOAD_VALUE};
 use journaled::Mark;
 pub use chain::{AccRun, ChainFailure, ChainRan, Run as ChainRun};
 
@@ -135,6 +135,11 @@ pub struct Processor<V, E> {
     polls: Vec<Option<Time>>,
     /// Where every input is recorded, if anywhere.
     journal: Option<Arc<crate::journal::JournalWriter>>,
+    /// The payload of the event being recorded (kept to reuse its allocation).
+    journal_buf: Vec<u8>,
+    /// Events of a batch's run recorded before the run: the next this many
+    /// events taken are not recorded again.
+    journaled_ahead: usize,
     /// Fires at the last checkpoint, and whether anything changed since.
     checkpointed_fires: u64,
     unsaved_since: Option<Time>,
@@ -194,6 +199,8 @@ impl<V, E> Processor<V, E> {
             timed,
             polls,
             journal: None,
+            journal_buf: Vec::new(),
+            journaled_ahead: 0,
             checkpointed_fires: 0,
             unsaved_since: None,
             ran: None,
