@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 import headrace as hr
 from headrace.testing import SimClock, run_graph
+from timed_util import timed_triples
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC).timestamp()
 
@@ -203,11 +204,7 @@ timed = st.lists(
 def test_the_same_timed_events_give_the_same_fires_in_either_mode(
     events: list[tuple[int, str, int]], tail: int, strategy: str
 ) -> None:
-    t = T0
-    triples = []
-    for gap, name, value in events:
-        t += gap / 1000
-        triples.append((t, name, value))
+    triples, t = timed_triples(events, T0)
     g = batch_graph(fail_on=frozenset({3, 7}), strategy=strategy)
     options = {"retry_backoff": "2ms", "max_attempts": 2}
     inline = run_graph(g, triples, start=T0, until=t + tail / 1000, mode="inline", **options)

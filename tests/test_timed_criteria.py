@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 import headrace as hr
 from headrace.testing import SimClock, run_graph
+from timed_util import timed_triples
 
 T0 = 1_767_323_045.0
 
@@ -121,11 +122,7 @@ def test_debounce_on_the_wall_clock_collapses_a_burst_in_thread_mode() -> None:
 def test_timed_criteria_give_the_same_fires_in_either_mode(
     events: list[tuple[int, str, int]], which: str, strategy: str
 ) -> None:
-    t = T0
-    triples = []
-    for gap, name, value in events:
-        t += gap / 1000
-        triples.append((t, name, value))
+    triples, t = timed_triples(events, T0)
     g = quotes(hr.when_any(**{which: "15ms"}), strategy=strategy)  # type: ignore[arg-type]
     inline = run_graph(g, triples, start=T0, until=t + 0.1, mode="inline")
     thread = run_graph(g, triples, start=T0, until=t + 0.1, mode="thread")

@@ -148,19 +148,24 @@ impl JournalWriter {
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = self.inner.stats();
         let d = PyDict::new(py);
-        d.set_item("next_seq", s.next_seq)?;
-        d.set_item("written_seq", s.written_seq)?;
-        d.set_item("synced_seq", s.synced_seq)?;
-        d.set_item("buffered_bytes", s.buffered_bytes)?;
-        d.set_item("bytes_written", s.bytes_written)?;
-        d.set_item("batches", s.batches)?;
-        d.set_item("fsyncs", s.fsyncs)?;
-        d.set_item("segments", s.segments)?;
-        d.set_item("segments_created", s.segments_created)?;
-        d.set_item("segments_deleted", s.segments_deleted)?;
-        d.set_item("retention_failures", s.retention_failures)?;
-        d.set_item("backpressure_waits", s.backpressure_waits)?;
-        d.set_item("backpressure_refusals", s.backpressure_refusals)?;
+        let counters = [
+            ("next_seq", s.next_seq),
+            ("written_seq", s.written_seq),
+            ("synced_seq", s.synced_seq),
+            ("buffered_bytes", s.buffered_bytes as u64),
+            ("bytes_written", s.bytes_written),
+            ("batches", s.batches),
+            ("fsyncs", s.fsyncs),
+            ("segments", s.segments as u64),
+            ("segments_created", s.segments_created),
+            ("segments_deleted", s.segments_deleted),
+            ("retention_failures", s.retention_failures),
+            ("backpressure_waits", s.backpressure_waits),
+            ("backpressure_refusals", s.backpressure_refusals),
+        ];
+        for (name, value) in counters {
+            d.set_item(name, value)?;
+        }
         Ok(d)
     }
 }
