@@ -5,6 +5,9 @@
 - :class:`MemoryBroker`: an in-process broker (topics, partitions, offsets,
   committed positions per group, seek, failure injection) behind stream
   accumulators of ``type="memory"``, with the delivery rules of Kafka.
+- :func:`crash_check`: SIGKILLs a graph fed from a list of events in a child
+  process at random points, restarts it from its store, and compares the
+  final checkpointed state with an uninterrupted run's.
 
     from headrace.testing import SimClock, run_graph
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 from headrace.clock import SimClock
 from headrace.testing._broker import MemoryBroker, MemoryMessage, MemoryTopic
+from headrace.testing._crash import CrashReport, crash_check
 from headrace.testing._run import run_graph
 
-__all__ = ["MemoryBroker", "MemoryMessage", "MemoryTopic", "SimClock", "run_graph"]
+__all__ = ["CrashReport", "MemoryBroker", "MemoryMessage", "MemoryTopic", "SimClock", "crash_check", "run_graph"]
