@@ -12,14 +12,13 @@ from crash_graphs import fills_only
 from headrace.testing import crash_check
 
 
-@pytest.mark.parametrize(("mode", "kills"), [("thread", 4), ("inline", 2)])
-def test_a_checkpointed_graph_survives_kills_with_the_same_final_state(tmp_path, mode, kills) -> None:
-    report = crash_check(
-        "crash_graphs:graph", "crash_graphs:events", store=f"sqlite:///{tmp_path}/s.db", kills=kills, mode=mode
-    )
+@pytest.mark.parametrize(("backend", "mode", "kills"), [("sqlite", "thread", 4), ("sqlite", "inline", 2), ("postgres", "thread", 2)])
+def test_a_checkpointed_graph_survives_kills_with_the_same_final_state(request, tmp_path, backend, mode, kills) -> None:
+    store = f"sqlite:///{tmp_path}/s.db" if backend == "sqlite" else request.getfixturevalue("postgres_url")
+    report = crash_check("crash_graphs:graph", "crash_graphs:events", store=store, kills=kills, mode=mode)
     assert report.ok and report.differences == []
     assert report.events == 2300
-    assert report.kills + 1 == len(report.resumed_from)
+    assert report.kills == kills and len(report.resumed_from) == kills + 1
     # Restarts resumed from checkpointed positions, never behind an earlier one.
     assert report.resumed_from == sorted(report.resumed_from)
     assert report.resumed_from[0] == 0
@@ -46,6 +45,10 @@ def test_ignore_leaves_a_path_out(tmp_path) -> None:
         ignore=["reactor"],
     )
     assert report.ok and report.kills == 3
+
+
+def test_hr_testing_is_the_module() -> None:
+    assert hr.testing.crash_check is crash_check
 
 
 @pytest.mark.parametrize(
