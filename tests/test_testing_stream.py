@@ -187,6 +187,21 @@ def test_a_corrupt_message_is_counted_and_skipped(broker, caplog) -> None:
     assert f"skipped undecodable message fills[0]@{bad}" in caplog.text
 
 
+def test_the_newest_consumer_of_a_group_takes_its_partitions_over(broker, tmp_path) -> None:
+    topic = broker.topic("fills", partitions=2)
+    for i in range(6):
+        topic.append([i % 2, i], partition=i % 2)
+    with hr.Runtime(graph(), mode="thread", store=f"sqlite:///{tmp_path}/a.db") as a:
+        wait_for(lambda: events_in(a) == 6, 10, "the first consumer's six events")
+        with hr.Runtime(graph(), mode="thread", store=f"sqlite:///{tmp_path}/b.db") as b:
+            # The first consumer was revoked: it checkpointed and committed what it read.
+            wait_for(lambda: broker.committed(GROUP, "fills") == {0: 3, 1: 3}, 10, "the revoked consumer's commit")
+            topic.append([0, 6], partition=0)
+            wait_for(lambda: events_in(b) == 1, 10, "the new consumer's first event")
+            assert events_in(a) == 6
+        assert stored(f"sqlite:///{tmp_path}/b.db") == [[0, 6]]
+
+
 def test_msgpack_topics_and_keys() -> None:
     broker = MemoryBroker()
     topic = broker.topic("t", partitions=3, codec="msgpack")

@@ -202,7 +202,10 @@ class MemoryBroker:
         self._cond = threading.Condition()
         self._topics: dict[str, MemoryTopic] = {}
         self._committed: dict[str, dict[Partition, int]] = {}
+        # Per group: its newest member, and the members holding partitions
+        # (more than one only while the older is being revoked).
         self._owners: dict[str, MemoryBackend] = {}
+        self._holders: dict[str, set[MemoryBackend]] = {}
         self._connected = True
         self._failures: list[BaseException] = []
         _BROKERS[self.address] = self
@@ -329,6 +332,7 @@ class MemoryBackend:
         self._assignment: Assignment | None = None
         # Next offset to read, per assigned partition (guarded by the broker's lock).
         self._positions: dict[Partition, int] = {}
+        self._assigned = False
         self._turn = 0
 
     def connect(self, assignment: Assignment) -> None:
@@ -336,37 +340,57 @@ class MemoryBackend:
         with b._cond:
             if not b._connected:
                 raise StreamError(f"cannot reach memory broker {b.address} (disconnected)")
-            topic = b._topics.get(cfg.topic)
-            if topic is None:
+            if cfg.topic not in b._topics:
                 raise StreamError(f"topic '{cfg.topic}' does not exist on memory broker {b.address}")
-            partitions = [(cfg.topic, p) for p in range(topic.partitions)]
-            # The newest member takes the group's partitions; the previous one
-            # is revoked on its own thread, at its next read.
+            # The newest member takes the group's partitions, once the previous
+            # holder has been revoked (on its own thread, at its next read) and
+            # has committed what it read: see `_assign`.
             b._owners[cfg.group] = self
-        self._assignment = assignment
-        starts = assignment.assigned(partitions)
+            self._assignment = assignment
+            b._cond.notify_all()
+
+    def _assign(self) -> bool:
+        """Takes the partitions once no other member holds them (False: not yet)."""
+        b, cfg = self._broker, self.config
+        with b._cond:
+            if any(m is not self for m in b._holders.get(cfg.group, ())):
+                return False
+            b._holders.setdefault(cfg.group, set()).add(self)
+            partitions = [(cfg.topic, p) for p in range(b._topics[cfg.topic].partitions)]
+        assert self._assignment is not None
+        starts = self._assignment.assigned(partitions)
         with b._cond:
             committed = b._committed.get(cfg.group, {})
             self._positions = {p: starts.get(p, committed.get(p, 0)) for p in partitions}
+            self._assigned = True
+        return True
+
+    def _release(self) -> None:
+        holders = self._broker._holders.get(self.config.group)
+        if holders is not None:
+            holders.discard(self)
+        self._positions = {}
+        self._broker._cond.notify_all()
 
     def receive(self, max_messages: int, timeout: float) -> list[Any]:
         b = self._broker
-        revoked: list[Partition] = []
         with b._cond:
             if b._failures:
                 raise b._failures.pop(0)
-            if b._owners.get(self.config.group) is not self:
-                revoked, self._positions = list(self._positions), {}
-            else:
-                b._cond.wait_for(lambda: b._connected and self._available(), timeout)
-                if b._connected:
-                    return self._take(max_messages)
-                return []
-        if revoked and self._assignment is not None:
-            self._assignment.revoked(revoked)
-        else:
+            owner = b._owners.get(self.config.group) is self
+            revoke = not owner and self._assigned and bool(self._positions)
+        if revoke:
+            assert self._assignment is not None
+            self._assignment.revoked(list(self._positions))
+            with b._cond:
+                self._release()
+            return []
+        if not owner or (not self._assigned and not self._assign()):
             time.sleep(timeout)
-        return []
+            return []
+        with b._cond:
+            b._cond.wait_for(lambda: b._connected and self._available(), timeout)
+            return self._take(max_messages) if b._connected else []
 
     def _available(self) -> bool:
         topic = self._broker._topics[self.config.topic]
@@ -401,3 +425,4 @@ class MemoryBackend:
         with self._broker._cond:
             if self._broker._owners.get(self.config.group) is self:
                 del self._broker._owners[self.config.group]
+            self._release()

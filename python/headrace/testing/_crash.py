@@ -179,7 +179,7 @@ class _Child:
             line = self._line()
             if not line:  # it exited
                 break
-            word, _, n = line.partition(" ")
+            word, _, n = line.strip().partition(" ")
             if (word == "AT" and int(n) >= target) or word == "END":
                 self.proc.kill()  # SIGKILL: no cleanup, no final checkpoint
                 self.proc.communicate(timeout=30)

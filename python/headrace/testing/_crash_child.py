@@ -1,6 +1,6 @@
 """One run of :func:`headrace.testing.crash_check`'s graph, in a child process:
-pushes the numbered events from where the checkpoint left off, reporting its
-progress on stdout, until killed or done.
+pushes the numbered events from where the checkpoint left off, reporting on
+stdout how many it has taken, until killed or done.
 
     python -m headrace.testing._crash_child '{"graph": ..., "events": ..., ...}'
 """
@@ -37,7 +37,9 @@ def main(argv: list[str]) -> None:
             except (NodeError, AccumulatorError):
                 pass  # inline raises what thread mode reports: the fire failed either way
             if (i + 1) % step == 0:
-                print(f"AT {i + 1}", flush=True)
+                # Taken, not just queued (thread mode): kills fall between
+                # processed events, not in a burst the processor has not reached.
+                print(f"AT {i + 1 - rt.counters().queue_depth}", flush=True)
         print("END", flush=True)
     print("DONE", flush=True)
 
