@@ -1,6 +1,5 @@
 """``run_graph``: a graph over timed events on a simulated clock."""
 
-
 from __future__ import annotations
 
 import itertools
