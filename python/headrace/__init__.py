@@ -34,6 +34,7 @@ from headrace.graph import ComputationGraph, Criteria, every, when_all, when_any
 from headrace.replay import replay
 from headrace.runtime import Runtime, on_output
 from headrace.sources import StreamBackend, StreamConfig, StreamError, register_stream_backend
+from headrace import testing  # hr.testing: run_graph, MemoryBroker, crash_check
 
 _Sequence.register(FireList)
 

@@ -18,7 +18,11 @@ __all__ = ["BackendFactory", "register_stream_backend", "stream_backend"]
 
 BackendFactory = Callable[[StreamConfig], StreamBackend]
 
-_BUILT_IN: dict[str, str] = {"kafka": "headrace.sources.kafka:KafkaBackend"}
+_BUILT_IN: dict[str, str] = {
+    "kafka": "headrace.sources.kafka:KafkaBackend",
+    # headrace.testing.MemoryBroker's consumers.
+    "memory": "headrace.testing._broker:MemoryBackend",
+}
 _REGISTRY: dict[str, BackendFactory] = {}
 
 

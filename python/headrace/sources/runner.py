@@ -222,7 +222,7 @@ class StreamRunner:
                     live = self._health("live")
             elif not backend.connected():
                 if live:
-                    live = not self._health("disconnected", f"lost Kafka broker {self.config.broker}")
+                    live = not self._health("disconnected", f"lost {self.config.type} broker {self.config.broker}")
             elif not live:
                 live = self._health("live")
 

@@ -1,15 +1,4 @@
-"""Helpers for testing graphs: run one over timed events on a simulated clock.
-
-    from headrace.testing import SimClock, run_graph
-
-    fires = run_graph(graph, [(0.000, "quotes", q1), (0.004, "quotes", q2)])
-    assert [f.outputs["mid"] for f in fires] == [...]
-
-Times are seconds since the epoch or datetimes (naive ones are UTC). Timers
-(batch flushes, retries) run at their own simulated times between the
-events, so a test sees exactly what a live run with those arrival times would
-fire, without waiting for any of it.
-"""
+"""``run_graph``: a graph over timed events on a simulated clock."""
 
 from __future__ import annotations
 
@@ -24,7 +13,7 @@ from headrace.errors import AccumulatorError, NodeError
 from headrace.graph import ComputationGraph
 from headrace.runtime import Runtime
 
-__all__ = ["SimClock", "run_graph"]
+__all__ = ["run_graph"]
 
 
 def run_graph(
