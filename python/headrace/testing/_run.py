@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from headrace._core import FireResult
@@ -52,16 +52,31 @@ def run_graph(
     clock = SimClock(start if start is not None else (first[0] if first is not None else None))
     fires: list[FireResult] = []
     rt = Runtime(graph, mode=mode, clock=clock, on_fire=fires.append, **runtime_options)
-    try:
-        for at, name, event in itertools.chain([first] if first is not None else [], events):
-            try:
-                rt.push(name, event, at=at)
-            except (NodeError, AccumulatorError):
-                pass  # inline raises what thread mode reports: the fire is in the list either way
 
+    def feed() -> None:
+        for at, name, event in itertools.chain([first] if first is not None else [], events):
+            taking_failures(lambda: rt.push(name, event, at=at))
+
+    drive(rt, clock, feed, until)
+    return fires
+
+
+def taking_failures(step: Callable[[], object]) -> None:
+    """Runs one input step; a fire's failure is not raised: inline raises
+    what thread mode reports, and the fire is in the list either way."""
+    try:
+        step()
+    except (NodeError, AccumulatorError):
+        pass
+
+
+def drive(rt: Runtime, clock: SimClock, feed: Callable[[], None], until: TimeLike | None) -> None:
+    """Feeds ``rt``, moves ``clock`` to ``until`` (running the timers due by
+    then), waits for everything to be processed, and closes ``rt``."""
+    try:
+        feed()
         if until is not None:
             clock.set(until)
         rt.drain()
     finally:
         rt.close()
-    return fires
