@@ -58,6 +58,8 @@ class EngineOptions:
     clock: Any = None
     #: The ``_core.JournalWriter`` every input is recorded to (None: none).
     journal: Any = None
+    #: Replaying a journal: latest and burst inputs settle where it says.
+    replay: bool = False
     #: A running asyncio loop for async nodes and accumulators (None: the
     #: runtime starts its own when the graph has any).
     loop: Any = None

@@ -4,13 +4,12 @@ event)``, or any iterable of those, as fast as possible on a
 :class:`~headrace.SimClock`, and get the fires.
 
 A journal replays the run it recorded: events with the times and the order the
-processor took them, timers at the steps they ran, manual fires and pauses. For
-a graph whose fires do not depend on how events were batched (sequential
-inputs, or an inline run), the replay fires what the live run fired, with the
-same outputs in the same order (``tests/test_replay.py`` records a thread-mode
-run with timers and retries and checks it). A thread-mode run of ``latest`` or
-``burst`` inputs may have collapsed updates that arrived together into one
-fire; the replay takes each event on its own, as a simulated clock does.
+processor took them, timers at the steps they ran, manual fires and pauses,
+and for ``latest`` and ``burst`` inputs the points where the processor settled
+(so updates the live run collapsed into one fire collapse again). The replay
+fires what the live run fired, with the same outputs in the same order
+(``tests/test_replay.py`` records thread-mode runs with timers, retries and
+collapsed updates, and checks it).
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ from headrace.errors import HeadraceError
 from headrace.graph import ComputationGraph
 from headrace.journal import JournalEntry, read_journal
 from headrace.runtime import Runtime
-from headrace.testing._run import drive, run_graph, taking_failures
+from headrace.testing._run import drive, run_graph
 
 __all__ = ["Source", "replay"]
 
@@ -37,8 +36,8 @@ __all__ = ["Source", "replay"]
 #: file, or ``(time, accumulator, event)`` triples.
 Source = str | os.PathLike[str] | Iterable[tuple[TimeLike, str, Any]]
 
-# How a journaled event's payload reads back (its first byte).
-_VALUE, _JSON, _MSGPACK = 0, 1, 2
+# Journal records handed to the engine at a time.
+_CHUNK = 10_000
 
 
 def replay(
@@ -60,7 +59,8 @@ def replay(
             triples. Times are epoch seconds or datetimes.
         until: Advance the clock here after the last input, running the
             timers due by then.
-        mode: "inline" (default) or "thread".
+        mode: "inline" (default) or "thread", for files and triples (a
+            journal replays inline: the live processor's order is in it).
         runtime_options: Any other :class:`~headrace.Runtime` option
             (``max_attempts``, ``retry_backoff``, ...): give the ones the
             recorded run used.
@@ -73,7 +73,7 @@ def replay(
         if reserved in runtime_options:
             raise TypeError(f"replay sets {reserved}= itself")
     if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
-        return _replay_journal(graph, read_journal(source), mode, until, runtime_options)
+        return _replay_journal(graph, read_journal(source), until, runtime_options)
     triples = _read_file(Path(source)) if isinstance(source, (str, os.PathLike)) else iter(source)
     return run_graph(graph, triples, until=until, mode=mode, **runtime_options)
 
@@ -81,7 +81,6 @@ def replay(
 def _replay_journal(
     graph: ComputationGraph,
     entries: Iterator[JournalEntry],
-    mode: Mode,
     until: TimeLike | None,
     options: dict[str, Any],
 ) -> list[_core.FireResult]:
@@ -91,45 +90,27 @@ def _replay_journal(
     if first is not None:
         clock._advance_ns(first.time_ns - clock.nanos)
     known = {a.name for a in graph.accumulators}
-    rt = Runtime(graph, mode=mode, clock=clock, on_fire=fires.append, **options)
+    rt = Runtime(graph, clock=clock, on_fire=fires.append, _replaying=True, **options)
 
     def feed() -> None:
+        chunk: list[tuple[str, int, str | None, bytes]] = []
         for entry in itertools.chain([first] if first is not None else [], entries):
-            taking_failures(lambda: _apply(rt, clock, entry, known))
+            if entry.kind == "event" and entry.accumulator not in known:
+                raise HeadraceError(
+                    f"the journal has an event for accumulator {entry.accumulator!r}, which graph "
+                    f"'{graph.name}' does not have (it has: {', '.join(sorted(known))})"
+                )
+            chunk.append((entry.kind, entry.time_ns, entry.accumulator, entry.payload))
+            # A chunk ends only after a record that settles what came before
+            # it, so that events the live run collapsed stay together.
+            if len(chunk) >= _CHUNK and entry.kind != "event":
+                rt._replay(chunk)
+                chunk = []
+        if chunk:
+            rt._replay(chunk)
 
     drive(rt, clock, feed, until)
     return fires
-
-
-def _apply(rt: Runtime, clock: SimClock, entry: JournalEntry, known: set[str]) -> None:
-    if entry.kind == "advance":
-        clock._advance_ns(max(0, entry.time_ns - clock.nanos))
-        rt._advance_clock(entry.time_ns)
-        return
-    # The processor took this at entry.time_ns; timers due by then that had
-    # not run yet ran at a later step of their own, recorded as such.
-    if entry.time_ns > clock.nanos:
-        clock._advance_ns(entry.time_ns - clock.nanos)
-    rt._stamp_clock(entry.time_ns)
-    if entry.kind == "event":
-        name = entry.accumulator
-        if name is None or name not in known:
-            raise HeadraceError(
-                f"the journal has an event for accumulator {name!r}, which graph '{rt.graph_name}' does not have "
-                f"(it has: {', '.join(sorted(known))})"
-            )
-        tag, data = entry.payload[0], entry.payload[1:]
-        if tag == _VALUE:
-            rt.push(name, _core.decode_checkpoint(data, component="event"))
-        else:
-            rt.push_bytes(name, data, codec="json" if tag == _JSON else "msgpack")
-    elif entry.kind == "fire":
-        rt.fire()
-    elif entry.kind == "pause":
-        if entry.payload == b"\x01":
-            rt.pause()
-        else:
-            rt.resume()
 
 
 def _read_file(path: Path) -> Iterator[tuple[TimeLike, str, Any]]:

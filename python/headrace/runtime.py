@@ -164,6 +164,7 @@ class Runtime(_core.Engine):
         journal_fsync: Literal["batch", "never"] | float = "batch",
         journal_segment_bytes: int = 64 << 20,
         journal_keep_bytes: int | None = None,
+        _replaying: bool = False,
     ) -> Self:
         if not isinstance(graph, ComputationGraph):
             raise TypeError(f"Runtime needs a ComputationGraph, got {type(graph).__name__}")
@@ -233,6 +234,7 @@ class Runtime(_core.Engine):
                 chain_runs=chain_runs,
                 clock=clock,
                 journal=recorder,
+                replay=_replaying,
             )
             self = super().__new__(cls, graph.engine_spec(), options)
         except BaseException:

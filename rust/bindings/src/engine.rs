@@ -208,6 +208,16 @@ impl Engine {
         Ok(self.submit(py, Item::Stamp(Time::from_nanos(nanos)), self.room(None)?, &mut out)?)
     }
 
+    /// Replays journal records (`(kind, time_ns, accumulator, payload)`, as
+    /// `headrace.journal` reads them) as one batch, inline. `headrace.replay`
+    /// calls it.
+    fn _replay(&self, py: Python<'_>, records: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.check_open()?;
+        let items = self.recorded_items(py, records)?;
+        let lp = self.inline_loop(py, true)?;
+        Ok(self.mode.apply_recorded(py, &self.graph, items, lp.as_ref())?)
+    }
+
     /// The simulated clock's time in seconds since the epoch (the newest an
     /// event or an advance asked for), or None under the wall clock.
     #[getter]

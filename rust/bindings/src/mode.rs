@@ -210,6 +210,27 @@ impl Mode {
         })
     }
 
+    /// Applies `items` as one batch on the inline processor (replaying a
+    /// journal: events settle where its settle records say). A failed fire is
+    /// reported like any other, not raised: it is the recorded run's.
+    pub fn apply_recorded(&self, py: Python<'_>, graph: &str, items: Vec<Item<Value>>, aio: Option<&Value>) -> Result<(), Error> {
+        let Mode::Inline(inline) = self else {
+            return Err(Error::Setting { what: "mode".into(), message: "a journal replays inline".into() });
+        };
+        let mut guard = inline.lock(py, graph)?;
+        let InlineState { processor, callables } = &mut *guard;
+        let Some(cx) = callables.as_deref() else { return Err(Error::Closed { graph: graph.into() }) };
+        let mut out = InlineOutcome::new();
+        inline::step(py, processor, cx, &mut out, aio, |p, calls| {
+            let now = p.now();
+            p.apply_batch(items, calls, &now)
+        });
+        match out.error {
+            Some(e) if !crate::errors::is_fire_failure(py, &e) => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
     /// Thread mode: waits until everything submitted before has been handled.
     /// Inline (nothing is queued): retries failed inputs and flushes batches
     /// whose time has come.

@@ -43,6 +43,8 @@ pub struct EngineOptions {
     pub clock: Option<Py<crate::time::SimTime>>,
     /// The input journal every input is recorded to (None: none).
     pub journal: Option<Py<crate::journal::JournalWriter>>,
+    /// Replaying a journal: settle where it says the live run did.
+    pub replay: bool,
     /// The running loop async callables use (None: the runtime's own, if needed).
     #[pyo3(attribute("loop"))]
     pub event_loop: Option<Py<PyAny>>,
@@ -105,6 +107,7 @@ impl EngineOptions {
             profile: self.profile,
             record_inputs: self.record_inputs,
             simulated: self.clock.as_ref().map(|c| c.get().time()),
+            settle_as_recorded: self.replay,
         };
         Ok(Settings {
             mode: parse(&self.mode)?,

@@ -33,6 +33,9 @@ pub enum Item<V> {
     /// journal, whose events carry the time the processor took them at,
     /// with timers that ran late recorded as their own steps.
     Stamp(Time),
+    /// Settle what was taken since the last settle (replaying a journal's
+    /// settle record: the live processor settled here).
+    Settle,
     /// Flush batches, settle, checkpoint, and end the loop.
     /// (What each item means is [`crate::processor::Processor::apply`].)
     Stop,

@@ -5,6 +5,7 @@
 use std::sync::atomic::Ordering::SeqCst;
 
 use pyo3::prelude::*;
+use pyo3::types::PyString;
 
 use headrace_core::channel::Item;
 use headrace_core::clock::Time;
@@ -51,6 +52,37 @@ impl Engine {
         }
     }
 
+    /// A journal's records as items: `(kind, time_ns, accumulator, payload)`
+    /// as `headrace.journal` reads them. An event's payload tag says how it
+    /// reads back (`processor::PAYLOAD_*`); every record is first stamped
+    /// with its time, except a timer step, which advances to it.
+    pub(super) fn recorded_items(&self, py: Python<'_>, records: &Bound<'_, PyAny>) -> PyResult<Vec<Item<Value>>> {
+        let mut items = Vec::new();
+        for record in records.try_iter()? {
+            let (kind, t, acc, payload): (String, i64, Option<Bound<'_, PyString>>, Vec<u8>) = record?.extract()?;
+            let t = Time::from_nanos(t);
+            if kind == "advance" {
+                items.push(Item::Advance(t));
+                continue;
+            }
+            items.push(Item::Stamp(t));
+            items.push(match kind.as_str() {
+                "event" => {
+                    let name = acc.ok_or_else(|| Error::Setting { what: "record".into(), message: "an event record names no accumulator".into() })?;
+                    let acc = self.acc_index_of(&name)?;
+                    Item::Event { acc, input: recorded_input(py, &payload)? }
+                }
+                "settle" => Item::Settle,
+                "fire" => Item::Fire,
+                "pause" => Item::Pause(payload.first() == Some(&1)),
+                other => {
+                    return Err(Error::Setting { what: "record".into(), message: format!("unknown journal record kind '{other}'") }.into())
+                }
+            });
+        }
+        Ok(items)
+    }
+
     /// `push_many` with a time for each event: each event is preceded by an
     /// advance to its time.
     pub(super) fn submit_timed(
@@ -77,4 +109,22 @@ impl Engine {
         let size = items.len();
         Ok(self.mode.submit_all(py, &self.graph, items.into_iter().map(Ok), size, wait, lp)?)
     }
+}
+
+/// An event's journal payload as the input it was.
+fn recorded_input(py: Python<'_>, payload: &[u8]) -> PyResult<Input<Value>> {
+    use headrace_core::event::Codec;
+    use headrace_core::processor::{PAYLOAD_JSON, PAYLOAD_MSGPACK, PAYLOAD_VALUE};
+    let bad = |message: String| Error::Setting { what: "record".into(), message };
+    let (&tag, data) = payload.split_first().ok_or_else(|| bad("an event record with an empty payload".into()))?;
+    Ok(match tag {
+        PAYLOAD_VALUE => {
+            let value: headrace_core::checkpoint::Value =
+                headrace_core::checkpoint::decode(data).map_err(|e| bad(format!("an event's value cannot be read: {e}")))?;
+            Input::Value(crate::convert::to_python(py, value)?)
+        }
+        PAYLOAD_JSON => Input::Bytes { data: data.to_vec(), codec: Codec::Json },
+        PAYLOAD_MSGPACK => Input::Bytes { data: data.to_vec(), codec: Codec::Msgpack },
+        other => return Err(bad(format!("an event payload with unknown tag {other}")).into()),
+    })
 }

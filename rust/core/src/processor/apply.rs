@@ -7,6 +7,7 @@ use crate::clock::Now;
 use crate::event::Input;
 use crate::host::{Calls, CheckpointError};
 
+use super::journaled::Mark;
 use super::Processor;
 
 /// What applying items did, for the caller that waits on it.
@@ -26,9 +27,18 @@ impl<V, E> Processor<V, E> {
     pub fn apply(&mut self, item: Item<V>, calls: &mut dyn Calls<V, E>, now: &Now) -> Applied {
         let mut applied = Applied::default();
         if self.apply_item(item, &mut applied, calls, now) {
-            self.settle(calls, now);
+            self.settle_marked(calls, now);
         }
         applied
+    }
+
+    /// Settles after events, and records in the journal that it did where a
+    /// replay could not tell (latest and burst inputs collapse up to here).
+    fn settle_marked(&mut self, calls: &mut dyn Calls<V, E>, now: &Now) {
+        self.settle(calls, now);
+        if self.journal.is_some() && !self.settles_per_event() {
+            self.journal_mark(Mark::Settle, self.time(now));
+        }
     }
 
     /// Applies a run of items in order. Events settle one by one under the
@@ -79,9 +89,10 @@ impl<V, E> Processor<V, E> {
                 }
                 item => item,
             };
-            let event = matches!(item, Item::Event { .. } | Item::SourceEvent { .. });
+            // A stamp only sets a replay's clock: it leaves a run of events open.
+            let event = matches!(item, Item::Event { .. } | Item::SourceEvent { .. } | Item::Stamp(_));
             if unsettled && !event {
-                self.settle(calls, now);
+                self.settle_marked(calls, now);
                 unsettled = false;
             }
             unsettled |= self.apply_item(item, &mut applied, calls, now);
@@ -91,7 +102,7 @@ impl<V, E> Processor<V, E> {
             }
         }
         if unsettled {
-            self.settle(calls, now);
+            self.settle_marked(calls, now);
         }
         applied
     }
@@ -118,6 +129,8 @@ impl<V, E> Processor<V, E> {
             Item::Pause(paused) => self.set_paused(paused, calls, now),
             Item::Advance(t) => self.advance(t, calls),
             Item::Stamp(t) => self.stamp(t),
+            // What it stands for happened before it was applied (see `apply_batch`).
+            Item::Settle => {}
             Item::Stop => {
                 self.shutdown(calls, now);
                 applied.checkpoint = self.checkpoints_enabled().then(|| self.checkpoint(calls));

@@ -40,6 +40,7 @@ pub fn seal_payload(value: &crate::checkpoint::Value, out: &mut Vec<u8>) -> Resu
 /// A record other than an event.
 pub(super) enum Mark {
     Advance,
+    Settle,
     Fire,
     Pause(bool),
 }
@@ -139,6 +140,7 @@ impl<V, E> Processor<V, E> {
         let t = t.as_nanos();
         let written = match mark {
             Mark::Advance => writer.append_advance(t),
+            Mark::Settle => writer.append_settle(t),
             Mark::Fire => writer.append_fire(t),
             Mark::Pause(paused) => writer.append_pause(t, paused),
         };

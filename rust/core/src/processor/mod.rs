@@ -60,6 +60,10 @@ pub struct Config {
     pub simulated: Option<Time>,
     /// Keep the accumulator values each fire's nodes received (`FireDetail::inputs`).
     pub record_inputs: bool,
+    /// Replaying a journal: latest and burst inputs settle where the journal
+    /// says the live processor settled ([`Item::Settle`](crate::channel::Item)),
+    /// not after each event as a simulated clock otherwise makes them.
+    pub settle_as_recorded: bool,
 }
 
 impl Default for Config {
@@ -74,6 +78,7 @@ impl Default for Config {
             profile: false,
             simulated: None,
             record_inputs: false,
+            settle_as_recorded: false,
         }
     }
 }
@@ -227,7 +232,7 @@ impl<V, E> Processor<V, E> {
         // Under a simulated clock, so that a batch's fires do not depend on
         // how the events happened to be batched: the same events at the same
         // times give the same fires in either mode.
-        self.plan.any_sequential || self.anchor.simulated().is_some()
+        self.plan.any_sequential || (self.anchor.simulated().is_some() && !self.config.settle_as_recorded)
     }
 
     /// The cached boundary of every accumulator.
