@@ -28,13 +28,14 @@ from headrace.errors import HeadraceError
 from headrace.graph import ComputationGraph
 from headrace.journal import JournalEntry, read_journal
 from headrace.runtime import Runtime
-from headrace.testing._run import drive, run_graph
+from headrace.sources.kafka_range import KafkaRange
+from headrace.testing._run import drive, run_graph, taking_failures
 
-__all__ = ["Source", "replay"]
+__all__ = ["KafkaRange", "Source", "replay"]
 
 #: What can be replayed: a journal directory, a ``.jsonl`` or ``.msgpack``
-#: file, or ``(time, accumulator, event)`` triples.
-Source = str | os.PathLike[str] | Iterable[tuple[TimeLike, str, Any]]
+#: file, a :class:`KafkaRange`, or ``(time, accumulator, event)`` triples.
+Source = str | os.PathLike[str] | KafkaRange | Iterable[tuple[TimeLike, str, Any]]
 
 # Journal records handed to the engine at a time.
 _CHUNK = 10_000
@@ -56,7 +57,9 @@ def replay(
         source: A journal directory, a ``.jsonl``/``.ndjson`` file of
             ``[time, accumulator, event]`` lines (or objects with those
             keys), a ``.msgpack`` file of such arrays, or an iterable of
-            triples. Times are epoch seconds or datetimes.
+            triples (times are epoch seconds or datetimes), or a
+            :class:`KafkaRange` (messages at their timestamps, into the stream
+            accumulator reading that topic, decoded with its codec).
         until: Advance the clock here after the last input, running the
             timers due by then.
         mode: "inline" (default) or "thread", for files and triples (a
@@ -74,6 +77,8 @@ def replay(
             raise TypeError(f"replay sets {reserved}= itself")
     if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
         return _replay_journal(graph, read_journal(source), until, runtime_options)
+    if isinstance(source, KafkaRange):
+        return _replay_range(graph, source, mode, until, runtime_options)
     triples = _read_file(Path(source)) if isinstance(source, (str, os.PathLike)) else iter(source)
     return run_graph(graph, triples, until=until, mode=mode, **runtime_options)
 
@@ -108,6 +113,36 @@ def _replay_journal(
                 chunk = []
         if chunk:
             rt._replay(chunk)
+
+    drive(rt, clock, feed, until)
+    return fires
+
+
+def _replay_range(
+    graph: ComputationGraph, source: KafkaRange, mode: Mode, until: TimeLike | None, options: dict[str, Any]
+) -> list[_core.FireResult]:
+    name = source.accumulator
+    if name is None:
+        readers = [a.name for a in graph.accumulators if a.kind == "stream" and a.config.get("topic") == source.topic]
+        if len(readers) != 1:
+            raise HeadraceError(
+                f"graph '{graph.name}' has {len(readers) or 'no'} stream accumulator(s) reading topic "
+                f"'{source.topic}'{': ' + ', '.join(readers) if readers else ''}; name one with KafkaRange(accumulator=...)"
+            )
+        name = readers[0]
+    elif name not in {a.name for a in graph.accumulators}:
+        raise HeadraceError(f"graph '{graph.name}' has no accumulator '{name}'")
+    messages = source.messages()
+    first = next(messages, None)
+    fires: list[_core.FireResult] = []
+    clock = SimClock(first.time if first is not None else None)
+    rt = Runtime(graph, mode=mode, clock=clock, on_fire=fires.append, sources=False, **options)
+
+    def feed() -> None:
+        for m in itertools.chain([first] if first is not None else [], messages):
+            if m.time > clock.now():
+                clock.set(m.time)  # the timers due before the message run first
+            taking_failures(lambda: rt.push_bytes(name, m.value))
 
     drive(rt, clock, feed, until)
     return fires
