@@ -248,3 +248,17 @@ def test_polls_run_on_their_interval_in_simulated_time(mode: hr.runtime.Mode, is
         rt.drain()
         assert rt.stats()["accumulators"]["price"]["health"] == "live"
     assert [(f.outputs["out"], round(f.started_at - T0, 6)) for f in fires] == [(0, 0.0), (1, 0.1), (2, 0.3), (3, 0.5)]
+
+
+@pytest.mark.parametrize("mode", ["inline", "thread"])
+def test_push_pairs_with_times(mode: hr.runtime.Mode) -> None:
+    fires: list[hr.FireResult] = []
+    with hr.Runtime(batch_graph(), mode=mode, clock=SimClock(T0), on_fire=fires.append) as rt:
+        rt.push_pairs([("fills", "a"), ("tick", 1), ("fills", "b")], at=[T0, T0 + 0.002, T0 + 0.003])
+        rt.drain()
+        assert [(f.trigger, f.outputs["out"], round(f.started_at - T0, 6)) for f in fires] == [
+            ("tick", (1, None), 0.002),
+            ("fills", (1, ["a"]), 0.002),  # flushed after the successful fire
+        ]
+        with pytest.raises(hr.SettingError, match="fewer times"):
+            rt.push_pairs([("tick", 1)], at=[])

@@ -201,7 +201,11 @@ class Engine:
         at: Iterable[float | datetime] | None = None,
     ) -> FireList | None: ...
     def push_pairs(
-        self, pairs: Iterable[tuple[str, Any]], *, timeout: float | None = None
+        self,
+        pairs: Iterable[tuple[str, Any]],
+        *,
+        timeout: float | None = None,
+        at: Iterable[float | datetime] | None = None,
     ) -> FireList | None: ...
     def push_bytes(
         self, name: str, data: bytes, *, codec: str | None = None, timeout: float | None = None

@@ -147,7 +147,8 @@ impl Engine {
         self.check_open()?;
         let lp = self.inline_loop(py, false)?;
         if let Some(times) = at {
-            let fires = self.submit_timed(py, acc, events, times, self.room(timeout)?, lp.as_ref())?;
+            let items = events.try_iter()?.map(|e| Ok(Item::Event { acc, input: Input::Value(e?.unbind()) }));
+            let fires = self.submit_timed(py, items, times, self.room(timeout)?, lp.as_ref())?;
             return self.fire_list(py, fires);
         }
         let size = events.len().unwrap_or(0);
@@ -157,12 +158,24 @@ impl Engine {
 
     /// Pushes `(accumulator name, event)` pairs in order, in one crossing:
     /// events for several accumulators, interleaved as they happened. Same
-    /// semantics and return value as `push_many`.
-    #[pyo3(signature = (pairs, *, timeout=None))]
-    fn push_pairs(&self, py: Python<'_>, pairs: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<Option<Py<FireList>>> {
+    /// semantics and return value as `push_many`, `at` included (one time
+    /// per pair).
+    #[pyo3(signature = (pairs, *, timeout=None, at=None))]
+    fn push_pairs(
+        &self,
+        py: Python<'_>,
+        pairs: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+        at: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Option<Py<FireList>>> {
         self.check_open()?;
         let lp = self.inline_loop(py, false)?;
         let mut to_item = self.pair_reader();
+        if let Some(times) = at {
+            let items = pairs.try_iter()?.map(|pair| to_item(pair?));
+            let fires = self.submit_timed(py, items, times, self.room(timeout)?, lp.as_ref())?;
+            return self.fire_list(py, fires);
+        }
         let size = pairs.len().unwrap_or(0);
         let fires = self.mode.submit_pairs(py, &self.graph, pairs, &mut to_item, size, self.room(timeout)?, lp.as_ref())?;
         self.fire_list(py, fires)

@@ -83,25 +83,24 @@ impl Engine {
         Ok(items)
     }
 
-    /// `push_many` with a time for each event: each event is preceded by an
-    /// advance to its time.
-    pub(super) fn submit_timed(
+    /// `push_many`/`push_pairs` with a time for each event: each event is
+    /// preceded by an advance to its time.
+    pub(super) fn submit_timed<'py>(
         &self,
-        py: Python<'_>,
-        acc: usize,
-        events: &Bound<'_, PyAny>,
-        times: &Bound<'_, PyAny>,
+        py: Python<'py>,
+        events: impl Iterator<Item = PyResult<Item<Value>>>,
+        times: &Bound<'py, PyAny>,
         wait: Wait,
         lp: Option<&Value>,
     ) -> PyResult<Option<Fires>> {
         let mut times = times.try_iter()?;
         let mut items = Vec::new();
-        for event in events.try_iter()? {
+        for event in events {
             let Some(at) = times.next() else {
                 return Err(Error::Setting { what: "at".into(), message: "at has fewer times than there are events".into() }.into());
             };
             items.push(Item::Advance(self.event_time(&at?)?));
-            items.push(Item::Event { acc, input: Input::Value(event?.unbind()) });
+            items.push(event?);
         }
         if times.next().is_some() {
             return Err(Error::Setting { what: "at".into(), message: "at has more times than there are events".into() }.into());
