@@ -22,6 +22,10 @@
     topic = "price.orderbook"
     group = "kafka-price-signal-group"
 
+    [journal]                           # optional: record every input (hr.replay)
+    fsync = "batch"                     # "batch" (default), "never" or seconds between fsyncs
+    keep_mb = 256                       # may only lower the server's journal_mb
+
     [limits]                            # optional; each may only lower the server's
     memory_mb = 512                     # heap and anonymous memory of the worker
     cpu_seconds = 3600                  # CPU time before the worker is killed (and restarted)
@@ -80,6 +84,15 @@ class AccumulatorEntry:
 
 
 @dataclass(frozen=True)
+class JournalSettings:
+    """``[journal]``: the worker records every input of the graph."""
+
+    fsync: str | float = "batch"
+    #: Megabytes of journal kept (the oldest segments go first); None: the server's limit.
+    keep_mb: int | None = None
+
+
+@dataclass(frozen=True)
 class Manifest:
     name: str
     version: str
@@ -92,6 +105,8 @@ class Manifest:
     accumulators: tuple[AccumulatorEntry, ...] = ()
     #: ``[limits]``: resource limits the package asks for (names in LIMIT_KEYS).
     limits: dict[str, int] = field(default_factory=dict)
+    #: ``[journal]``: None: no journal.
+    journal: JournalSettings | None = None
 
     @property
     def entry_module(self) -> str:
@@ -136,7 +151,8 @@ def parse_manifest(text: str) -> Manifest:
     except tomllib.TOMLDecodeError as e:
         raise ManifestError([f"not valid TOML: {e}"]) from None
     c = _Check()
-    c.known(data, "package.toml", {"package", "metadata", "limits"})
+    c.known(data, "package.toml", {"package", "metadata", "limits", "journal"})
+    journal = _journal(c, data.get("journal"))
     limits = c.table(data.get("limits", {}), "limits")
     c.known(limits, "limits", set(LIMIT_KEYS))
     for key, value in limits.items():
@@ -222,4 +238,23 @@ def parse_manifest(text: str) -> Manifest:
         input_strategy=strategy,
         accumulators=tuple(accumulators),
         limits={k: v for k, v in limits.items() if k in LIMIT_KEYS},
+        journal=journal,
     )
+
+
+def _journal(c: Any, raw: Any) -> JournalSettings | None:
+    if raw is None:
+        return None
+    table = c.table(raw, "journal")
+    c.known(table, "journal", {"fsync", "keep_mb"})
+    fsync = table.get("fsync", "batch")
+    if fsync not in ("batch", "never") and (
+        isinstance(fsync, bool) or not isinstance(fsync, (int, float)) or not 0 < fsync < float("inf")
+    ):
+        c.problems.append(f'journal.fsync: must be "batch", "never" or a positive number of seconds, got {fsync!r}')
+        fsync = "batch"
+    keep_mb = table.get("keep_mb")
+    if keep_mb is not None and (isinstance(keep_mb, bool) or not isinstance(keep_mb, int) or keep_mb < 1):
+        c.problems.append(f"journal.keep_mb: must be a positive integer, got {keep_mb!r}")
+        keep_mb = None
+    return JournalSettings(fsync, keep_mb)

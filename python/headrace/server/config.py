@@ -88,6 +88,9 @@ class ServerLimits:
     fire_log_size: int = 1000
     #: How long a push waits for room in a worker's queue before it is refused.
     push_timeout: float = 5.0
+    #: Megabytes of input journal kept per graph whose package asks for one
+    #: (``[journal]``; its ``keep_mb`` may only lower this).
+    journal_mb: int = 1024
     package: Limits = field(default_factory=Limits)
 
     @property

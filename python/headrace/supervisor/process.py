@@ -146,6 +146,27 @@ class GraphWorker:
             "fire_log_size": limits.fire_log_size,
             "push_timeout": limits.push_timeout,
             "on_corrupt": read_settings(self.config.data_dir.resolve(), self.spec.tenant, self.spec.graph).get("on_corrupt", "refuse"),
+            "journal": self._journal(home, launch),
+        }
+
+    def _journal(self, home: Path, launch: Launch) -> dict[str, Any] | None:
+        """Where and how the worker records its inputs, if the package asks
+        for a journal: under the tenant's folder, within the server's
+        ``journal_mb`` and the worker's file size limit."""
+        settings = parse_manifest((self.spec.package_dir / "package.toml").read_text(encoding="utf-8")).journal
+        if settings is None:
+            return None
+        keep_mb = min(settings.keep_mb or self.config.limits.journal_mb, self.config.limits.journal_mb)
+        # Several segments fit the budget, and none grows past what the
+        # worker may write to one file.
+        segment_mb = max(1, min(64, keep_mb // 4))
+        if launch.policy.limits.file_mb:
+            segment_mb = max(1, min(segment_mb, launch.policy.limits.file_mb // 2))
+        return {
+            "path": str(path_under(home, "journals", self.spec.graph)),
+            "fsync": settings.fsync,
+            "keep_bytes": keep_mb * _MIB,
+            "segment_bytes": segment_mb * _MIB,
         }
 
     def start(self) -> None:

@@ -85,9 +85,14 @@ class WorkerOps:
         config = self.config
         self.fires = FireLog(Path(config["fire_log"]), int(config.get("fire_log_size", 1000)))
         self.store = _ExitWhenFenced(open_store(config["store"]))
+        journal = config.get("journal") or {}
         self.rt = Runtime(
             self.loaded,
             mode=self.mode,
+            journal=journal.get("path"),
+            journal_fsync=journal.get("fsync", "batch"),
+            journal_keep_bytes=journal.get("keep_bytes"),
+            journal_segment_bytes=journal.get("segment_bytes", 64 << 20),
             on_fire=self.fires.on_fire,
             store=self.store,
             tenant=config["tenant"],
