@@ -196,3 +196,55 @@ def test_updates_a_live_run_collapsed_collapse_again_in_the_replay(tmp_path: Pat
     assert "settle" in {e.kind for e in read_journal(journal)}
     replayed = hr.replay(graph(), journal)
     assert shape(replayed) == shape(live)
+
+
+ROUTED = """
+import headrace as hr
+
+graph = hr.ComputationGraph("routed", accumulators=[hr.passthrough("a")])
+
+@graph.node
+def half(a):
+    return a / 2
+
+@graph.node(routes={"big": ["shout"], "small": ["whisper"]})
+def size(half):
+    return hr.Route("big" if half > 5 else "small", half)
+
+@graph.node
+def shout(size):
+    return f"{size}!"
+
+@graph.node
+def whisper(size):
+    return f"({size})"
+"""
+
+
+def test_one_fire_traced_node_by_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from headrace.trace import trace_fire
+
+    (tmp_path / "routed.py").write_text(ROUTED)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import routed
+
+    with hr.Runtime(routed.graph, journal=tmp_path / "j") as rt:
+        rt.push("a", 4)
+        rt.push("a", 30)
+    fires = hr.replay(routed.graph, tmp_path / "j", record_inputs=True)
+    steps = trace_fire(routed.graph, fires[1])
+    assert [(s.node, s.output, s.route, s.skipped) for s in steps] == [
+        ("half", 15.0, None, False),
+        ("size", 15.0, "big", False),
+        ("shout", "15.0!", None, False),
+        ("whisper", None, None, True),
+    ]
+    assert steps[0].args == {"a": 30} and steps[0].ns > 0
+    result = CliRunner().invoke(app, ["replay", str(tmp_path / "j"), "--graph", "routed:graph", "--fire", "1"])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.output.splitlines()]
+    assert lines[0]["fire"] == 1 and lines[0]["inputs"] == {"a": 4}
+    assert [(x["node"], x["output"]) for x in lines[1:]] == [("half", 2.0), ("size", 2.0), ("shout", None), ("whisper", "(2.0)")]
+    missing = CliRunner().invoke(app, ["replay", str(tmp_path / "j"), "--graph", "routed:graph", "--fire", "9"])
+    assert missing.exit_code == 1 and "no fire 9 in the replay (its fires: 1-2)" in missing.output

@@ -199,15 +199,21 @@ def replay(
     source: Annotated[Path, typer.Argument(help="A journal folder, or a .jsonl / .msgpack file of (time, accumulator, event).")],
     graph: Annotated[str, typer.Option(help="The graph: module:attribute, or a package folder.")],
     until: Annotated[float | None, typer.Option(help="Advance the clock to this epoch time after the last input.")] = None,
+    fire: Annotated[int | None, typer.Option(help="Show this fire alone, node by node (run again on its inputs).")] = None,
 ) -> None:
     """Runs a graph over recorded inputs on a simulated clock, as fast as it
-    can, and prints each fire as a JSON line."""
+    can, and prints each fire as a JSON line; with --fire, that fire's inputs
+    and each node's arguments, output and time."""
     import json
 
     from headrace.replay import replay as run_replay
 
     try:
-        fires = run_replay(_graph_from(graph), source, until=until)
+        the_graph = _graph_from(graph)
+        fires = run_replay(the_graph, source, until=until, record_inputs=fire is not None)
+        if fire is not None:
+            _show_fire(the_graph, fires, fire)
+            return
     except HeadraceError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from e
@@ -219,6 +225,24 @@ def replay(
             "outputs": f.outputs,
             "error": None if f.error is None else str(f.error),
         }
+        typer.echo(json.dumps(line, default=repr))
+
+
+def _show_fire(graph: Any, fires: list[Any], fire_id: int) -> None:
+    import json
+
+    from headrace.trace import trace_fire
+
+    found = [f for f in fires if f.id == fire_id]
+    if not found:
+        ids = f"{fires[0].id}-{fires[-1].id}" if fires else "none"
+        raise HeadraceError(f"no fire {fire_id} in the replay (its fires: {ids})")
+    f = found[0]
+    typer.echo(json.dumps({"fire": f.id, "trigger": f.trigger, "started_at": f.started_at, "inputs": f.inputs}, default=repr))
+    for step in trace_fire(graph, f):
+        line = {"node": step.node, "ms": round(step.ns / 1e6, 3), "output": step.output, "route": step.route}
+        if step.error is not None or step.skipped:
+            line.update(error=step.error, skipped=step.skipped)
         typer.echo(json.dumps(line, default=repr))
 
 
