@@ -62,7 +62,18 @@ class KafkaRange:
         """Every message of the range, merged across partitions in timestamp
         order (ties: partition, then offset; within a partition, offset
         order, whatever the timestamps say)."""
-        consumer = Consumer(
+        consumer = self._consumer()
+        try:
+            bounds = self._bounds(consumer)
+            readers = [self._partition(consumer, p, lo, hi) for p, (lo, hi) in bounds.items() if lo < hi]
+            yield from heapq.merge(*readers, key=lambda m: (m.time, m.partition, m.offset))
+        finally:
+            consumer.close()
+
+    def _consumer(self) -> Consumer:
+        """A consumer in a group of its own that commits nothing: reading a
+        range moves no group's positions."""
+        return Consumer(
             {
                 "bootstrap.servers": self.broker,
                 "group.id": f"headrace-range-{uuid.uuid4().hex}",
@@ -71,12 +82,6 @@ class KafkaRange:
                 **dict(self.config),
             }
         )
-        try:
-            bounds = self._bounds(consumer)
-            readers = [self._partition(consumer, p, lo, hi) for p, (lo, hi) in bounds.items() if lo < hi]
-            yield from heapq.merge(*readers, key=lambda m: (m.time, m.partition, m.offset))
-        finally:
-            consumer.close()
 
     def _bounds(self, consumer: Consumer) -> dict[int, tuple[int, int]]:
         metadata = consumer.list_topics(self.topic, timeout=TIMEOUT).topics.get(self.topic)
@@ -108,15 +113,7 @@ class KafkaRange:
     def _partition(self, consumer: Consumer, partition: int, lo: int, hi: int) -> Iterator[RangeMessage]:
         """One partition's messages from ``lo`` to ``hi`` (excluded), read
         by a consumer of its own so that partitions interleave freely."""
-        reader = Consumer(
-            {
-                "bootstrap.servers": self.broker,
-                "group.id": f"headrace-range-{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-                **dict(self.config),
-            }
-        )
+        reader = self._consumer()
         try:
             reader.assign([TopicPartition(self.topic, partition, lo)])
             next_offset = lo
