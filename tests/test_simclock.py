@@ -175,10 +175,10 @@ def test_bad_times_raise_clear_errors() -> None:
         hr.Runtime(batch_graph(), clock=T0)  # type: ignore[arg-type]
 
 
-def test_checkpoint_interval_counts_simulated_time() -> None:
+def test_checkpoint_interval_counts_simulated_time(store_url: str, tenant: str) -> None:
     clock = SimClock(T0)
-    store = "memory://sim-interval"
-    with hr.Runtime(batch_graph(), clock=clock, store=store, checkpoint_every=0, checkpoint_interval="1s") as rt:
+    options: dict[str, Any] = {"store": store_url, "tenant": tenant, "checkpoint_every": 0, "checkpoint_interval": "1s"}
+    with hr.Runtime(batch_graph(), clock=clock, **options) as rt:
         rt.push("tick", 1)
         clock.advance("999ms")
         # Inline, a due checkpoint is handed to the writer before advance returns.
@@ -187,6 +187,19 @@ def test_checkpoint_interval_counts_simulated_time() -> None:
         clock.advance("1ms")
         cp = rt.stats()["checkpoint"]
         assert cp["checkpoints"] == 1 or cp["pending"]
+
+
+def test_a_restored_batch_flushes_on_the_restoring_clock(store_url: str, tenant: str) -> None:
+    options: dict[str, Any] = {"store": store_url, "tenant": tenant}
+    with hr.Runtime(batch_graph(), clock=SimClock(T0), **options) as rt:
+        rt.push("fills", "kept")  # buffered; the final checkpoint keeps it
+    fires: list[hr.FireResult] = []
+    clock = SimClock(T0 + 10)
+    with hr.Runtime(batch_graph(), clock=clock, on_fire=fires.append, **options) as rt:
+        clock.advance("4ms")
+        assert fires == []
+        clock.advance("1ms")
+        assert [(f.outputs["out"], round(f.started_at - T0, 6)) for f in fires] == [((None, ["kept"]), 10.005)]
 
 
 timed = st.lists(
