@@ -270,3 +270,23 @@ def test_every_appended_event_reaches_the_state_exactly_once(schedule: list[Step
     assert sorted(i for _, i in seen) == list(range(n))
     assert in_order_per_partition(seen)
     assert broker.committed(GROUP, "fills") == {p: c for p, c in topic.end_offsets().items() if c}
+
+
+@pytest.mark.parametrize(("start", "expected"), [("earliest", [0, 1, 2, 3]), ("latest", [3]), (1_000.002, [2, 3])])
+def test_start_positions_as_kafka_s(broker: MemoryBroker, start: Any, expected: list[int]) -> None:
+    topic = broker.topic("ticks")
+    for k in range(3):
+        topic.append(k, timestamp=1_000 + k / 1000)
+
+    @hr.stream_accumulator(type="memory", topic="ticks", broker="MEM", start=start)
+    def ticks(event):
+        return event
+
+    g = hr.ComputationGraph("started", accumulators=[ticks])
+    g.node(name="n")(lambda ticks: ticks)
+    values: list[Any] = []
+    with hr.Runtime(g, mode="thread", on_fire=hr.on_output("n", values.append)) as rt:
+        wait_for(lambda: rt.stats()["sources"]["ticks"]["partitions"] != [], 10, "partitions assigned")
+        topic.append(3, timestamp=1_000.003)
+        wait_for(lambda: values[-1:] == [3], 10, "the last message")
+    assert values == expected

@@ -12,6 +12,7 @@ import dataclasses
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar, overload
 
 from headrace._durations import seconds
@@ -186,6 +187,29 @@ def _duration(value: Any, what: str, name: str) -> float:
         raise GraphDefinitionError(str(e)) from None
 
 
+def start_position(value: Any, name: str) -> str | float:
+    """A stream's ``start`` as the source reads it: "committed", "earliest",
+    "latest", or epoch seconds."""
+    if value is None:
+        return "committed"
+    if value in ("committed", "earliest", "latest"):
+        return str(value)
+    when = value
+    if isinstance(value, str):
+        try:
+            when = datetime.fromisoformat(value)
+        except ValueError:
+            when = None
+    if isinstance(when, datetime):
+        return (when if when.tzinfo is not None else when.replace(tzinfo=UTC)).timestamp()
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    raise GraphDefinitionError(
+        f"accumulator '{name}': start must be 'committed', 'earliest', 'latest' or a time "
+        f"(a datetime, an ISO 8601 string or epoch seconds), got {value!r}"
+    )
+
+
 def aged(acc: Accumulator, max_age: str | float | None) -> Accumulator:
     """``acc`` with ``max_age`` (every kind takes one; None keeps it as it is)."""
     if max_age is None:
@@ -268,6 +292,7 @@ def stream_accumulator(
     state: Any = _NO_STATE,
     config: Mapping[str, Any] | None = None,
     dead_letter_topic: str | None = None,
+    start: str | float | datetime | None = None,
     name: str | None = None,
     codec: Codec = "json",
     input: InputStrategy | None = None,  # noqa: A002
@@ -282,6 +307,12 @@ def stream_accumulator(
     the source starts; ``group`` defaults to ``<name>_group``. With ``state=``
     the function is ``fn(event, state)`` and receives a :class:`State`
     initialised to a copy of that value.
+
+    ``start``: where a partition starts when the checkpoint holds no position
+    for it (a checkpointed position always wins): ``"committed"`` (the
+    default: the group's committed offset, else the beginning),
+    ``"earliest"``, ``"latest"``, or a time (a datetime, an ISO 8601 string
+    or epoch seconds: the first message whose timestamp is at or after it).
     """
 
     def wrap(f: Callable[..., Any]) -> Accumulator:
@@ -300,6 +331,7 @@ def stream_accumulator(
             "broker": broker,
             "config": dict(config or {}),
             "dead_letter_topic": dead_letter_topic,
+            "start": start_position(start, n),
         }
         acc = Accumulator(
             n, "stream", f, _codec(codec, n), settings, state if has_state else None, has_state, _input(input, n)

@@ -82,6 +82,7 @@ def _redeclare(acc: Accumulator, entry: AccumulatorEntry) -> Accumulator:
             state=acc.initial_state if acc.has_state else _NO_STATE,
             config=cfg.get("config") or {},
             dead_letter_topic=cfg.get("dead_letter_topic"),
+            start=cfg.get("start"),
             name=name,
             codec=acc.codec,
             input=strategy,

@@ -21,6 +21,7 @@
     broker = "KAFKA_BROKER"
     topic = "price.orderbook"
     group = "kafka-price-signal-group"
+    start = "latest"                    # optional; committed | earliest | latest | an ISO time
 
     [journal]                           # optional: record every input (hr.replay)
     fsync = "batch"                     # "batch" (default), "never" or seconds between fsyncs
@@ -52,7 +53,7 @@ KINDS = ("passthrough", "stream", "polling", "batch", "state")
 INPUTS = ("latest", "sequential", "burst")
 CONFIG_KEYS = {
     "passthrough": set(),
-    "stream": {"broker", "topic", "group", "dead_letter_topic"},
+    "stream": {"broker", "topic", "group", "dead_letter_topic", "start"},
     "polling": {"interval"},
     "batch": {"flush_interval", "max_buffer_size"},
     "state": {"capacity"},

@@ -36,6 +36,10 @@ class StreamConfig:
     broker_variable: str
     #: Extra settings passed through to the client (librdkafka's, for Kafka).
     options: Mapping[str, Any] = field(default_factory=dict)
+    #: Where a partition with no checkpointed position starts: "committed"
+    #: (the group's committed offset, else the beginning), "earliest",
+    #: "latest", or a time as epoch seconds (the first message at or after it).
+    start: str | float = "committed"
 
 
 #: (topic, partition)

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from headrace.sources.backend import Assignment, MessageError, Partition, StreamConfig, StreamError
 
@@ -77,10 +77,31 @@ class KafkaBackend:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         assert self._assignment is not None
         starts = self._assignment.assigned([(p.topic, p.partition) for p in partitions])
+        fresh = []
         for p in partitions:
             if (p.topic, p.partition) in starts:
                 p.offset = starts[(p.topic, p.partition)]
+            else:
+                fresh.append(p)
+        self._start_fresh(consumer, fresh)
         consumer.incremental_assign(partitions)
+
+    def _start_fresh(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Where partitions the checkpoint holds no position for start
+        (``start``); "committed" leaves them to the group's committed offset
+        (else ``auto.offset.reset``: the beginning)."""
+        start = self.config.start
+        if not partitions or start == "committed":
+            return
+        if start in ("earliest", "latest"):
+            for p in partitions:
+                p.offset = OFFSET_BEGINNING if start == "earliest" else OFFSET_END
+            return
+        ms = int(float(start) * 1000)
+        found = consumer.offsets_for_times([TopicPartition(p.topic, p.partition, ms) for p in partitions], timeout=10)
+        for p, f in zip(partitions, found, strict=True):
+            # No message at or after that time: from the end.
+            p.offset = OFFSET_END if f.offset < 0 else f.offset
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         assert self._assignment is not None

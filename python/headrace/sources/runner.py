@@ -52,6 +52,7 @@ class StreamRunner:
             broker=resolve_broker(str(cfg["broker"]), acc.name),
             broker_variable=str(cfg["broker"]),
             options=dict(cfg["config"]),
+            start=cfg.get("start", "committed"),
         )
         self._factory = stream_backend(self.config.type)
         # The runtime this source feeds, handed over by `start`.

@@ -361,9 +361,23 @@ class MemoryBackend:
         starts = self._assignment.assigned(partitions)
         with b._cond:
             committed = b._committed.get(cfg.group, {})
-            self._positions = {p: starts.get(p, committed.get(p, 0)) for p in partitions}
+            log = b._topics[cfg.topic]._log
+            self._positions = {p: starts[p] if p in starts else self._fresh(p, committed, log[p[1]]) for p in partitions}
             self._assigned = True
         return True
+
+    def _fresh(self, p: Partition, committed: dict[Partition, int], log: list[MemoryMessage]) -> int:
+        """Where a partition with no checkpointed position starts (``start``),
+        as Kafka's backend does."""
+        start = self.config.start
+        if start == "committed":
+            return committed.get(p, 0)
+        if start == "earliest":
+            return 0
+        if start == "latest":
+            return len(log)
+        ms = int(float(start) * 1000)
+        return next((m.offset() for m in log if m.timestamp()[1] >= ms), len(log))
 
     def _release(self) -> None:
         holders = self._broker._holders.get(self.config.group)

@@ -1,0 +1,120 @@
+"""Where a stream starts when the checkpoint holds no position for it
+(`start=`), against the real broker; a checkpointed position always wins."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+import headrace as hr
+from kafka_util import new_topic, wait_for
+
+T0 = 1_767_323_045.0
+
+
+@pytest.fixture
+def broker_env(kafka_broker: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("HEADRACE_VAR_KAFKA_BROKER", kafka_broker)
+    return kafka_broker
+
+
+def publish(broker: str, topic: str, values: range, t0: float | None = None) -> None:
+    producer = Producer({"bootstrap.servers": broker})
+    for k in values:
+        extra = {} if t0 is None else {"timestamp": int((t0 + k) * 1000)}
+        producer.produce(topic, json.dumps(k).encode(), **extra)
+    assert producer.flush(30) == 0
+
+
+def graph(topic: str, group: str, start: Any) -> hr.ComputationGraph:
+    @hr.stream_accumulator(topic=topic, group=group, start=start, state=[])
+    def seen(event: Any, state: hr.State) -> Any:
+        state.value.append(event)
+        return event
+
+    g = hr.ComputationGraph("started", accumulators=[seen])
+    g.node(name="n")(lambda seen: seen)
+    return g
+
+
+def taken(rt: hr.Runtime) -> int:
+    return int(rt.stats()["accumulators"]["seen"]["events"])
+
+
+def commit_group(broker: str, topic: str, group: str, offset: int) -> None:
+    c = Consumer({"bootstrap.servers": broker, "group.id": group})
+    c.commit(offsets=[TopicPartition(topic, 0, offset)], asynchronous=False)
+    c.close()
+
+
+def test_latest_skips_what_is_there_and_a_checkpoint_wins_afterwards(broker_env: str, tmp_path: Path) -> None:
+    topic, group = new_topic(broker_env), f"g-{uuid.uuid4().hex[:8]}"
+    publish(broker_env, topic, range(10))
+    store = f"sqlite:///{tmp_path}/s.db"
+    values: list[Any] = []
+    with hr.Runtime(graph(topic, group, "latest"), mode="thread", store=store, on_fire=hr.on_output("n", values.append)) as rt:
+        wait_for(lambda: rt.stats()["sources"]["seen"]["partitions"] != [], 30, "partitions assigned")
+        publish(broker_env, topic, range(10, 15))
+        wait_for(lambda: taken(rt) == 5, 30, "the new messages")
+    assert values == [10, 11, 12, 13, 14]
+    publish(broker_env, topic, range(15, 17))
+    # Reopened: the checkpoint's position wins over start="latest".
+    with hr.Runtime(graph(topic, group, "latest"), mode="thread", store=store, on_fire=hr.on_output("n", values.append)) as rt:
+        wait_for(lambda: taken(rt) == 7, 30, "the messages after the checkpoint")
+    assert values[5:] == [15, 16]
+
+
+def test_earliest_ignores_the_group_s_committed_offset(broker_env: str) -> None:
+    topic, group = new_topic(broker_env), f"g-{uuid.uuid4().hex[:8]}"
+    publish(broker_env, topic, range(6))
+    commit_group(broker_env, topic, group, 4)
+    with hr.Runtime(graph(topic, group, "committed"), mode="thread") as rt:
+        wait_for(lambda: taken(rt) == 2, 30, "from the committed offset")
+    with hr.Runtime(graph(topic, group, "earliest"), mode="thread") as rt:
+        wait_for(lambda: taken(rt) == 6, 30, "from the beginning")
+
+
+@pytest.mark.parametrize("start", [T0 + 3, "2026-01-02T03:04:08+00:00"])
+def test_a_time_starts_at_the_first_message_at_or_after_it(broker_env: str, start: Any) -> None:
+    topic, group = new_topic(broker_env), f"g-{uuid.uuid4().hex[:8]}"
+    publish(broker_env, topic, range(6), t0=T0)
+    values: list[Any] = []
+    with hr.Runtime(graph(topic, group, start), mode="thread", on_fire=hr.on_output("n", values.append)) as rt:
+        wait_for(lambda: taken(rt) == 3, 30, "from the time")
+    assert values == [3, 4, 5]
+
+
+def test_a_bad_start_is_named() -> None:
+    with pytest.raises(hr.GraphDefinitionError, match="accumulator 'seen': start must be 'committed', 'earliest'"):
+        graph("t", "g", "yesterday")
+
+
+def test_package_toml_sets_start() -> None:
+    from headrace.packages.loader import apply_manifest
+    from headrace.packages.manifest import ManifestError, parse_manifest
+
+    manifest = """
+[package]
+name = "s"
+version = "1"
+[metadata]
+graph_name = "started"
+entry = "m:graph"
+[[metadata.accumulators]]
+name = "seen"
+accumulator_type = "stream"
+[metadata.accumulators.config]
+topic = "t"
+start = "{start}"
+"""
+    g = graph("t", "g", None)
+    assert g.accumulator("seen").config["start"] == "committed"
+    applied = apply_manifest(g, parse_manifest(manifest.format(start="2026-01-02T03:04:08Z")))
+    assert applied.accumulator("seen").config["start"] == T0 + 3
+    with pytest.raises(ManifestError, match="start must be"):
+        apply_manifest(g, parse_manifest(manifest.format(start="soon")))
