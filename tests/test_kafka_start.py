@@ -118,3 +118,15 @@ start = "{start}"
     assert applied.accumulator("seen").config["start"] == T0 + 3
     with pytest.raises(ManifestError, match="start must be"):
         apply_manifest(g, parse_manifest(manifest.format(start="soon")))
+
+
+def test_a_stream_is_live_only_with_partitions(broker_env: str) -> None:
+    topic, group = new_topic(broker_env), f"g-{uuid.uuid4().hex[:8]}"
+    samples: list[tuple[str, list[Any]]] = []
+    with hr.Runtime(graph(topic, group, "earliest"), mode="thread") as rt:
+        while not samples or samples[-1][0] != "live":
+            s = rt.stats()
+            samples.append((s["accumulators"]["seen"]["health"], s["sources"]["seen"]["partitions"]))
+            assert len(samples) < 30_000, samples[-1]
+    assert samples[0] == ("connecting", []), samples[:3]
+    assert all(partitions for health, partitions in samples if health == "live")

@@ -10,11 +10,18 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from headrace._logging import RepeatFilter
 from headrace.sources.backend import Assignment, MessageError, Partition, StreamConfig, StreamError
 
 __all__ = ["DeadLetterTopic", "KafkaBackend"]
 
 log = logging.getLogger("headrace")
+#: librdkafka's own lines and its error callbacks: an unreachable broker
+#: writes the same few lines dozens of times a second, so each distinct line
+#: passes once per 10 s here (with a count of the ones dropped), whatever
+#: handlers the application has.
+kafka_log = logging.getLogger("headrace.kafka")
+kafka_log.addFilter(RepeatFilter(10.0))
 
 # Chosen for latency: the broker answers a fetch as soon as one byte is there,
 # and waits at most 10 ms when there is none (librdkafka's default is 500 ms).
@@ -43,7 +50,7 @@ class KafkaBackend:
                 "group.id": config.group,
                 "enable.auto.commit": False,
                 "error_cb": self._on_error,
-                "logger": log,
+                "logger": kafka_log,
             }
         )
         self._consumer = Consumer(settings)
@@ -52,7 +59,7 @@ class KafkaBackend:
     def _on_error(self, error: KafkaError) -> None:
         if error.code() in _LOST:
             self._down.set()
-        log.warning("kafka (accumulator '%s'): %s", self.config.accumulator, error.str())
+        kafka_log.warning("kafka (accumulator '%s'): %s", self.config.accumulator, error.str())
 
     def _check_topic(self) -> None:
         topic, broker = self.config.topic, self.config.broker
@@ -156,7 +163,7 @@ class DeadLetterTopic:
 
     def __init__(self, config: StreamConfig, topic: str) -> None:
         self.topic = topic
-        self._producer = Producer({"bootstrap.servers": config.broker, "logger": log})
+        self._producer = Producer({"bootstrap.servers": config.broker, "logger": kafka_log})
 
     def send(self, data: bytes, topic: str, partition: int, offset: int, error: str) -> None:
         headers: list[tuple[str, str | bytes | None]] = [

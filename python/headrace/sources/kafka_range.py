@@ -11,12 +11,13 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
-
-from confluent_kafka import OFFSET_END, Consumer, KafkaError, TopicPartition
+from typing import TYPE_CHECKING, Any
 
 from headrace.errors import SettingError
 from headrace.sources.backend import StreamError
+
+if TYPE_CHECKING:
+    from confluent_kafka import Consumer
 
 __all__ = ["KafkaRange", "RangeMessage"]
 
@@ -72,18 +73,26 @@ class KafkaRange:
 
     def _consumer(self) -> Consumer:
         """A consumer in a group of its own that commits nothing: reading a
-        range moves no group's positions."""
+        range moves no group's positions. (confluent-kafka is imported here,
+        when a range is read, not with ``headrace``.)"""
+        from confluent_kafka import Consumer
+
+        from headrace.sources.kafka import kafka_log
+
         return Consumer(
             {
                 "bootstrap.servers": self.broker,
                 "group.id": f"headrace-range-{uuid.uuid4().hex}",
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,
+                "logger": kafka_log,
                 **dict(self.config),
             }
         )
 
     def _bounds(self, consumer: Consumer) -> dict[int, tuple[int, int]]:
+        from confluent_kafka import TopicPartition
+
         metadata = consumer.list_topics(self.topic, timeout=TIMEOUT).topics.get(self.topic)
         if metadata is None or metadata.error is not None or not metadata.partitions:
             raise StreamError(f"topic '{self.topic}' on {self.broker} cannot be read: {getattr(metadata, 'error', None)}")
@@ -96,6 +105,8 @@ class KafkaRange:
         return bounds
 
     def _offset(self, consumer: Consumer, partition: int, position: Position | None, default: int, high: int) -> int:
+        from confluent_kafka import OFFSET_END, TopicPartition
+
         if position is None:
             return default
         if isinstance(position, bool):
@@ -113,6 +124,8 @@ class KafkaRange:
     def _partition(self, consumer: Consumer, partition: int, lo: int, hi: int) -> Iterator[RangeMessage]:
         """One partition's messages from ``lo`` to ``hi`` (excluded), read
         by a consumer of its own so that partitions interleave freely."""
+        from confluent_kafka import KafkaError, TopicPartition
+
         reader = self._consumer()
         try:
             reader.assign([TopicPartition(self.topic, partition, lo)])

@@ -204,8 +204,12 @@ class StreamRunner:
         if backend is None:
             return
         self._backend = backend
-        live = True
-        self._health("live")
+        # Live once partitions are assigned: until then nothing is read (a
+        # group join takes seconds), and "live" would say otherwise.
+        live = False
+        # A message error said the source is gone (a deleted topic): the
+        # messages still buffered do not make it live again.
+        lost = False
         while not self._stop.is_set():
             self._commit(backend)
             try:
@@ -218,19 +222,29 @@ class StreamRunner:
                 if rt is None or rt.closed:
                     return
                 for failed in rt.push_messages(self.name, messages):
-                    self._message_error(backend, failed)
-                if not live:
+                    lost |= self._message_error(backend, failed)
+                if not live and not lost:
                     live = self._health("live")
             elif not backend.connected():
                 if live:
                     live = not self._health("disconnected", f"lost {self.config.type} broker {self.config.broker}")
-            elif not live:
+            elif not self._has_partitions():
+                if live:
+                    live = not self._health("connecting")
+            elif not live and not lost:
                 live = self._health("live")
 
-    def _message_error(self, backend: StreamBackend, message: Any) -> None:
+    def _has_partitions(self) -> bool:
+        with self._lock:
+            return bool(self._assigned_now)
+
+    def _message_error(self, backend: StreamBackend, message: Any) -> bool:
+        """Logs a failed message; True if it says the source is gone."""
         describe = getattr(backend, "message_error", None)
         error: MessageError = describe(message) if describe is not None else MessageError(message.error().str())
         if error.text is not None:
             log.warning("source '%s': %s", self.name, error.text)
         if error.lost is not None:
             self._health("disconnected", error.lost)
+            return True
+        return False
