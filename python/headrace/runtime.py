@@ -120,6 +120,12 @@ class Runtime(_core.Engine):
         journal_segment_bytes: Rotate to a new segment file at this size.
         journal_keep_bytes: Delete the oldest segments beyond this many bytes
             (None: keep all).
+        source_instance: A stable id of this runtime's place (the server
+            gives each deployed graph one): its Kafka consumers join with
+            static membership (``group.instance.id`` = ``<id>.<accumulator>``),
+            so a restarted process takes its partitions back at once. Two
+            live runtimes must not share one. None (the default): dynamic
+            membership.
         profile: Time every node of every fire: ``FireResult.node_ns`` maps
             each node that ran to its nanoseconds (None when off; off costs
             nothing).
@@ -164,6 +170,7 @@ class Runtime(_core.Engine):
         journal_fsync: Literal["batch", "never"] | float = "batch",
         journal_segment_bytes: int = 64 << 20,
         journal_keep_bytes: int | None = None,
+        source_instance: str | None = None,
         _replaying: bool = False,
     ) -> Self:
         if not isinstance(graph, ComputationGraph):
@@ -207,7 +214,7 @@ class Runtime(_core.Engine):
             if mode == "thread" and sources:
                 # Built before the engine, so that the engine knows where an
                 # undecodable message goes; started once it exists.
-                runners = [StreamRunner(a, writer) for a in graph.accumulators if a.kind == "stream"]
+                runners = [StreamRunner(a, writer, source_instance) for a in graph.accumulators if a.kind == "stream"]
             options = EngineOptions(
                 mode=mode,
                 on_fire=on_fire,

@@ -40,8 +40,20 @@ BATCH = 1000
 POLL_SECONDS = 0.05
 
 
+def _with_instance(options: dict[str, Any], instance: str | None, accumulator: str) -> dict[str, Any]:
+    if instance is not None and "group.instance.id" not in options:
+        options["group.instance.id"] = f"{instance}.{accumulator}"
+    return options
+
+
 class StreamRunner:
-    def __init__(self, acc: Accumulator, writer: CheckpointWriter | None) -> None:
+    def __init__(self, acc: Accumulator, writer: CheckpointWriter | None, instance: str | None = None) -> None:
+        """``instance``: a stable id of the process's place (a deployed
+        graph): its consumers join with static membership
+        (``group.instance.id`` = ``instance.accumulator``), so a restarted
+        process takes its partitions back at once instead of after the
+        session timeout. A ``group.instance.id`` in the accumulator's
+        ``config`` wins."""
         cfg = acc.config
         self.name = acc.name
         self.config = StreamConfig(
@@ -51,7 +63,7 @@ class StreamRunner:
             group=str(cfg["group"]),
             broker=resolve_broker(str(cfg["broker"]), acc.name),
             broker_variable=str(cfg["broker"]),
-            options=dict(cfg["config"]),
+            options=_with_instance(dict(cfg["config"]), instance, acc.name),
             start=cfg.get("start", "committed"),
         )
         self._factory = stream_backend(self.config.type)

@@ -89,6 +89,8 @@ class WorkerOps:
         self.rt = Runtime(
             self.loaded,
             mode=self.mode,
+            # Static membership: a restarted worker takes its partitions back at once.
+            source_instance=f"headrace.{config['tenant']}.{self.loaded.name}",
             journal=journal.get("path"),
             journal_fsync=journal.get("fsync", "batch"),
             journal_keep_bytes=journal.get("keep_bytes"),
