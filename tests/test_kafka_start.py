@@ -130,3 +130,44 @@ def test_a_stream_is_live_only_with_partitions(broker_env: str) -> None:
             assert len(samples) < 30_000, samples[-1]
     assert samples[0] == ("connecting", []), samples[:3]
     assert all(partitions for health, partitions in samples if health == "live")
+
+
+def test_static_membership_is_per_runtime_place_and_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    from headrace.packages.loader import apply_manifest
+    from headrace.packages.manifest import parse_manifest
+    from headrace.sources.runner import StreamRunner
+
+    monkeypatch.setenv("HEADRACE_VAR_KAFKA_BROKER", "127.0.0.1:9")
+    acc = graph("t", "g", None).accumulator("seen")
+    assert StreamRunner(acc, None, "headrace.public.started").config.options["group.instance.id"] == "headrace.public.started.seen"
+    assert "group.instance.id" not in StreamRunner(acc, None).config.options
+
+    @hr.stream_accumulator(topic="t", static_membership=False)
+    def dynamic(event: Any) -> Any:
+        return event
+
+    assert "group.instance.id" not in StreamRunner(dynamic, None, "headrace.public.x").config.options
+
+    @hr.stream_accumulator(topic="t", config={"group.instance.id": "mine"})
+    def own(event: Any) -> Any:
+        return event
+
+    assert StreamRunner(own, None, "headrace.public.x").config.options["group.instance.id"] == "mine"
+    manifest = """
+[package]
+name = "s"
+version = "1"
+[metadata]
+graph_name = "started"
+entry = "m:graph"
+[[metadata.accumulators]]
+name = "seen"
+accumulator_type = "stream"
+[metadata.accumulators.config]
+topic = "t"
+static_membership = {flag}
+"""
+    applied = apply_manifest(graph("t", "g", None), parse_manifest(manifest.format(flag="false")))
+    assert applied.accumulator("seen").config["static_membership"] is False
+    with pytest.raises(Exception, match="static_membership must be true or false"):
+        apply_manifest(graph("t", "g", None), parse_manifest(manifest.format(flag='"no"')))

@@ -187,6 +187,12 @@ def _duration(value: Any, what: str, name: str) -> float:
         raise GraphDefinitionError(str(e)) from None
 
 
+def _flag(value: Any, what: str, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise GraphDefinitionError(f"accumulator '{name}': {what} must be true or false, got {value!r}")
+    return value
+
+
 def start_position(value: Any, name: str) -> str | float:
     """A stream's ``start`` as the source reads it: "committed", "earliest",
     "latest", or epoch seconds."""
@@ -293,6 +299,7 @@ def stream_accumulator(
     config: Mapping[str, Any] | None = None,
     dead_letter_topic: str | None = None,
     start: str | float | datetime | None = None,
+    static_membership: bool = True,
     name: str | None = None,
     codec: Codec = "json",
     input: InputStrategy | None = None,  # noqa: A002
@@ -313,6 +320,10 @@ def stream_accumulator(
     default: the group's committed offset, else the beginning),
     ``"earliest"``, ``"latest"``, or a time (a datetime, an ISO 8601 string
     or epoch seconds: the first message whose timestamp is at or after it).
+
+    ``static_membership=False``: join the group as a dynamic member even
+    where the runtime has a stable place (``Runtime(source_instance=...)``,
+    which the server gives every deployed graph).
     """
 
     def wrap(f: Callable[..., Any]) -> Accumulator:
@@ -332,6 +343,7 @@ def stream_accumulator(
             "config": dict(config or {}),
             "dead_letter_topic": dead_letter_topic,
             "start": start_position(start, n),
+            "static_membership": _flag(static_membership, "static_membership", n),
         }
         acc = Accumulator(
             n, "stream", f, _codec(codec, n), settings, state if has_state else None, has_state, _input(input, n)

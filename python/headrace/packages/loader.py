@@ -83,6 +83,7 @@ def _redeclare(acc: Accumulator, entry: AccumulatorEntry) -> Accumulator:
             config=cfg.get("config") or {},
             dead_letter_topic=cfg.get("dead_letter_topic"),
             start=cfg.get("start"),
+            static_membership=cfg.get("static_membership", True),
             name=name,
             codec=acc.codec,
             input=strategy,

@@ -22,6 +22,7 @@
     topic = "price.orderbook"
     group = "kafka-price-signal-group"
     start = "latest"                    # optional; committed | earliest | latest | an ISO time
+    static_membership = false           # optional; default true on the server
 
     [journal]                           # optional: record every input (hr.replay)
     fsync = "batch"                     # "batch" (default), "never" or seconds between fsyncs
@@ -53,7 +54,7 @@ KINDS = ("passthrough", "stream", "polling", "batch", "state")
 INPUTS = ("latest", "sequential", "burst")
 CONFIG_KEYS = {
     "passthrough": set(),
-    "stream": {"broker", "topic", "group", "dead_letter_topic", "start"},
+    "stream": {"broker", "topic", "group", "dead_letter_topic", "start", "static_membership"},
     "polling": {"interval"},
     "batch": {"flush_interval", "max_buffer_size"},
     "state": {"capacity"},

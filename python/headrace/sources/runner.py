@@ -63,7 +63,7 @@ class StreamRunner:
             group=str(cfg["group"]),
             broker=resolve_broker(str(cfg["broker"]), acc.name),
             broker_variable=str(cfg["broker"]),
-            options=_with_instance(dict(cfg["config"]), instance, acc.name),
+            options=_with_instance(dict(cfg["config"]), instance if cfg.get("static_membership", True) else None, acc.name),
             start=cfg.get("start", "committed"),
         )
         self._factory = stream_backend(self.config.type)
