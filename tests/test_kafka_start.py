@@ -42,6 +42,15 @@ def graph(topic: str, group: str, start: Any) -> hr.ComputationGraph:
     return g
 
 
+def stream_manifest(setting: str) -> str:
+    """A package.toml whose stream accumulator "seen" has ``setting`` in its config."""
+    return (
+        '[package]\nname = "s"\nversion = "1"\n[metadata]\ngraph_name = "started"\nentry = "m:graph"\n'
+        '[[metadata.accumulators]]\nname = "seen"\naccumulator_type = "stream"\n'
+        f'[metadata.accumulators.config]\ntopic = "t"\n{setting}\n'
+    )
+
+
 def taken(rt: hr.Runtime) -> int:
     return int(rt.stats()["accumulators"]["seen"]["events"])
 
@@ -98,26 +107,12 @@ def test_package_toml_sets_start() -> None:
     from headrace.packages.loader import apply_manifest
     from headrace.packages.manifest import ManifestError, parse_manifest
 
-    manifest = """
-[package]
-name = "s"
-version = "1"
-[metadata]
-graph_name = "started"
-entry = "m:graph"
-[[metadata.accumulators]]
-name = "seen"
-accumulator_type = "stream"
-[metadata.accumulators.config]
-topic = "t"
-start = "{start}"
-"""
     g = graph("t", "g", None)
     assert g.accumulator("seen").config["start"] == "committed"
-    applied = apply_manifest(g, parse_manifest(manifest.format(start="2026-01-02T03:04:08Z")))
+    applied = apply_manifest(g, parse_manifest(stream_manifest('start = "2026-01-02T03:04:08Z"')))
     assert applied.accumulator("seen").config["start"] == T0 + 3
     with pytest.raises(ManifestError, match="start must be"):
-        apply_manifest(g, parse_manifest(manifest.format(start="soon")))
+        apply_manifest(g, parse_manifest(stream_manifest('start = "soon"')))
 
 
 def test_a_stream_is_live_only_with_partitions(broker_env: str) -> None:
@@ -153,21 +148,7 @@ def test_static_membership_is_per_runtime_place_and_can_be_turned_off(monkeypatc
         return event
 
     assert StreamRunner(own, None, "headrace.public.x").config.options["group.instance.id"] == "mine"
-    manifest = """
-[package]
-name = "s"
-version = "1"
-[metadata]
-graph_name = "started"
-entry = "m:graph"
-[[metadata.accumulators]]
-name = "seen"
-accumulator_type = "stream"
-[metadata.accumulators.config]
-topic = "t"
-static_membership = {flag}
-"""
-    applied = apply_manifest(graph("t", "g", None), parse_manifest(manifest.format(flag="false")))
+    applied = apply_manifest(graph("t", "g", None), parse_manifest(stream_manifest('static_membership = false')))
     assert applied.accumulator("seen").config["static_membership"] is False
     with pytest.raises(Exception, match="static_membership must be true or false"):
-        apply_manifest(graph("t", "g", None), parse_manifest(manifest.format(flag='"no"')))
+        apply_manifest(graph("t", "g", None), parse_manifest(stream_manifest('static_membership = "no"')))

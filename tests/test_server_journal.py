@@ -56,3 +56,33 @@ def test_journal_settings_are_checked() -> None:
         parse_manifest(base + "[journal]\nkeep_mb = -1\n")
     with pytest.raises(ManifestError, match="journal"):
         parse_manifest(base + '[journal]\npath = "/etc"\n')
+
+
+def test_a_package_cannot_ask_for_more_journal_than_the_server_allows(tmp_path: Path) -> None:
+    """A hostile package asking for a huge journal (a flood in bytes) gets the
+    server's journal_mb, in segments its worker may write, under its own
+    tenant's folder whatever its graph is called."""
+    from types import SimpleNamespace
+
+    from headrace.names import path_under
+    from headrace.server.config import ServerConfig, ServerLimits
+    from headrace.supervisor.process import GraphWorker
+    from headrace.supervisor.sandbox import Limits
+
+    package = tmp_path / "pkg"
+    package.mkdir()
+    base = '[package]\nname = "x"\nversion = "1"\n[metadata]\ngraph_name = "x"\nentry = "m:graph"\n'
+    (package / "package.toml").write_text(base + "[journal]\nkeep_mb = 1000000000\n")
+    worker = SimpleNamespace(
+        spec=SimpleNamespace(package_dir=package, graph="x"),
+        config=ServerConfig(limits=ServerLimits(journal_mb=64)),
+    )
+    launch = SimpleNamespace(policy=SimpleNamespace(limits=Limits(file_mb=10)))
+    home = tmp_path / "tenants" / "t1"
+    settings = GraphWorker._journal(worker, home, launch)  # type: ignore[arg-type]
+    assert settings is not None
+    assert settings["keep_bytes"] == 64 << 20 and settings["segment_bytes"] == 5 << 20
+    assert Path(settings["path"]) == home / "journals" / "x"
+    # A graph name built to leave the tenant's folder is refused.
+    with pytest.raises(hr.errors.InvalidNameError):
+        path_under(home, "journals", "../t2")

@@ -205,20 +205,9 @@ impl Engine {
     /// Moves a simulated clock to `nanos` (since the epoch), running every
     /// timer due on the way in time order. `headrace.SimClock` calls it.
     fn _advance_clock(&self, py: Python<'_>, nanos: i64) -> PyResult<()> {
-        if let Some(clock) = &self.sim_time {
-            clock.fetch_max(nanos, SeqCst);
-        }
-        Ok(self.advance_to(py, Time::from_nanos(nanos), self.room(None)?)?)
-    }
-
-    /// A simulated clock reads `nanos` from now on, without running the
-    /// timers due by then (replay: they run at the journal's next step).
-    fn _stamp_clock(&self, py: Python<'_>, nanos: i64) -> PyResult<()> {
-        if let Some(clock) = &self.sim_time {
-            clock.fetch_max(nanos, SeqCst);
-        }
-        let mut out = InlineOutcome::new();
-        Ok(self.submit(py, Item::Stamp(Time::from_nanos(nanos)), self.room(None)?, &mut out)?)
+        let t = Time::from_nanos(nanos);
+        self.clock_reaches(t);
+        Ok(self.advance_to(py, t, self.room(None)?)?)
     }
 
     /// Replays journal records (`(kind, time_ns, accumulator, payload)`, as

@@ -22,7 +22,7 @@ impl Engine {
     /// forward; a `SettingError` under the wall clock, whose time no event
     /// can move.
     pub(super) fn event_time(&self, at: &Bound<'_, PyAny>) -> Result<Time, Error> {
-        let Some(clock) = &self.sim_time else {
+        if self.sim_time.is_none() {
             return Err(Error::Setting {
                 what: "at".into(),
                 message: format!(
@@ -30,10 +30,18 @@ impl Engine {
                     self.graph
                 ),
             });
-        };
+        }
         let t = to_time(at, "at")?;
-        clock.fetch_max(t.as_nanos(), SeqCst);
+        self.clock_reaches(t);
         Ok(t)
+    }
+
+    /// The simulated clock's newest time is at least `t` (what `clock_time`
+    /// and the `SimClock` read); nothing under the wall clock.
+    pub(super) fn clock_reaches(&self, t: Time) {
+        if let Some(clock) = &self.sim_time {
+            clock.fetch_max(t.as_nanos(), SeqCst);
+        }
     }
 
     /// Moves the simulated clock to `t`, running the timers due on the way.

@@ -101,6 +101,8 @@ impl<V, E> Processor<V, E> {
         self.journal_written(writer.append_event(acc as u32, t, payload, position));
     }
 
+    /// Records an event the processor is taking (the caller checked that
+    /// there is a journal).
     pub(super) fn journal_event(
         &mut self,
         acc: usize,
@@ -111,9 +113,6 @@ impl<V, E> Processor<V, E> {
     ) {
         if self.journaled_ahead > 0 {
             self.journaled_ahead -= 1;
-            return;
-        }
-        if self.journal.is_none() {
             return;
         }
         match input {
